@@ -1,0 +1,74 @@
+"""The study's shared training setup: every value SimCLR and MoCo have in common.
+
+Values from the study (`shared/reference/STUDY.md`): ShuffleNetV2-0.5 encoder, projection output 256,
+temperature 0.07, 400 epochs, batch 256 samples (512 views), lr 0.01, weight decay 1e-4,
+augmentation MTC@(32, 64, 128, 256, 512) + AD@0.2. Method files (`simclr.py`, `moco.py`) start from here.
+Override any key on the command line: `--config.optim.learning_rate=0.03`.
+"""
+
+import ml_collections
+
+STUDY_CROP_LENGTHS = (32, 64, 128, 256, 512)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'simclr'  # 'simclr' | 'moco'
+  config.seed = 0
+
+  # Data: the AoAM TFDS builder. 'simulated' needs no files; 'real' reads HDF5 from manual_dir.
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'simulated'  # 'simulated' | 'real'
+  config.data.data_dir = ''  # TFDS data dir; '' -> ~/tensorflow_datasets
+  config.data.manual_dir = ''  # where the real HDF5 files live (source='real')
+  config.data.length = 1024  # samples per example (L)
+  config.data.examples_per_class = 200  # simulated train examples per AoA class
+  config.data.test_examples_per_class = 26  # 26 * 225 = 5,850 test examples, the study's silhouette set
+  config.data.snr_db_low = 0.0
+  config.data.snr_db_high = 30.0
+  config.data.sim_seed = 0
+  config.data.shuffle_buffer = 16_384
+  config.data.prefetch = 2
+
+  # Encoder and projection head.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'shufflenet_v2_05'
+  config.model.width_multiplier = 0.5
+  config.model.depthwise_impl = 'auto'  # 'auto' | 'shift' | 'grouped'
+  config.model.output_dim = 256  # projection output used in the loss
+  config.model.hidden_dim = 1024  # projection MLP hidden width
+  config.model.dtype = 'float32'
+
+  config.temperature = 0.07
+
+  # Augmentation: multi-time cropping over crop_lengths and antenna dropout @p.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = True  # False: the "no augmentation" ablation (both views = the example)
+  config.augment.crop_lengths = STUDY_CROP_LENGTHS
+  config.augment.antenna_dropout = 0.2
+
+  # Schedule and optimiser.
+  config.num_epochs = 400
+  config.num_train_steps = -1  # > 0 overrides num_epochs
+  config.batch_size = 256  # samples per global step (2 * batch_size views)
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'sgd'  # 'sgd' (momentum, decoupled weight decay) | 'lars'
+  config.optim.learning_rate = 0.01
+  config.optim.lr_scaling = 'none'  # 'none' | 'linear' (lr = learning_rate * batch_size / 256)
+  config.optim.momentum = 0.9
+  config.optim.weight_decay = 1e-4
+  config.optim.warmup_epochs = 10.0
+  config.optim.schedule = 'cosine'  # 'cosine' | 'constant'
+
+  # Loop, logging, checkpoints.
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 2
+  config.progress_bar = True
+
+  # Multi-host (empty: single process).
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ''
+  config.distributed.num_processes = 1
+  config.distributed.process_id = 0
+  return config

@@ -1,0 +1,27 @@
+"""A tiny preset for tests and quick checks: seconds on a CPU, every code path exercised.
+
+Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method, default simclr).
+"""
+
+import ml_collections
+
+from configs import moco as moco_config
+from configs import simclr as simclr_config
+
+
+def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
+  config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
+  config.data.length = 128
+  config.data.examples_per_class = 2
+  config.data.test_examples_per_class = 1
+  config.data.shuffle_buffer = 512
+  config.augment.crop_lengths = (32, 64, 128)
+  config.batch_size = 16
+  config.num_train_steps = 6
+  config.optim.warmup_epochs = 0.0
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 4
+  config.progress_bar = False
+  if method == 'moco':
+    config.moco.queue_size = 64
+  return config
