@@ -1,0 +1,157 @@
+"""1-D ShuffleNetV2 encoder: the block structure of torchvision's `shufflenet_v2_x0_5`, over time.
+
+`(batch, time, 8)` channels-last IQ (a0-I, a0-Q, ..., a3-Q) -> `(batch, 1024)` embedding.
+
+Structure (width 0.5; channels 24 / 48 / 96 / 192 / 1024, repeats 4 / 8 / 4):
+  stem:   conv k3 s2 p1 (8 -> 24, no bias) + BN + ReLU, max-pool k3 s2 p1
+  stage2..4: unit0 has stride 2 and two branches; units 1.. split the channels in half, keep one half
+          (identity) and transform the other; both concatenate and shuffle channels (groups 2)
+  final:  conv 1x1 (192 -> 1024, no bias) + BN + ReLU, mean over time.
+Every conv is bias-free and followed by BatchNorm, like torchvision. Time lengths: any T >= 32
+(T = 32 reaches length 1 after stage 4; odd lengths round up at each stride-2 step, as in torch).
+
+Parameter count at width 0.5: exactly 335,528 trainable parameters (`params`: conv kernels and BN
+scale/bias), plus 7,952 BatchNorm running statistics in `batch_stats` (mean and var, not trained).
+(torchvision's 2-D `shufflenet_v2_x0_5` has 341,792 without its fc; the 1-D version has 3-tap instead of
+3x3 depthwise kernels and 8 instead of 3 input channels.)
+
+Parameter names and the torchvision (PyTorch) names they map to, for weight conversion:
+
+  flax (params / batch_stats)           torchvision `shufflenet_v2_x0_5` (1-D twin)
+  stem_conv/kernel      (3, 8, 24)       conv1.0.weight       (24, 8, 3)
+  stem_bn/{scale,bias,mean,var}          conv1.1.{weight,bias,running_mean,running_var}
+  stage{s}_unit{i}/branch1_dw/kernel     stage{s}.{i}.branch1.0.weight   (unit 0 only)
+  stage{s}_unit{i}/branch1_dw_bn         stage{s}.{i}.branch1.1
+  stage{s}_unit{i}/branch1_pw/kernel     stage{s}.{i}.branch1.2.weight
+  stage{s}_unit{i}/branch1_pw_bn         stage{s}.{i}.branch1.3
+  stage{s}_unit{i}/branch2_pw1/kernel    stage{s}.{i}.branch2.0.weight
+  stage{s}_unit{i}/branch2_pw1_bn        stage{s}.{i}.branch2.1
+  stage{s}_unit{i}/branch2_dw/kernel     stage{s}.{i}.branch2.3.weight
+  stage{s}_unit{i}/branch2_dw_bn         stage{s}.{i}.branch2.4
+  stage{s}_unit{i}/branch2_pw2/kernel    stage{s}.{i}.branch2.5.weight
+  stage{s}_unit{i}/branch2_pw2_bn        stage{s}.{i}.branch2.6
+  final_conv/kernel     (1, 192, 1024)   conv5.0.weight       (1024, 192, 1)
+  final_bn                               conv5.1
+with s in {2, 3, 4}. Every conv kernel is flax `(kernel, in / groups, out)` = torch weight
+`.transpose(2, 1, 0)`; depthwise kernels are `(3, 1, C)` <-> torch `(C, 1, 3)`. BN: flax scale/bias/mean/var
+= torch weight/bias/running_mean/running_var. BN momentum 0.9 here = torch momentum 0.1; eps 1e-5 both.
+One difference remains: torch updates running_var with the unbiased batch variance, flax with the
+biased one (a factor n / (n - 1), negligible at the study's batch sizes).
+"""
+
+import functools
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models import layers
+
+INPUT_CHANNELS = 8
+MIN_TIME = 32
+# torchvision's channel tables: stem, stage2, stage3, stage4, final conv.
+STAGE_OUT_CHANNELS = {
+    0.5: (24, 48, 96, 192, 1024),
+    1.0: (24, 116, 232, 464, 1024),
+    1.5: (24, 176, 352, 704, 1024),
+    2.0: (24, 244, 488, 976, 2048),
+}
+STAGE_REPEATS = (4, 8, 4)
+
+
+class ShuffleUnit(nn.Module):
+  """One ShuffleNetV2 unit (torchvision's `InvertedResidual`). `(B, T, C_in) -> (B, T_out, out_channels)`.
+
+  stride 1: split channels in half; branch2 transforms the second half; the first passes through.
+  stride 2: branch1 (dw + pw) and branch2 (pw + dw + pw) both see the whole input; time halves.
+  """
+  out_channels: int
+  stride: int
+  depthwise_impl: str = 'auto'
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.stride not in (1, 2):
+      raise ValueError(f'stride must be 1 or 2, got {self.stride}')
+    branch_channels = self.out_channels // 2
+    if self.stride == 1 and x.shape[-1] != self.out_channels:
+      raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
+    conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype)
+    dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
+                           depthwise_impl=self.depthwise_impl, dtype=self.dtype)
+    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           axis_name=self.bn_axis_name, dtype=self.dtype)
+
+    if self.stride == 1:
+      identity, x2 = jnp.split(x, 2, axis=-1)
+    else:
+      x2 = x
+      y = dw(name='branch1_dw')(x)
+      y = bn(name='branch1_dw_bn')(y)
+      y = conv(branch_channels, name='branch1_pw')(y)
+      identity = nn.relu(bn(name='branch1_pw_bn')(y))
+
+    y = conv(branch_channels, name='branch2_pw1')(x2)
+    y = nn.relu(bn(name='branch2_pw1_bn')(y))
+    y = dw(name='branch2_dw')(y)
+    y = bn(name='branch2_dw_bn')(y)
+    y = conv(branch_channels, name='branch2_pw2')(y)
+    y = nn.relu(bn(name='branch2_pw2_bn')(y))
+    return layers.channel_shuffle(jnp.concatenate([identity, y], axis=-1), groups=2)
+
+
+def validate_input(x: jax.Array) -> None:
+  """Raises ValueError unless x is floating `(batch, time >= 32, 8)`."""
+  if x.ndim != 3 or x.shape[-1] != INPUT_CHANNELS:
+    raise ValueError(f'x must have shape (batch, time, {INPUT_CHANNELS}) (channels last), got shape {x.shape}')
+  if x.shape[1] < MIN_TIME:
+    raise ValueError(f'x must have time >= {MIN_TIME} samples, got shape {x.shape}')
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f'x must be floating point, got dtype {x.dtype} (shape {x.shape})')
+
+
+class ShuffleNetV2Encoder(nn.Module):
+  """1-D ShuffleNetV2 backbone. `(batch, time, 8)` -> `(batch, final channels)` (1024 at width 0.5).
+
+  Attributes:
+    width_multiplier: one of torchvision's widths 0.5, 1.0, 1.5, 2.0.
+    depthwise_impl: 'auto' | 'shift' | 'grouped' (see `layers`); same parameters for every form.
+    bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
+      so each device normalises with global-batch statistics; None for per-call statistics.
+    dtype: computation dtype; parameters stay float32.
+  """
+  width_multiplier: float = 0.5
+  depthwise_impl: str = 'auto'
+  bn_axis_name: Optional[str] = None
+  dtype: Any = jnp.float32
+  stage_repeats: Sequence[int] = STAGE_REPEATS
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    validate_input(x)
+    if self.width_multiplier not in STAGE_OUT_CHANNELS:
+      raise ValueError(f'width_multiplier must be one of {sorted(STAGE_OUT_CHANNELS)}, '
+                       f'got {self.width_multiplier}')
+    layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
+    channels = STAGE_OUT_CHANNELS[self.width_multiplier]
+    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           axis_name=self.bn_axis_name, dtype=self.dtype)
+    x = x.astype(self.dtype)
+
+    x = nn.Conv(channels[0], kernel_size=(3,), strides=(2,), padding=((1, 1),), use_bias=False,
+                dtype=self.dtype, name='stem_conv')(x)
+    x = nn.relu(bn(name='stem_bn')(x))
+    x = nn.max_pool(x, window_shape=(3,), strides=(2,), padding=((1, 1),))
+
+    for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
+      for unit_index in range(repeats):
+        x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1,
+                        depthwise_impl=self.depthwise_impl, bn_axis_name=self.bn_axis_name,
+                        dtype=self.dtype, name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
+
+    x = nn.Conv(channels[4], kernel_size=(1,), use_bias=False, dtype=self.dtype, name='final_conv')(x)
+    x = nn.relu(bn(name='final_bn')(x))
+    return jnp.mean(x, axis=1)
