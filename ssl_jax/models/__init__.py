@@ -1,0 +1,65 @@
+"""Encoder and heads, and the factories that build them from `config.model`.
+
+`create_encoder(config.model)` -> `ShuffleNetV2Encoder`, `(batch, time, 8) -> (batch, 1024)`;
+`create_head(config.model)` -> `ProjectionHead(hidden_dim, output_dim)`;
+`create_predictor(config.model)` -> MoCo v3 `Predictor(hidden_dim, output_dim)`.
+"""
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models.heads import Predictor, ProjectionHead
+from ssl_jax.models.layers import DEPTHWISE_IMPLS, DepthwiseConv1D, channel_shuffle
+from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
+
+ENCODER_NAMES = ('shufflenet_v2_05',)
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def _get(model_config: Any, key: str) -> Any:
+  if key not in model_config:
+    raise ValueError(f'model_config has no key {key!r} (keys: {sorted(model_config.keys())})')
+  return model_config[key]
+
+
+def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
+  """Encoder from `config.model` (name, width_multiplier, depthwise_impl, dtype)."""
+  name = _get(model_config, 'name')
+  if name not in ENCODER_NAMES:
+    raise ValueError(f'model_config.name must be one of {ENCODER_NAMES}, got {name!r}')
+  depthwise_impl = _get(model_config, 'depthwise_impl')
+  if depthwise_impl not in DEPTHWISE_IMPLS:
+    raise ValueError(f'model_config.depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {depthwise_impl!r}')
+  dtype = _get(model_config, 'dtype')
+  if dtype not in _DTYPES:
+    raise ValueError(f'model_config.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}')
+  width = float(_get(model_config, 'width_multiplier'))
+  if width != 0.5:
+    raise ValueError(f'model_config.width_multiplier must be 0.5 for {name!r}, got {width}')
+  return ShuffleNetV2Encoder(width_multiplier=width, depthwise_impl=depthwise_impl,
+                             bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype])
+
+
+def create_head(model_config: Any) -> ProjectionHead:
+  """Projection MLP `hidden_dim -> output_dim` from `config.model`."""
+  return ProjectionHead(hidden_dim=int(_get(model_config, 'hidden_dim')),
+                        output_dim=int(_get(model_config, 'output_dim')))
+
+
+def create_predictor(model_config: Any, bn_axis_name: Optional[str] = None) -> Predictor:
+  """MoCo v3 predictor `hidden_dim -> output_dim` (it maps projections back to the projection space)."""
+  return Predictor(hidden_dim=int(_get(model_config, 'hidden_dim')),
+                   output_dim=int(_get(model_config, 'output_dim')), bn_axis_name=bn_axis_name)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a pytree of arrays (pass `variables['params']` for trainable parameters)."""
+  return int(sum(leaf.size for leaf in jax.tree.leaves(params)))
+
+
+__all__ = [
+    'DepthwiseConv1D', 'Predictor', 'ProjectionHead', 'ShuffleNetV2Encoder', 'ShuffleUnit',
+    'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor',
+]
