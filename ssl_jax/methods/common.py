@@ -1,0 +1,152 @@
+"""What SimCLR and MoCo share: the train-state record, networks, keys, the gradient update, and metrics.
+
+A method module (`simclr.py`, `moco.py`) provides `create_networks(config, bn_axis_name)`,
+`init_state(config, networks, tx, rng)` and `make_train_step(config, networks, tx, schedules, axis_name)`;
+everything the two have in common lives here once.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from ssl_jax import augment
+
+PyTree = Any
+Schedule = Callable[[jax.Array], jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during pretraining. Methods extend it (MoCo adds EMA params and the queue).
+
+  `params` and `batch_stats` are dicts keyed by network name ('encoder', 'head', ...); `rng` is a raw
+  uint32 PRNG key (checkpointable as a plain array).
+  """
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The Flax modules of one method. `predictor` is only used by MoCo v3."""
+  encoder: nn.Module
+  head: nn.Module
+  predictor: nn.Module | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedules:
+  """Step -> value functions: learning rate always, EMA momentum for MoCo."""
+  learning_rate: Schedule
+  momentum: Schedule | None = None
+
+
+@flax.struct.dataclass
+class ViewKeys:
+  """PRNG keys for the two views of one step (identical on every device, see `view_keys`)."""
+  length_a: jax.Array
+  length_b: jax.Array
+  example_a: jax.Array
+  example_b: jax.Array
+
+
+def view_keys(rng: jax.Array, step: jax.Array) -> ViewKeys:
+  """Keys for step `step`: folded from the run key and the step, never from the device.
+
+  Per-example randomness (crop starts, antenna masks) is drawn for the whole global batch and each device
+  takes its slice (`augment.apply_view(..., shard=...)`), so a run's views do not depend on how many
+  devices share the batch.
+  """
+  keys = jax.random.split(jax.random.fold_in(rng, step), 4)
+  return ViewKeys(*keys)
+
+
+def shard_position(axis_name: str | None) -> tuple[jax.Array | int, int]:
+  """(index of this device along `axis_name`, number of devices); (0, 1) outside a parallel map."""
+  if axis_name is None:
+    return 0, 1
+  return jax.lax.axis_index(axis_name), jax.lax.axis_size(axis_name)
+
+
+def init_variables(networks: Networks, rng: jax.Array, input_length: int) -> tuple[dict, dict]:
+  """Initial (params, batch_stats), each a dict keyed by network name."""
+  enc_key, head_key, pred_key = jax.random.split(rng, 3)
+  x = jnp.zeros((2, input_length, 8), jnp.float32)
+  enc_vars = networks.encoder.init(enc_key, x, train=False)
+  h = jnp.zeros((2, networks.encoder.apply(enc_vars, x, train=False).shape[-1]), jnp.float32)
+  head_vars = networks.head.init(head_key, h)
+  params = {'encoder': enc_vars['params'], 'head': head_vars['params']}
+  batch_stats = {'encoder': enc_vars.get('batch_stats', {})}
+  if networks.predictor is not None:
+    z = networks.head.apply(head_vars, h)
+    pred_vars = networks.predictor.init(pred_key, z, train=False)
+    params['predictor'] = pred_vars['params']
+    batch_stats['predictor'] = pred_vars.get('batch_stats', {})
+  return params, batch_stats
+
+
+def make_encode(networks: Networks, params: PyTree, *, train: bool = True,
+                with_predictor: bool = False) -> Callable[[PyTree, jax.Array], tuple[jax.Array, PyTree]]:
+  """Returns `encode(batch_stats, view) -> (projection, new_batch_stats)` for one view `(batch, time, 8)`."""
+
+  def encode(batch_stats: PyTree, view: jax.Array) -> tuple[jax.Array, PyTree]:
+    h, updates = networks.encoder.apply(
+        {'params': params['encoder'], 'batch_stats': batch_stats['encoder']}, view, train=train,
+        mutable=['batch_stats'])
+    z = networks.head.apply({'params': params['head']}, h)
+    new_stats = dict(batch_stats, encoder=updates['batch_stats'])
+    if with_predictor:
+      z, pred_updates = networks.predictor.apply(
+          {'params': params['predictor'], 'batch_stats': batch_stats['predictor']}, z, train=train,
+          mutable=['batch_stats'])
+      new_stats['predictor'] = pred_updates['batch_stats']
+    return z, new_stats
+
+  return encode
+
+
+def encode_view(encode: Callable, batch_stats: PyTree, x: jax.Array, *, policy: augment.AugmentPolicy,
+                length_key: jax.Array, example_key: jax.Array,
+                axis_name: str | None) -> tuple[jax.Array, PyTree]:
+  """Makes one augmented view of the local batch `x` and encodes it: `(projection, new_batch_stats)`."""
+  shard_index, num_shards = shard_position(axis_name)
+  return augment.apply_view(lambda view: encode(batch_stats, view), x, policy=policy, length_key=length_key,
+                            example_key=example_key, shard_index=shard_index, num_shards=num_shards)
+
+
+def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,
+                    axis_name: str | None) -> tuple[PyTree, optax.OptState, jax.Array]:
+  """Averages per-device gradients over `axis_name`, applies the optimiser; returns (params, opt, grad_norm)."""
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates), opt_state, optax.global_norm(grads)
+
+
+def embedding_std(z: jax.Array, axis_name: str | None) -> jax.Array:
+  """Collapse monitor: per-dimension std of the L2-normalised projections over the global batch, averaged.
+
+  A healthy representation sits near 1/sqrt(dim); a collapsed one goes to 0.
+  """
+  z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  mean = jnp.mean(z, axis=0)
+  mean_sq = jnp.mean(z * z, axis=0)
+  if axis_name is not None:
+    mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
+  return jnp.mean(jnp.sqrt(jnp.maximum(mean_sq - mean * mean, 0.0)))
+
+
+def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """`num_train_steps` when positive, else `num_epochs * steps_per_epoch`."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(round(config.num_epochs * steps_per_epoch))

@@ -1,0 +1,67 @@
+"""SimCLR: one encoder + projection head, NT-Xent with negatives from the global 2N-view batch.
+
+Both views of the local batch are made inside the step (`ssl_jax.augment`) and encoded in two passes, each
+with BatchNorm statistics over the global batch of that view (`bn_axis_name`). The loss gathers the
+projections of all devices, so every view sees the 2N - 2 views of the other examples as negatives.
+"""
+
+from typing import Callable
+
+import jax
+import ml_collections
+import optax
+
+from ssl_jax import augment, losses, models
+from ssl_jax.methods import common
+
+TrainState = common.TrainState
+
+
+def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> common.Networks:
+  return common.Networks(encoder=models.create_encoder(config.model, bn_axis_name=bn_axis_name),
+                         head=models.create_head(config.model))
+
+
+def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
+               tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  init_key, run_key = jax.random.split(rng)
+  params, batch_stats = common.init_variables(networks, init_key, config.data.length)
+  return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), rng=run_key)
+
+
+def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks,
+                    tx: optax.GradientTransformation, schedules: common.Schedules,
+                    axis_name: str | None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The per-device step `(state, batch) -> (state, metrics)`; `batch['iq']` is `(local_batch, time, 8)`."""
+  policy = augment.AugmentPolicy.from_config(config.augment)
+  temperature = config.temperature
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    x = batch['iq']
+    keys = common.view_keys(state.rng, state.step)
+
+    def loss_fn(params):
+      encode = common.make_encode(networks, params)
+      z_a, stats = common.encode_view(encode, state.batch_stats, x, policy=policy, length_key=keys.length_a,
+                                      example_key=keys.example_a, axis_name=axis_name)
+      z_b, stats = common.encode_view(encode, stats, x, policy=policy, length_key=keys.length_b,
+                                      example_key=keys.example_b, axis_name=axis_name)
+      loss = losses.nt_xent(z_a, z_b, temperature=temperature, axis_name=axis_name)
+      return loss, (stats, z_a, z_b)
+
+    (loss, (batch_stats, z_a, z_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
+    similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
+    metrics = {
+        'loss': loss,
+        'learning_rate': schedules.learning_rate(state.step),
+        'grad_norm': grad_norm,
+        'positive_similarity': similarity['pos_cosine'],
+        'negative_similarity': similarity['neg_cosine'],
+        'embedding_std': common.embedding_std(z_a, axis_name),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
