@@ -1,0 +1,54 @@
+"""Probe settings of the study's evaluation (`ssl_jax.evaluate`, `ssl_jax.evaluation`).
+
+The study's protocol (`shared/reference/STUDY.md`): frozen encoder, a light head per task (AMC one linear
+layer, AoA linear-ReLU-linear), label budgets 1, 10, 100, 200, 500 per class from the train split, scored
+on the test split, at least 3 seeds; silhouette of the test embeddings; a random-init baseline and a
+supervised baseline on the same budgets. The study does not give the probe optimiser or the AoA hidden
+width; the values below are ours. Override any key: `--probe_config.budgets=1,10`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.tasks = ('aoa', 'amc')
+  config.budgets = (1, 10, 100, 200, 500)  # labelled train examples per class
+  config.num_seeds = 3  # label sets and heads per budget (mean ± std)
+  config.skip_unavailable_budgets = True  # a budget above the smallest train class: skip, not fail
+  config.embed_batch_size = 256  # examples per frozen-encoder call
+
+  # Head training (on frozen, standardised embeddings): AdamW, cosine lr, fixed step count.
+  config.probe = ml_collections.ConfigDict()
+  config.probe.learning_rate = 1e-3
+  config.probe.weight_decay = 1e-4
+  config.probe.num_steps = 300
+  config.probe.batch_size = 256  # full batch when the label set is smaller
+  config.probe.std_floor = 1e-2  # std floored at sqrt(std_floor * mean variance)
+
+  # Heads: hidden_dim 0 = one linear layer; > 0 = linear-ReLU-linear with that width.
+  config.heads = ml_collections.ConfigDict()
+  config.heads.aoa = ml_collections.ConfigDict({'hidden_dim': 512})
+  config.heads.amc = ml_collections.ConfigDict({'hidden_dim': 0})
+
+  # Silhouette of the test embeddings (standardised, euclidean; the study: 5,850 examples, no tuning).
+  config.clustering = ml_collections.ConfigDict()
+  config.clustering.normalize = 'standardize'  # 'standardize' | 'l2' | 'none'
+  config.clustering.max_examples = 5850  # seeded subset when the test split is larger; <= 0: all
+
+  # Baselines run by `ssl_jax.evaluate` besides the pretrained encoder.
+  config.random_init = True  # the same probes on a randomly initialised encoder
+
+  # Supervised baseline: the same encoder + head trained end to end on the same label sets.
+  config.supervised = ml_collections.ConfigDict()
+  config.supervised.enabled = False  # expensive on a CPU; the study script turns it on
+  config.supervised.budgets = (1, 10, 100, 200, 500)
+  config.supervised.num_seeds = 3
+  config.supervised.learning_rate = 1e-3
+  config.supervised.weight_decay = 1e-4
+  config.supervised.batch_size = 64
+  config.supervised.epochs = 30.0  # steps = clip(epochs * n / batch_size, min_steps, max_steps)
+  config.supervised.min_steps = 100
+  config.supervised.max_steps = 600
+  config.supervised.warmup_steps = 10
+  return config
