@@ -178,7 +178,7 @@ def evaluate_encoder(encoder: nn.Module, variables: Mapping[str, Any],
 
   Returns:
     JSON-serialisable `{'tasks': {task: {'probe': {budget: scores | {'skipped': why}},
-    'silhouette': float}}, 'num_train_embedded', 'num_test', 'embedding_dim', 'timing_s'}`.
+    'silhouette': float or None (undefined: one example per class)}}, 'num_train_embedded', 'num_test', 'embedding_dim', 'timing_s'}`.
   """
   start = time.perf_counter()
   data = data or PipelineData(data_config, probe_config.embed_batch_size)
@@ -225,9 +225,15 @@ def evaluate_encoder(encoder: nn.Module, variables: Mapping[str, Any],
   cluster_start = time.perf_counter()
   subset = _silhouette_subset(test_x.shape[0], probe_config.clustering.max_examples, seed)
   for task in tasks:
-    results['tasks'][task.name]['silhouette'] = clustering.silhouette(
-        test_x[subset], np.asarray(test_labels[task.label_key])[subset],
-        normalize=probe_config.clustering.normalize)
+    task_labels = np.asarray(test_labels[task.label_key])[subset]
+    num_labels = np.unique(task_labels).size
+    if 2 <= num_labels <= subset.size - 1:
+      results['tasks'][task.name]['silhouette'] = clustering.silhouette(
+          test_x[subset], task_labels, normalize=probe_config.clustering.normalize)
+    else:  # E.g. one test example per AoA class (the smoke preset): the score is undefined.
+      results['tasks'][task.name]['silhouette'] = None
+      results['tasks'][task.name]['silhouette_skipped'] = (
+          f'undefined for {num_labels} distinct labels among {subset.size} examples')
   results['silhouette_examples'] = int(subset.size)
   results['timing_s'] = {'embeddings': embed_s, 'probes': probe_s,
                          'silhouette': time.perf_counter() - cluster_start,

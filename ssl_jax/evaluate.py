@@ -1,0 +1,96 @@
+"""Evaluation entry point: probes a pretraining workdir and writes `DIR/eval/results.json`.
+
+  python -m ssl_jax.evaluate --workdir=DIR [--probe_config=configs/probe.py] \
+      [--probe_config.budgets=1,10] [--seed=0] [--step=N]
+
+Loads the (query/online) encoder of the workdir's latest checkpoint, reads the data the run was trained
+on (`config.data`), and runs `ssl_jax.evaluation.evaluate_encoder` on it; with `probe_config.random_init`
+also on a randomly initialised encoder, with `probe_config.supervised.enabled` also the supervised
+baseline. The results file is written atomically (temporary file, then rename). Exits 1 with a message
+when DIR holds no checkpoint.
+"""
+
+import json
+import os
+import sys
+from typing import Optional
+
+from absl import app, flags, logging
+import ml_collections
+from ml_collections import config_flags
+
+_DEFAULT_PROBE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     'configs', 'probe.py')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Pretraining workdir (holds config.json and checkpoints/).')
+config_flags.DEFINE_config_file('probe_config', _DEFAULT_PROBE_CONFIG, 'Probe settings file.',
+                                lock_config=True)
+flags.DEFINE_integer('seed', 0, 'Seed of the label sets, probe heads and random-init encoder.')
+flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
+flags.mark_flags_as_required(['workdir'])
+
+
+def results_path(workdir: str) -> str:
+  return os.path.join(workdir, 'eval', 'results.json')
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+  """Writes `payload` as JSON to `path` via a temporary file and a rename (never a partial file)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
+        step: Optional[int] = None, data=None) -> dict:
+  """Evaluates the encoder of `workdir`, writes `workdir/eval/results.json`, returns the results.
+
+  `data` (an `ssl_jax.evaluation.EvalData`) overrides where the splits are read from (tests).
+  Raises FileNotFoundError when `workdir` has no config or checkpoint.
+  """
+  from ssl_jax import checkpointing  # Local imports: flag parsing and --help stay fast.
+  from ssl_jax import evaluation
+  config, encoder, variables = checkpointing.load_encoder(workdir, step)
+  results = {
+      'workdir': os.path.abspath(workdir),
+      'method': config.get('method'),
+      'step': step if step is not None else checkpointing.Checkpointer(workdir).latest_step(),
+      'seed': seed,
+      'data_config': json.loads(config.data.to_json_best_effort()),
+      'probe_config': json.loads(probe_config.to_json_best_effort()),
+  }
+  logging.info('probing the pretrained encoder of %s', workdir)
+  results['pretrained'] = evaluation.evaluate_encoder(encoder, variables, config.data, probe_config,
+                                                      seed=seed, data=data)
+  if probe_config.random_init:
+    logging.info('probing a randomly initialised encoder')
+    random_variables = evaluation.random_init_variables(encoder, config.data, seed)
+    results['random_init'] = evaluation.evaluate_encoder(encoder, random_variables, config.data,
+                                                         probe_config, seed=seed, data=data)
+  if probe_config.supervised.enabled:
+    logging.info('training the supervised baseline')
+    results['supervised'] = evaluation.evaluate_supervised(encoder, config.data, probe_config, seed=seed,
+                                                           data=data)
+  write_json_atomic(results_path(workdir), results)
+  return results
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  try:
+    run(FLAGS.workdir, FLAGS.probe_config, seed=FLAGS.seed, step=FLAGS.step)
+  except (FileNotFoundError, ValueError) as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(results_path(FLAGS.workdir))
+
+
+if __name__ == '__main__':
+  app.run(main)
