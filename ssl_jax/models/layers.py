@@ -91,6 +91,23 @@ class DepthwiseConv1D(nn.Module):
     return depthwise_conv1d_grouped(x, kernel, self.stride, self.padding)
 
 
+def max_pool1d(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -> jax.Array:
+  """Max-pool over time as an elementwise max of strided slices, padded with -inf (torch's semantics).
+
+  `(B, T, C) -> (B, T_out, C)`. Same forward values as `nn.max_pool`, but its gradient is a few
+  elementwise selects instead of XLA's `select_and_scatter`, which is ~20x slower on CPU.
+  """
+  batch, length, channels = x.shape
+  length_out = conv_output_length(length, window, stride, padding)
+  x_pad = jnp.pad(x, ((0, 0), (padding, padding), (0, 0)), constant_values=-jnp.inf) if padding else x
+  out = None
+  for k in range(window):
+    tap = lax.slice(x_pad, (0, k, 0), (batch, k + stride * (length_out - 1) + 1, channels),
+                    (1, stride, 1))
+    out = tap if out is None else jnp.maximum(out, tap)
+  return out
+
+
 def channel_shuffle(x: jax.Array, groups: int = 2) -> jax.Array:
   """ShuffleNet channel shuffle on channels-last `(B, T, C)`, the same permutation as torchvision's.
 

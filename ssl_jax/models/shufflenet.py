@@ -144,7 +144,7 @@ class ShuffleNetV2Encoder(nn.Module):
     x = nn.Conv(channels[0], kernel_size=(3,), strides=(2,), padding=((1, 1),), use_bias=False,
                 dtype=self.dtype, name='stem_conv')(x)
     x = nn.relu(bn(name='stem_bn')(x))
-    x = nn.max_pool(x, window_shape=(3,), strides=(2,), padding=((1, 1),))
+    x = layers.max_pool1d(x, window=3, stride=2, padding=1)
 
     for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
       for unit_index in range(repeats):

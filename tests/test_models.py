@@ -1,0 +1,226 @@
+"""Tests for ssl_jax.models: shapes, parameter count, depthwise forms, BatchNorm semantics, heads."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import base as base_config
+from configs import moco as moco_config
+from ssl_jax import models
+from ssl_jax.models import layers
+from ssl_jax.models import shufflenet
+
+EXPECTED_PARAMS = 335_528
+EXPECTED_BATCH_STATS = 7_952
+CROP_LENGTHS = (32, 64, 100, 128, 256, 512, 1024)
+
+
+def _init_shapes(model, length=32, batch=2):
+  x = jax.ShapeDtypeStruct((batch, length, 8), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.key(0), x)
+
+
+def test_exact_parameter_count():
+  variables = _init_shapes(models.ShuffleNetV2Encoder())
+  assert models.count_params(variables['params']) == EXPECTED_PARAMS
+  assert models.count_params(variables['batch_stats']) == EXPECTED_BATCH_STATS
+
+
+def test_parameter_names_documented_scheme():
+  params = _init_shapes(models.ShuffleNetV2Encoder())['params']
+  assert params['stem_conv']['kernel'].shape == (3, 8, 24)
+  assert params['final_conv']['kernel'].shape == (1, 192, 1024)
+  assert params['stage2_unit0']['branch1_dw']['kernel'].shape == (3, 1, 24)
+  assert params['stage3_unit7']['branch2_dw']['kernel'].shape == (3, 1, 48)
+  assert 'branch1_dw' not in params['stage4_unit1']
+  units = sorted(k for k in params if k.startswith('stage'))
+  assert len(units) == 4 + 8 + 4
+
+
+@pytest.mark.parametrize('length', CROP_LENGTHS)
+def test_output_shape_every_length(length):
+  model = models.ShuffleNetV2Encoder()
+  variables = _init_shapes(model, length=length)
+  x = jax.ShapeDtypeStruct((3, length, 8), jnp.float32)
+  out, _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']), variables, x)
+  assert out.shape == (3, 1024)
+  assert jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x).shape == (3, 1024)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('length', [7, 8, 33])
+def test_depthwise_forms_agree_value_and_gradient(stride, length):
+  kx, kk, kg = jax.random.split(jax.random.key(stride * 100 + length), 3)
+  x = jax.random.normal(kx, (2, length, 5))
+  kernel = jax.random.normal(kk, (3, 1, 5))
+  cotangent = jax.random.normal(kg, (2, layers.conv_output_length(length, 3, stride, 1), 5))
+
+  def objective(fn):
+    return lambda x, k: jnp.sum(fn(x, k, stride, 1) * cotangent)
+
+  shift = layers.depthwise_conv1d_shift(x, kernel, stride, 1)
+  grouped = layers.depthwise_conv1d_grouped(x, kernel, stride, 1)
+  assert shift.shape == grouped.shape == cotangent.shape
+  np.testing.assert_allclose(shift, grouped, rtol=1e-5, atol=1e-5)
+  grad_shift = jax.grad(objective(layers.depthwise_conv1d_shift), argnums=(0, 1))(x, kernel)
+  grad_grouped = jax.grad(objective(layers.depthwise_conv1d_grouped), argnums=(0, 1))(x, kernel)
+  for a, b in zip(grad_shift, grad_grouped):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Independent reference: direct NumPy loop (torch conv1d semantics, zero padding 1).
+  x_pad = np.pad(np.asarray(x), ((0, 0), (1, 1), (0, 0)))
+  expected = np.stack([sum(x_pad[:, t * stride + k] * np.asarray(kernel)[k, 0] for k in range(3))
+                       for t in range(cotangent.shape[1])], axis=1)
+  np.testing.assert_allclose(shift, expected, rtol=1e-5, atol=1e-5)
+
+
+def _forms_value_and_grad(x, train, dtype=jnp.float32, stage_repeats=shufflenet.STAGE_REPEATS):
+  """Embedding and parameter gradient of a fixed scalar, for the 'shift' and 'grouped' forms."""
+  results = []
+  for impl in ('shift', 'grouped'):
+    model = models.ShuffleNetV2Encoder(depthwise_impl=impl, dtype=dtype, stage_repeats=stage_repeats)
+    variables = model.init(jax.random.key(0), x)
+
+    def fn(params, model=model, variables=variables):
+      z, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=train,
+                         mutable=['batch_stats'])
+      return jnp.sum(z * jnp.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)), z
+
+    results.append((variables, jax.jit(jax.grad(fn, has_aux=True))(variables['params'])))
+  (vars_shift, (grad_shift, z_shift)), (vars_grouped, (grad_grouped, z_grouped)) = results
+  # Same parameter tree (names, shapes, and values from the same seed) for both forms.
+  assert jax.tree.structure(vars_shift) == jax.tree.structure(vars_grouped)
+  for a, b in zip(jax.tree.leaves(vars_shift), jax.tree.leaves(vars_grouped)):
+    np.testing.assert_array_equal(a, b)
+  return (z_shift, grad_shift), (z_grouped, grad_grouped)
+
+
+def test_encoder_forms_agree_eval_float32():
+  """Full encoder, odd length, running-average BN: forward and parameter gradients to ~1e-5."""
+  x = jax.random.normal(jax.random.key(1), (2, 100, 8))
+  (z_a, g_a), (z_b, g_b) = _forms_value_and_grad(x, train=False)
+  np.testing.assert_allclose(z_a, z_b, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_forms_agree_train_float64():
+  """Train-mode BN on 2 examples amplifies float32 rounding (~5e-5), so compare in float64 (one unit per stage)."""
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(1), (2, 67, 8), jnp.float64)
+    (z_a, g_a), (z_b, g_b) = _forms_value_and_grad(x, train=True, dtype=jnp.float64, stage_repeats=(2, 1, 2))
+    np.testing.assert_allclose(z_a, z_b, rtol=1e-9, atol=1e-10)
+    for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
+      np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_auto_picks_shift_on_cpu():
+  assert jax.default_backend() == 'cpu'
+  assert layers.resolve_depthwise_impl('auto') == 'shift'
+  with pytest.raises(ValueError, match='depthwise_impl'):
+    layers.resolve_depthwise_impl('fft')
+
+
+def test_channel_shuffle_matches_torch_permutation():
+  x = jnp.arange(2 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 8)
+  # torch: view(B, 2, C/2, L).transpose(1, 2).reshape(B, C, L) in channels-first.
+  x_cf = np.asarray(x).transpose(0, 2, 1)
+  expected = x_cf.reshape(2, 2, 4, 3).transpose(0, 2, 1, 3).reshape(2, 8, 3).transpose(0, 2, 1)
+  np.testing.assert_array_equal(layers.channel_shuffle(x, 2), expected)
+
+
+@pytest.mark.parametrize('length', [8, 9, 16])
+def test_max_pool_matches_reduce_window(length):
+  x = jax.random.normal(jax.random.key(length), (2, length, 3))
+  expected = nn.max_pool(x, window_shape=(3,), strides=(2,), padding=((1, 1),))
+  np.testing.assert_array_equal(layers.max_pool1d(x, 3, 2, 1), expected)
+
+
+def test_train_updates_batch_stats_and_eval_uses_running_averages():
+  model = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
+  x = 3.0 * jax.random.normal(jax.random.key(2), (4, 32, 8)) + 1.0
+  variables = model.init(jax.random.key(0), x)
+  z, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert z.shape == (4, 1024)
+  old, new = variables['batch_stats']['stem_bn'], updates['batch_stats']['stem_bn']
+  assert not np.allclose(old['mean'], new['mean'])
+  # Flax momentum 0.9 == torch momentum 0.1: new = 0.9 * old + 0.1 * batch mean.
+  stem = nn.Conv(24, (3,), strides=(2,), padding=((1, 1),), use_bias=False)
+  h = stem.apply({'params': variables['params']['stem_conv']}, x)
+  np.testing.assert_allclose(new['mean'], 0.1 * jnp.mean(h, axis=(0, 1)), rtol=1e-4, atol=1e-6)
+  # Eval: running averages, so one example's output does not depend on the rest of the batch.
+  eval_vars = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
+  full = model.apply(eval_vars, x, train=False)
+  single = model.apply(eval_vars, x[:1], train=False)
+  np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-6)
+  train_single, _ = model.apply(eval_vars, x[:2], train=True, mutable=['batch_stats'])
+  assert not np.allclose(train_single[:1], single, atol=1e-4)
+
+
+def test_bn_axis_name_gives_global_batch_statistics():
+  """BN with bn_axis_name under vmap(axis_name=...) == BN over the concatenated batch (float64: exact-ish)."""
+  with jax.enable_x64(True):
+    scale = jnp.array([1.0, 4.0], jnp.float64)[:, None, None, None]
+    shards = jax.random.normal(jax.random.key(3), (2, 3, 32, 8), jnp.float64) * scale
+    kwargs = dict(stage_repeats=(1, 2, 1), dtype=jnp.float64)
+    local = models.ShuffleNetV2Encoder(**kwargs)
+    variables = local.init(jax.random.key(0), shards[0])
+    apply_train = lambda model: lambda x: model.apply(variables, x, train=True, mutable=['batch_stats'])
+    z_global, upd_global = jax.jit(apply_train(local))(shards.reshape(6, 32, 8))
+    sharded = models.ShuffleNetV2Encoder(bn_axis_name='devices', **kwargs)
+    z_sharded, upd_sharded = jax.jit(jax.vmap(apply_train(sharded), axis_name='devices'))(shards)
+    np.testing.assert_allclose(z_sharded.reshape(6, 1024), z_global, rtol=1e-9, atol=1e-10)
+    for a, b in zip(jax.tree.leaves(upd_sharded), jax.tree.leaves(upd_global)):
+      np.testing.assert_allclose(a[0], b, rtol=1e-9, atol=1e-10)
+      np.testing.assert_allclose(a[1], b, rtol=1e-9, atol=1e-10)
+    # Without the axis name each shard normalises with its own statistics: a different result.
+    z_local, _ = jax.jit(jax.vmap(apply_train(local)))(shards)
+    assert not np.allclose(z_local.reshape(6, 1024), z_global, atol=1e-3)
+
+
+@pytest.mark.parametrize('shape, dtype, match', [
+    ((2, 64), jnp.float32, r'x must have shape \(batch, time, 8\).*\(2, 64\)'),
+    ((2, 64, 4), jnp.float32, r'x must have shape.*\(2, 64, 4\)'),
+    ((2, 16, 8), jnp.float32, r'time >= 32.*\(2, 16, 8\)'),
+    ((2, 64, 8), jnp.int32, r'floating.*int32'),
+])
+def test_bad_input_raises(shape, dtype, match):
+  model = models.ShuffleNetV2Encoder()
+  with pytest.raises(ValueError, match=match):
+    model.init(jax.random.key(0), jnp.zeros(shape, dtype))
+
+
+def test_heads_shapes():
+  head = models.ProjectionHead(hidden_dim=1024, output_dim=256)
+  h = jnp.ones((3, 1024))
+  variables = head.init(jax.random.key(0), h)
+  assert head.apply(variables, h).shape == (3, 256)
+  assert variables['params']['fc1']['kernel'].shape == (1024, 1024)
+  predictor = models.Predictor(hidden_dim=64, output_dim=256)
+  p_vars = predictor.init(jax.random.key(0), jnp.ones((3, 256)))
+  out, updates = predictor.apply(p_vars, jnp.ones((3, 256)), train=True, mutable=['batch_stats'])
+  assert out.shape == (3, 256) and 'bn1' in updates['batch_stats']
+  with pytest.raises(ValueError, match=r'ProjectionHead.*\(3, 4, 5\)'):
+    head.apply(variables, jnp.ones((3, 4, 5)))
+
+
+def test_factories_from_config():
+  config = base_config.get_config()
+  encoder = models.create_encoder(config.model, bn_axis_name='batch')
+  assert isinstance(encoder, models.ShuffleNetV2Encoder) and encoder.bn_axis_name == 'batch'
+  head = models.create_head(config.model)
+  assert (head.hidden_dim, head.output_dim) == (config.model.hidden_dim, config.model.output_dim)
+  predictor = models.create_predictor(moco_config.get_config().model)
+  assert predictor.output_dim == config.model.output_dim
+  config.model.name = 'resnet18'
+  with pytest.raises(ValueError, match=r"model_config.name.*'resnet18'"):
+    models.create_encoder(config.model)
+  config.model.name = 'shufflenet_v2_05'
+  config.model.depthwise_impl = 'fast'
+  with pytest.raises(ValueError, match='depthwise_impl'):
+    models.create_encoder(config.model)
+
+
+def test_count_params():
+  assert models.count_params({'a': jnp.zeros((2, 3)), 'b': {'c': jnp.zeros(4)}}) == 10
