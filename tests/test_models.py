@@ -96,6 +96,7 @@ def _forms_value_and_grad(x, train, dtype=jnp.float32, stage_repeats=shufflenet.
   return (z_shift, grad_shift), (z_grouped, grad_grouped)
 
 
+@pytest.mark.slow
 def test_encoder_forms_agree_eval_float32():
   """Full encoder, odd length, running-average BN: forward and parameter gradients to ~1e-5."""
   x = jax.random.normal(jax.random.key(1), (2, 100, 8))
@@ -105,6 +106,7 @@ def test_encoder_forms_agree_eval_float32():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_encoder_forms_agree_train_float64():
   """Train-mode BN on 2 examples amplifies float32 rounding (~5e-5), so compare in float64 (one unit per stage)."""
   with jax.enable_x64(True):
@@ -140,22 +142,24 @@ def test_max_pool_matches_reduce_window(length):
 def test_train_updates_batch_stats_and_eval_uses_running_averages():
   model = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
   x = 3.0 * jax.random.normal(jax.random.key(2), (4, 32, 8)) + 1.0
-  variables = model.init(jax.random.key(0), x)
-  z, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  apply_train = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))
+  apply_eval = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  z, updates = apply_train(variables, x)
   assert z.shape == (4, 1024)
   old, new = variables['batch_stats']['stem_bn'], updates['batch_stats']['stem_bn']
   assert not np.allclose(old['mean'], new['mean'])
-  # Flax momentum 0.9 == torch momentum 0.1: new = 0.9 * old + 0.1 * batch mean.
+  # Flax momentum 0.9 == torch momentum 0.1: new = 0.9 * old (zeros) + 0.1 * batch mean.
   stem = nn.Conv(24, (3,), strides=(2,), padding=((1, 1),), use_bias=False)
   h = stem.apply({'params': variables['params']['stem_conv']}, x)
   np.testing.assert_allclose(new['mean'], 0.1 * jnp.mean(h, axis=(0, 1)), rtol=1e-4, atol=1e-6)
   # Eval: running averages, so one example's output does not depend on the rest of the batch.
   eval_vars = {'params': variables['params'], 'batch_stats': updates['batch_stats']}
-  full = model.apply(eval_vars, x, train=False)
-  single = model.apply(eval_vars, x[:1], train=False)
+  full = apply_eval(eval_vars, x)
+  single = apply_eval(eval_vars, x[:1])
   np.testing.assert_allclose(full[:1], single, rtol=1e-5, atol=1e-6)
-  train_single, _ = model.apply(eval_vars, x[:2], train=True, mutable=['batch_stats'])
-  assert not np.allclose(train_single[:1], single, atol=1e-4)
+  train_pair, _ = apply_train(eval_vars, x[:2])
+  assert not np.allclose(train_pair[:1], single, atol=1e-4)
 
 
 def test_bn_axis_name_gives_global_batch_statistics():
