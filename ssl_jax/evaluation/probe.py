@@ -5,10 +5,12 @@ frozen by construction. Embeddings are standardised with the mean and standard d
 own training examples (per seed); the test embeddings use the same statistics.
 
 Heads (the study's): AMC one linear layer (`hidden_dim=0`); AoA linear-ReLU-linear (`hidden_dim > 0`).
-Training: AdamW with a cosine-decayed learning rate for a fixed number of steps; full batch when the
-training set fits in one batch, else minibatches drawn uniformly per step. The seeds of one budget have
-the same number of examples, so they are stacked and trained together under `jax.vmap` in one
-compiled `lax.scan` (one compile per (examples, classes, head) shape, reused across encoders).
+Training: AdamW with a cosine-decayed learning rate for a fixed number of steps, on batches of exactly
+`batch_size` rows: a label set that fits in one batch is used whole (zero-padded, padding weighted 0),
+a larger one is sampled uniformly per step. The seeds of one budget have the same number of examples, so
+they are stacked and trained together under `jax.vmap`. Every batch has the same shape whatever the
+budget, so one compile per (head, number of seeds) serves every budget and every encoder; the step loop
+runs on the host (a few hundred dispatches, negligible next to the head's matmuls).
 """
 
 import dataclasses
@@ -65,61 +67,41 @@ class ProbeHead(nn.Module):
     return nn.Dense(self.num_classes, name='logits')(x)
 
 
-def _standardise_stats(x: jax.Array, std_floor: float):
-  """Per-feature mean and floored std of `(n, dim)`."""
-  mean = jnp.mean(x, axis=0)
-  var = jnp.var(x, axis=0)
-  std = jnp.sqrt(var + std_floor * jnp.mean(var) + 1e-12)
-  return mean, std
+def _standardise_stats(x: np.ndarray, std_floor: float) -> tuple[np.ndarray, np.ndarray]:
+  """Per-feature mean and floored std over axis -2 of `(..., n, dim)`: `(..., dim)` each."""
+  mean = x.mean(axis=-2)
+  var = x.var(axis=-2)
+  std = np.sqrt(var + std_floor * var.mean(axis=-1, keepdims=True) + 1e-12)
+  return mean.astype(np.float32), std.astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=('num_classes', 'settings'))
-def _train_and_predict(train_x, train_y, test_x, keys, *, num_classes: int, settings: ProbeSettings):
-  """Trains one head per seed and predicts the test set.
+@functools.lru_cache(maxsize=None)
+def _functions(num_classes: int, hidden_dim: int, weight_decay: float):
+  """Jitted, seed-vmapped (init, step, predict) of one head; cached so each compiles once per shape."""
+  head = ProbeHead(num_classes, hidden_dim)
+  # AdamW at unit learning rate; the step scales the update by the scheduled rate (fed as a value, so
+  # the schedule does not enter the compiled program).
+  tx = optax.adamw(learning_rate=1.0, weight_decay=weight_decay)
 
-  Args:
-    train_x: `(seeds, n, dim)` float32 training embeddings, one row-set per seed.
-    train_y: `(seeds, n)` int32 labels.
-    test_x: `(n_test, dim)` test embeddings (shared by the seeds).
-    keys: `(seeds,)` PRNG keys (head init and minibatch order).
+  def init(key, x):
+    params = head.init(key, x[:1])
+    return params, tx.init(params)
 
-  Returns:
-    `((seeds, n_test) int32 predictions, (seeds,) final training loss)`.
-  """
-  head = ProbeHead(num_classes, settings.hidden_dim)
-  schedule = optax.cosine_decay_schedule(settings.learning_rate, settings.num_steps)
-  tx = optax.adamw(schedule, weight_decay=settings.weight_decay)
-  n = train_x.shape[1]
-  full_batch = n <= settings.batch_size
+  def step(params, opt_state, x, y, weight, learning_rate):
+    def loss_fn(params):
+      losses = optax.softmax_cross_entropy_with_integer_labels(head.apply(params, x), y)
+      return jnp.sum(weight * losses) / jnp.sum(weight)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    updates = jax.tree.map(lambda u: learning_rate * u, updates)
+    return optax.apply_updates(params, updates), opt_state, loss
 
-  def one_seed(x, y, key):
-    mean, std = _standardise_stats(x, settings.std_floor)
-    x = (x - mean) / std
-    init_key, batch_key = jax.random.split(key)
-    params = head.init(init_key, x[:1])
-    opt_state = tx.init(params)
+  def predict(params, mean, std, test_x):
+    return jnp.argmax(head.apply(params, (test_x - mean) / std), axis=-1).astype(jnp.int32)
 
-    def loss_fn(params, xb, yb):
-      logits = head.apply(params, xb)
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
-
-    def step(carry, step_key):
-      params, opt_state = carry
-      if full_batch:
-        xb, yb = x, y
-      else:
-        idx = jax.random.randint(step_key, (settings.batch_size,), 0, n)
-        xb, yb = x[idx], y[idx]
-      loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
-
-    step_keys = jax.random.split(batch_key, settings.num_steps)
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), step_keys)
-    logits = head.apply(params, (test_x - mean) / std)
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32), losses[-1]
-
-  return jax.vmap(one_seed)(train_x, train_y, keys)
+  return (jax.jit(jax.vmap(init)),
+          jax.jit(jax.vmap(step, in_axes=(0, 0, 0, 0, 0, None)), donate_argnums=(0, 1)),
+          jax.jit(jax.vmap(predict, in_axes=(0, 0, 0, None))))
 
 
 def train_and_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, *, num_classes: int,
@@ -132,7 +114,7 @@ def train_and_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarr
     test_x: `(n_test, dim)` test embeddings.
     num_classes: output classes of the head.
     settings: head and optimiser settings.
-    seed: seeds the head initialisations and minibatch draws (one key per row of train_x).
+    seed: seeds the head initialisations and minibatch draws.
 
   Returns:
     `(predictions (seeds, n_test) int32, final_loss (seeds,))`; leading axis dropped for 2-D train_x.
@@ -141,16 +123,41 @@ def train_and_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarr
   single = train_x.ndim == 2
   if single:
     train_x, train_y = train_x[None], train_y[None]
-  if train_x.ndim != 3 or train_y.shape != train_x.shape[:2]:
-    raise ValueError(f'train_x must be (seeds, n, dim) with train_y (seeds, n), got {train_x.shape} and '
-                     f'{train_y.shape}')
+  if train_x.ndim != 3 or train_y.shape != train_x.shape[:2] or train_x.shape[1] == 0:
+    raise ValueError(f'train_x must be (seeds, n >= 1, dim) with train_y (seeds, n), got {train_x.shape} '
+                     f'and {train_y.shape}')
   if test_x.ndim != 2 or test_x.shape[1] != train_x.shape[2]:
     raise ValueError(f'test_x must be (n_test, {train_x.shape[2]}), got {test_x.shape}')
   if train_y.min() < 0 or train_y.max() >= num_classes:
     raise ValueError(f'train_y must lie in [0, {num_classes}), got [{train_y.min()}, {train_y.max()}]')
-  keys = jax.random.split(jax.random.key(seed), train_x.shape[0])
-  predictions, losses = _train_and_predict(
-      jnp.asarray(train_x, jnp.float32), jnp.asarray(train_y, jnp.int32), jnp.asarray(test_x, jnp.float32),
-      keys, num_classes=num_classes, settings=settings)
-  predictions, losses = np.asarray(predictions), np.asarray(losses)
+  num_seeds, n, _ = train_x.shape
+  batch_size = settings.batch_size
+  init, step, predict = _functions(num_classes, settings.hidden_dim, settings.weight_decay)
+
+  mean, std = _standardise_stats(train_x.astype(np.float32), settings.std_floor)
+  x = (train_x - mean[:, None]) / std[:, None]
+  y = train_y.astype(np.int32)
+  params, opt_state = init(jax.random.split(jax.random.key(seed), num_seeds), jnp.asarray(x[:, :1]))
+  # Cosine decay to 0 (optax.cosine_decay_schedule), evaluated once on the host.
+  schedule = (settings.learning_rate * 0.5 *
+              (1 + np.cos(np.pi * np.arange(settings.num_steps) / settings.num_steps))).astype(np.float32)
+  if n <= batch_size:  # The whole label set, padded to the one batch shape; padding has weight 0.
+    pad = ((0, 0), (0, batch_size - n))
+    fixed = (jnp.asarray(np.pad(x, pad + ((0, 0),))), jnp.asarray(np.pad(y, pad)),
+             jnp.asarray(np.pad(np.ones((num_seeds, n), np.float32), pad)))
+  else:
+    rng = np.random.default_rng(seed)
+    rows = np.arange(num_seeds)[:, None]
+    ones = jnp.ones((num_seeds, batch_size), jnp.float32)
+  loss = None
+  for i in range(settings.num_steps):
+    if n <= batch_size:
+      xb, yb, weight = fixed
+    else:
+      idx = rng.integers(0, n, (num_seeds, batch_size))
+      xb, yb, weight = x[rows, idx], y[rows, idx], ones
+    params, opt_state, loss = step(params, opt_state, xb, yb, weight, schedule[i])
+  predictions = np.asarray(predict(params, jnp.asarray(mean), jnp.asarray(std), jnp.asarray(test_x,
+                                                                                               jnp.float32)))
+  losses = np.asarray(loss)
   return (predictions[0], losses[0]) if single else (predictions, losses)
