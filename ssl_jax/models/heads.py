@@ -4,7 +4,7 @@
   Parameters `fc1/{kernel,bias}`, `fc2/{kernel,bias}` (torch `nn.Sequential(Linear, ReLU, Linear)`:
   `0.weight = fc1.kernel.T`, `2.weight = fc2.kernel.T`).
 - `Predictor`: Dense(hidden) -> BN -> ReLU -> Dense(output), the MoCo v3 prediction MLP on the query
-  projection. Parameters `fc1`, `bn1` (+ `batch_stats`), `fc2`.
+  projection. Parameters `fc1` (kernel only: BN follows), `bn1` (+ `batch_stats`), `fc2`.
 """
 
 from typing import Optional
