@@ -144,8 +144,9 @@ def test_gradients_flow_through_apply_view():
   x = jax.random.normal(jax.random.key(13), (5, 16, 8))
   w = jax.random.normal(jax.random.key(14), (8, 3))
   length_key, example_key = jax.random.key(15), jax.random.key(16)
-  length = int(augment.apply_view(lambda v: jnp.asarray(v.shape[1]), x, policy=policy,
-                                  length_key=length_key, example_key=example_key))
+  length = int(augment.draw_crop_length(length_key, policy, 16))
+  assert length == int(augment.apply_view(lambda v: jnp.asarray(v.shape[1]), x, policy=policy,
+                                          length_key=length_key, example_key=example_key))
 
   def loss(w, view_fn):
     return jnp.sum(jnp.tanh(view_fn(lambda v: jnp.mean(v @ w, axis=1))))
@@ -222,10 +223,10 @@ def _shard_map_main() -> None:
     return jnp.mean((view - global_mean) * w, axis=(1, 2)), jnp.asarray(view.shape[1])[None], view[:, 0, 1]
 
   def step(w, x, key):
-    (len_key, ex_key), _ = augment.view_keys(key, axis_name='batch')
+    (len_key, ex_key), _ = augment.view_keys(key)
     def loss(w):
       out = augment.apply_view(lambda v: fn(w, v), x, policy=policy, length_key=len_key,
-                               example_key=ex_key)
+                               example_key=ex_key, axis_name='batch')
       return jnp.sum(out[0] ** 2), out
     (_, out), grad = jax.value_and_grad(loss, has_aux=True)(w)
     return out[1], out[2], jax.lax.pmean(grad, 'batch')
@@ -245,6 +246,18 @@ def _shard_map_main() -> None:
         assert len({tuple(r) for r in per_device}) > 1, 'devices drew identical crops'
     assert len(seen) > 1, seen
     print(f'check_vma={check_vma}: ok, lengths seen {sorted(seen)}')
+  # Device-count invariance: the 4 devices' rows are exactly the view one device makes of the whole batch.
+  view_fn = lambda v: (v[:, 0, 1], jnp.asarray(v.shape[1])[None])
+  sharded = jax.jit(jax.shard_map(
+      lambda x, lk, ek: augment.apply_view(view_fn, x, policy=policy, length_key=lk, example_key=ek,
+                                           axis_name='batch'),
+      mesh=mesh, in_specs=(P('batch'), P(), P()), out_specs=(P('batch'), P('batch')), check_vma=False))
+  for seed in range(4):
+    (lk, ek), _ = augment.view_keys(jax.random.key(100 + seed))
+    got, _ = sharded(x, lk, ek)
+    want, _ = augment.apply_view(view_fn, x, policy=policy, length_key=lk, example_key=ek)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  print('device-count invariance: ok')
   print('ALL CHECKS PASSED')
 
 
