@@ -1,0 +1,100 @@
+"""The evaluation launcher on a fake pretraining workdir (written with the engine's checkpoint API)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import probe as probe_config_lib
+from configs import smoke
+from ssl_jax import checkpointing, evaluate, evaluation, methods, optim
+from ssl_jax.evaluation import metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_workdir(tmp_path, method='simclr'):
+  """A workdir holding config.json and one checkpoint of an untrained state (no training step run)."""
+  config = smoke.get_config(method)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  workdir = str(tmp_path / 'run')
+  checkpointing.write_config(workdir, config)
+  module = methods.get_method(config.method)
+  networks = module.create_networks(config, bn_axis_name=None)
+  tx = optim.create_optimizer(config.optim, lambda step: 0.0)
+  state = module.init_state(config, networks, tx, jax.random.PRNGKey(0))
+  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer.save(3, state)
+  checkpointer.close()
+  return workdir, config
+
+
+def array_data(length, per_class_train=2, per_class_test=2):
+  rng = np.random.default_rng(0)
+
+  def split(per_class):
+    aoa = np.repeat(np.arange(225), per_class).astype(np.int32)
+    return {'iq': rng.normal(size=(aoa.size, length, 8)).astype(np.float32), 'aoa': aoa,
+            'modulation': (aoa % 7).astype(np.int32),
+            'angles_deg': metrics.aoa_class_to_angles_deg(aoa).astype(np.float32)}
+  return evaluation.ArrayData({'train': split(per_class_train), 'test': split(per_class_test)})
+
+
+def tiny_probe_config():
+  config = probe_config_lib.get_config()
+  config.budgets = (1,)
+  config.num_seeds = 2
+  config.embed_batch_size = 128
+  config.probe.num_steps = 5
+  config.heads.aoa.hidden_dim = 8
+  return config
+
+
+def test_run_writes_results_json(tmp_path):
+  workdir, config = make_workdir(tmp_path)
+  results = evaluate.run(workdir, tiny_probe_config(), seed=0, data=array_data(config.data.length))
+  path = evaluate.results_path(workdir)
+  assert path == os.path.join(workdir, 'eval', 'results.json')
+  with open(path) as f:
+    on_disk = json.load(f)
+  assert on_disk == json.loads(json.dumps(results, sort_keys=True))
+  assert os.listdir(os.path.dirname(path)) == ['results.json']  # No temporary file left behind.
+  assert on_disk['method'] == 'simclr' and on_disk['step'] == 3
+  assert on_disk['probe_config']['budgets'] == [1]
+  for name in ('pretrained', 'random_init'):
+    assert set(on_disk[name]['tasks']) == {'aoa', 'amc'}
+    assert len(on_disk[name]['tasks']['amc']['probe']['1']['accuracy']['values']) == 2
+  assert 'supervised' not in on_disk
+
+
+def test_cli_without_checkpoint_fails_clearly(tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  proc = subprocess.run([sys.executable, '-m', 'ssl_jax.evaluate', f'--workdir={empty}'], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'not a pretraining workdir' in proc.stderr
+  assert not (empty / 'eval').exists()
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_the_smoke_data(tmp_path):
+  """The real path: load_encoder, the aoam builder (generated into tmp), the pipeline, JSON out."""
+  workdir, _ = make_workdir(tmp_path, method='moco')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'ssl_jax.evaluate', f'--workdir={workdir}', '--probe_config.budgets=1',
+       '--probe_config.num_seeds=1', '--probe_config.probe.num_steps=3', '--probe_config.random_init=false',
+       '--probe_config.embed_batch_size=64'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith(os.path.join('eval', 'results.json'))
+  with open(evaluate.results_path(workdir)) as f:
+    results = json.load(f)
+  assert results['method'] == 'moco'
+  assert results['pretrained']['num_test'] == 225  # smoke: 1 test example per AoA class
+  assert results['pretrained']['tasks']['aoa']['silhouette'] is None  # undefined at 1 per class
+  assert 'random_init' not in results
