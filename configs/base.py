@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = 'shufflenet_v2_05'
   config.model.width_multiplier = 0.5
   config.model.depthwise_impl = 'auto'  # 'auto' | 'shift' | 'grouped'
+  config.model.stage_repeats = (4, 8, 4)  # torchvision's; tests shrink it to compile fast
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width
   config.model.dtype = 'float32'
@@ -46,13 +47,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.enabled = True  # False: the "no augmentation" ablation (both views = the example)
   config.augment.crop_lengths = STUDY_CROP_LENGTHS
   config.augment.antenna_dropout = 0.2
+  # 'host': draw the two views' crop lengths on the host and compile one step per length pair (at most
+  # |C|^2 small programs, compiled on first use); 'switch': one program with a lax.switch over lengths.
+  config.augment.length_dispatch = 'host'
 
   # Schedule and optimiser.
   config.num_epochs = 400
   config.num_train_steps = -1  # > 0 overrides num_epochs
   config.batch_size = 256  # samples per global step (2 * batch_size views)
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'sgd'  # 'sgd' (momentum, decoupled weight decay) | 'lars'
+  config.optim.name = 'sgd'  # 'sgd' (momentum, coupled L2 decay, as torch.optim.SGD) | 'lars'
   config.optim.learning_rate = 0.01
   config.optim.lr_scaling = 'none'  # 'none' | 'linear' (lr = learning_rate * batch_size / 256)
   config.optim.momentum = 0.9

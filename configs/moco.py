@@ -19,5 +19,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.moco.momentum = 0.996
   config.moco.momentum_cosine = True  # m rises from momentum to 1 over training
   config.moco.queue_size = 65_536
-  config.moco.predictor_dim = 256  # v3 only: predictor MLP output (hidden = model.hidden_dim)
   return config

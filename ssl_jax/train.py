@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from ssl_jax import checkpointing, metrics_writer, methods, optim, parallel
+from ssl_jax import augment, checkpointing, metrics_writer, methods, optim, parallel
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
 
@@ -111,6 +111,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   elif is_chief:
     checkpointing.write_config(workdir, config)
   start_step = int(jax.device_get(state.step))
+  run_rng = jax.device_get(state.rng)  # Fixed for the run; with the step it gives the views' keys.
+  policy = augment.AugmentPolicy.from_config(config.augment)
 
   writer = metrics_writer.MetricWriter(workdir, enabled=is_chief)
   batches = _host_batches(config, start_step)
@@ -127,7 +129,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = start_step
     while step < num_steps:
       batch = parallel.shard_batch(next(batches), mesh)
-      state, metrics = step_fn(state, batch)
+      crop_lengths = common.crop_lengths_for_step(run_rng, step, policy, config.data.length,
+                                                  config.augment.length_dispatch)
+      state, metrics = step_fn(state, batch, crop_lengths)
       step += 1
       window_steps += 1
       loss = float(metrics['loss'])  # One host sync per step: the NaN guard must see every step.

@@ -102,28 +102,27 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
   v3 = _is_v3(config)
   global_batch = int(config.batch_size)
 
-  def train_step(state: MoCoState, batch: dict) -> tuple[MoCoState, dict]:
-    x = batch['iq']
-    keys = common.view_keys(state.rng, state.step)
+  def train_step(state: MoCoState, batch: dict,
+                 crop_lengths: common.CropLengths = None) -> tuple[MoCoState, dict]:
+    encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
+                                    policy, axis_name)
     momentum = schedules.momentum(state.step)
     online = {k: v for k, v in state.params.items() if k != 'predictor'}
     ema_params = ema_update(state.ema_params, online, momentum)
     key_encode = common.make_encode(networks, ema_params)
-    view = lambda encode, stats, length_key, example_key: common.encode_view(
-        encode, stats, x, policy=policy, length_key=length_key, example_key=example_key, axis_name=axis_name)
 
     if v3:
-      k_a, ema_stats = view(key_encode, state.ema_batch_stats, keys.length_a, keys.example_a)
-      k_b, ema_stats = view(key_encode, ema_stats, keys.length_b, keys.example_b)
+      k_a, ema_stats = encode_as(key_encode, state.ema_batch_stats, 'a')
+      k_b, ema_stats = encode_as(key_encode, ema_stats, 'b')
     else:
-      k_b, ema_stats = view(key_encode, state.ema_batch_stats, keys.length_b, keys.example_b)
+      k_b, ema_stats = encode_as(key_encode, state.ema_batch_stats, 'b')
     k_b = jax.lax.stop_gradient(k_b)
 
     def loss_fn(params):
       encode = common.make_encode(networks, params, with_predictor=v3)
-      q_a, stats = view(encode, state.batch_stats, keys.length_a, keys.example_a)
+      q_a, stats = encode_as(encode, state.batch_stats, 'a')
       if v3:
-        q_b, stats = view(encode, stats, keys.length_b, keys.example_b)
+        q_b, stats = encode_as(encode, stats, 'b')
         loss = losses.symmetric_info_nce(q_a, q_b, jax.lax.stop_gradient(k_a), k_b, temperature=temperature,
                                          axis_name=axis_name)
       else:

@@ -37,16 +37,15 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
   policy = augment.AugmentPolicy.from_config(config.augment)
   temperature = config.temperature
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    x = batch['iq']
-    keys = common.view_keys(state.rng, state.step)
+  def train_step(state: TrainState, batch: dict,
+                 crop_lengths: common.CropLengths = None) -> tuple[TrainState, dict]:
+    encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
+                                    policy, axis_name)
 
     def loss_fn(params):
       encode = common.make_encode(networks, params)
-      z_a, stats = common.encode_view(encode, state.batch_stats, x, policy=policy, length_key=keys.length_a,
-                                      example_key=keys.example_a, axis_name=axis_name)
-      z_b, stats = common.encode_view(encode, stats, x, policy=policy, length_key=keys.length_b,
-                                      example_key=keys.example_b, axis_name=axis_name)
+      z_a, stats = encode_as(encode, state.batch_stats, 'a')
+      z_b, stats = encode_as(encode, stats, 'b')
       loss = losses.nt_xent(z_a, z_b, temperature=temperature, axis_name=axis_name)
       return loss, (stats, z_a, z_b)
 

@@ -38,8 +38,11 @@ def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> Shu
   width = float(_get(model_config, 'width_multiplier'))
   if width != 0.5:
     raise ValueError(f'model_config.width_multiplier must be 0.5 for {name!r}, got {width}')
+  stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
+  if len(stage_repeats) != 3 or min(stage_repeats) < 1:
+    raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
   return ShuffleNetV2Encoder(width_multiplier=width, depthwise_impl=depthwise_impl,
-                             bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype])
+                             bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats)
 
 
 def create_head(model_config: Any) -> ProjectionHead:

@@ -1,0 +1,143 @@
+"""SimCLR and MoCo train steps on one device: what each step must change, and MoCo's EMA and queue."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smoke
+from ssl_jax import optim
+from ssl_jax.methods import common, moco, simclr
+
+
+def _batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'iq': rng.normal(size=(config.batch_size, config.data.length, 8)).astype(np.float32)}
+
+
+def _setup(config, method):
+  lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
+                                    total_steps=10)
+  momentum = moco.momentum_schedule(config.moco.momentum, 10) if config.method == 'moco' else None
+  tx = optim.create_optimizer(config.optim, lr)
+  networks = method.create_networks(config, bn_axis_name=None)
+  state = method.init_state(config, networks, tx, jax.random.PRNGKey(0))
+  per_device = method.make_train_step(config, networks, tx, common.Schedules(lr, momentum), axis_name=None)
+  step = jax.jit(per_device)
+  return state, step
+
+
+def _changed(a, b):
+  return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_simclr_step_updates_params_and_batch_stats():
+  config = smoke.get_config('simclr')
+  state, step = _setup(config, simclr)
+  new_state, metrics = step(state, _batch(config))
+  assert int(new_state.step) == 1
+  assert np.isfinite(float(metrics['loss']))
+  # With 2N = 32 views the loss starts near log(2N - 1) for an untrained encoder.
+  assert 0.5 * np.log(31) < float(metrics['loss']) < 3 * np.log(31)
+  assert _changed(state.params, new_state.params)
+  assert _changed(state.batch_stats, new_state.batch_stats)
+  assert float(metrics['grad_norm']) > 0
+  for key in ('learning_rate', 'positive_similarity', 'negative_similarity', 'embedding_std'):
+    assert np.isfinite(float(metrics[key])), key
+
+
+def test_simclr_no_augmentation_views_are_identical():
+  """With augmentation off, both views are the example: positives have cosine similarity exactly 1."""
+  config = smoke.get_config('simclr')
+  config.augment.enabled = False
+  state, step = _setup(config, simclr)
+  _, metrics = step(state, _batch(config))
+  assert float(metrics['positive_similarity']) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_simclr_step_is_deterministic():
+  config = smoke.get_config('simclr')
+  state, step = _setup(config, simclr)
+  a, ma = step(state, _batch(config))
+  b, mb = step(state, _batch(config))
+  assert float(ma['loss']) == float(mb['loss'])
+  assert not _changed(a.params, b.params)
+
+
+def test_moco_step_ema_queue_and_pointer():
+  config = smoke.get_config('moco')
+  state, step = _setup(config, moco)
+  m = float(moco.momentum_schedule(config.moco.momentum, 10)(0))
+  new_state, metrics = step(state, _batch(config))
+  # EMA of the key encoder uses the query params from before the update (MoCo's order).
+  expected = jax.tree.map(lambda t, o: m * t + (1 - m) * o, state.ema_params,
+                          {k: v for k, v in state.params.items() if k != 'predictor'})
+  for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.ema_params)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  # The key encoder is not trained by the gradient: only by EMA.
+  assert _changed(state.params, new_state.params)
+  assert int(new_state.queue_ptr) == config.batch_size
+  written = np.asarray(new_state.queue[:config.batch_size])
+  np.testing.assert_allclose(np.linalg.norm(written, axis=1), 1.0, rtol=1e-5)
+  assert not np.allclose(written, np.asarray(state.queue[:config.batch_size]))
+  np.testing.assert_array_equal(new_state.queue[config.batch_size:], state.queue[config.batch_size:])
+  assert float(metrics['queue_fill']) == pytest.approx(config.batch_size / config.moco.queue_size)
+  assert float(metrics['momentum']) == pytest.approx(m)
+  assert np.isfinite(float(metrics['loss']))
+
+
+def test_moco_queue_wraps_fifo():
+  config = smoke.get_config('moco')
+  config.moco.queue_size = 2 * config.batch_size
+  state, step = _setup(config, moco)
+  ptrs = []
+  for i in range(3):
+    state, _ = step(state, _batch(config, seed=i))
+    ptrs.append(int(state.queue_ptr))
+  assert ptrs == [config.batch_size, 0, config.batch_size]
+
+
+def test_moco_v3_symmetric_variant():
+  config = smoke.get_config('moco')
+  config.moco.variant = 'v3'
+  state, step = _setup(config, moco)
+  assert 'predictor' in state.params and 'predictor' not in state.ema_params
+  assert state.queue.shape[0] == 0
+  new_state, metrics = step(state, _batch(config))
+  assert np.isfinite(float(metrics['loss']))
+  assert _changed(state.params['predictor'], new_state.params['predictor'])
+
+
+def test_momentum_schedule_rises_from_base_to_one():
+  schedule = moco.momentum_schedule(0.996, 100)
+  assert float(schedule(0)) == pytest.approx(0.996)
+  assert float(schedule(50)) == pytest.approx(0.998)
+  assert float(schedule(100)) == pytest.approx(1.0)
+  assert float(moco.momentum_schedule(0.99, 100, cosine=False)(70)) == pytest.approx(0.99)
+
+
+def test_queue_must_hold_whole_batches():
+  config = smoke.get_config('moco')
+  config.moco.queue_size = config.batch_size + 1
+  with pytest.raises(ValueError, match='queue_size'):
+    _setup(config, moco)
+
+
+def test_host_drawn_lengths_equal_the_switch():
+  """'host' dispatch (one program per length pair) makes the very step 'switch' dispatch makes."""
+  config = smoke.get_config('simclr')
+  state, step = _setup(config, simclr)
+  policy = simclr.augment.AugmentPolicy.from_config(config.augment)
+  lengths = common.crop_lengths_for_step(state.rng, 0, policy, config.data.length, 'host')
+  assert set(lengths) <= {32, 64}
+  assert common.crop_lengths_for_step(state.rng, 0, policy, config.data.length, 'switch') is None
+  with_switch, m_switch = step(state, _batch(config))
+  lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
+                                    total_steps=10)
+  tx = optim.create_optimizer(config.optim, lr)
+  per_device = simclr.make_train_step(config, simclr.create_networks(config, None), tx,
+                                      common.Schedules(lr), axis_name=None)
+  with_host, m_host = jax.jit(per_device, static_argnames='crop_lengths')(state, _batch(config), lengths)
+  np.testing.assert_allclose(float(m_host['loss']), float(m_switch['loss']), rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(with_host.params), jax.tree.leaves(with_switch.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,99 @@
+"""Data parallelism: 1, 2 and 4 emulated CPU devices give the run of one device; pmap gives shard_map's.
+
+Each case runs in a subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=4` so the device count
+is fixed before JAX starts, whatever else the test process imported.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SCRIPT = textwrap.dedent('''
+    import json, sys
+    import jax, numpy as np
+    from configs import smoke
+    from ssl_jax import optim, parallel
+    from ssl_jax.methods import common, moco, simclr
+
+    method_name, variant = sys.argv[1], sys.argv[2]
+    config = smoke.get_config(method_name)
+    config.batch_size = 8
+    if method_name == 'moco':
+      config.moco.variant = variant
+      config.moco.queue_size = 32
+    method = {'simclr': simclr, 'moco': moco}[method_name]
+    lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=5,
+                                      total_steps=5)
+    mom = moco.momentum_schedule(config.moco.momentum, 5) if method_name == 'moco' else None
+    tx = optim.create_optimizer(config.optim, lr)
+    init_nets = method.create_networks(config, bn_axis_name=None)
+    state0 = jax.device_get(method.init_state(config, init_nets, tx, jax.random.PRNGKey(0)))
+    nets = method.create_networks(config, bn_axis_name=parallel.AXIS)
+    step = method.make_train_step(config, nets, tx, common.Schedules(lr, mom), axis_name=parallel.AXIS)
+    rng = np.random.default_rng(1)
+    batches = [{'iq': rng.normal(size=(8, config.data.length, 8)).astype(np.float32)} for _ in range(5)]
+
+    def run_shard_map(n):
+      mesh = parallel.create_mesh(jax.devices()[:n])
+      fn = parallel.data_parallel(step, mesh)
+      state, losses = parallel.replicate(state0, mesh), []
+      for b in batches:
+        state, metrics = fn(state, parallel.shard_batch(b, mesh))
+        losses.append(float(metrics['loss']))
+      return losses, jax.device_get(state)
+
+    def run_pmap():
+      fn = parallel.pmap_parallel(step)
+      state, losses = state0, []
+      for b in batches:
+        state, metrics = fn(state, b)
+        losses.append(float(metrics['loss']))
+      return losses, jax.device_get(state)
+
+    runs = {n: run_shard_map(n) for n in (1, 2, 4)}
+    runs['pmap'] = run_pmap()
+    ref_losses, ref_state = runs[1]
+    report = {}
+    for name, (losses, state) in runs.items():
+      diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / (np.abs(np.asarray(b)) + 1e-3)))
+               for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state)) if np.size(a)]
+      report[str(name)] = {'losses': losses, 'max_rel_state_diff': max(diffs)}
+    print('RESULT' + json.dumps(report))
+''')
+
+
+def _run(method: str, variant: str = 'v2') -> dict:
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+             PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, '-c', _SCRIPT, method, variant], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
+  return json.loads(line[len('RESULT'):])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method,variant', [('simclr', 'v2'), ('moco', 'v2'), ('moco', 'v3')])
+def test_device_count_does_not_change_the_run(method, variant):
+  report = _run(method, variant)
+  reference = report['1']['losses']
+  for name in ('2', '4', 'pmap'):
+    assert report[name]['losses'] == pytest.approx(reference, rel=1e-4, abs=1e-5), name
+    assert report[name]['max_rel_state_diff'] < 1e-3, (name, report[name])
+
+
+def test_batch_must_divide_by_device_count():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+             PYTHONPATH=REPO)
+  code = ('from ssl_jax import parallel\n'
+          'try:\n  parallel.check_batch_divides(6, parallel.create_mesh())\n'
+          'except ValueError as e:\n  print("ERR", e)\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert 'ERR config.batch_size=6 does not divide by the device count 4' in proc.stdout, proc.stderr[-2000:]
