@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,torch]'
+	$(PY) -m pip install --quiet --no-deps lightly==1.6.0  # only its NTXentLoss: see experiments/torch_baseline/README.md
 	touch $(STAMP)
 
 ## demo: the main job on the embedded (simulated) data: a scaled study with report and plots.

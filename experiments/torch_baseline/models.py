@@ -1,0 +1,124 @@
+"""The 1-D ShuffleNetV2-0.5 encoder and the heads of `ssl_jax.models`, in PyTorch (NCW layout).
+
+Module names follow torchvision's `shufflenet_v2_x0_5` (`conv1`, `maxpool`, `stage2..4` of
+`InvertedResidual`, `conv5`), with every Conv2d/BatchNorm2d/MaxPool2d replaced by its 1-D twin, so the
+`state_dict` keys are the ones in the table of `ssl_jax/models/shufflenet.py` and `convert.py` maps them
+one to one. Input: `(batch, 8, time)` (channels first; `x_ncw = x_nwc.transpose(1, 2)`). Output:
+`(batch, 1024)`, the mean over time of the last feature map (no classifier `fc`).
+BatchNorm: eps 1e-5, momentum 0.1 (= flax momentum 0.9). torch updates `running_var` with the unbiased
+batch variance, flax with the biased one; train-mode outputs do not depend on it.
+"""
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+STAGE_OUT_CHANNELS = (24, 48, 96, 192, 1024)  # width 0.5: stem, stage2, stage3, stage4, conv5
+STAGE_REPEATS = (4, 8, 4)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+  """`(B, C, T)`: channel `g * (C // groups) + i` moves to `i * groups + g` (torchvision's shuffle)."""
+  batch, channels, length = x.shape
+  x = x.view(batch, groups, channels // groups, length).transpose(1, 2)
+  return x.reshape(batch, channels, length)
+
+
+def _depthwise(channels: int, stride: int) -> nn.Conv1d:
+  return nn.Conv1d(channels, channels, kernel_size=3, stride=stride, padding=1, groups=channels, bias=False)
+
+
+def _pointwise(in_channels: int, out_channels: int) -> nn.Conv1d:
+  return nn.Conv1d(in_channels, out_channels, kernel_size=1, bias=False)
+
+
+class InvertedResidual(nn.Module):
+  """torchvision's ShuffleNetV2 unit in 1-D. `(B, C_in, T) -> (B, out_channels, T_out)`."""
+
+  def __init__(self, in_channels: int, out_channels: int, stride: int):
+    super().__init__()
+    if stride not in (1, 2):
+      raise ValueError(f'stride must be 1 or 2, got {stride}')
+    if stride == 1 and in_channels != out_channels:
+      raise ValueError(f'a stride-1 unit needs in == out channels, got {in_channels} -> {out_channels}')
+    self.stride = stride
+    branch = out_channels // 2
+    if stride > 1:
+      self.branch1 = nn.Sequential(
+          _depthwise(in_channels, stride), nn.BatchNorm1d(in_channels),
+          _pointwise(in_channels, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True))
+    else:
+      self.branch1 = nn.Sequential()
+    self.branch2 = nn.Sequential(
+        _pointwise(in_channels if stride > 1 else branch, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True),
+        _depthwise(branch, stride), nn.BatchNorm1d(branch),
+        _pointwise(branch, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    if self.stride == 1:
+      identity, x2 = x.chunk(2, dim=1)
+      out = torch.cat((identity, self.branch2(x2)), dim=1)
+    else:
+      out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+    return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2Encoder(nn.Module):
+  """1-D ShuffleNetV2-0.5: `(batch, 8, time)` -> `(batch, 1024)`. `stage_repeats` as `config.model`."""
+
+  def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, in_channels: int = 8):
+    super().__init__()
+    if len(stage_repeats) != 3 or min(stage_repeats) < 1:
+      raise ValueError(f'stage_repeats must be 3 positive ints, got {stage_repeats!r}')
+    channels = STAGE_OUT_CHANNELS
+    self.conv1 = nn.Sequential(nn.Conv1d(in_channels, channels[0], 3, 2, 1, bias=False),
+                               nn.BatchNorm1d(channels[0]), nn.ReLU(inplace=True))
+    self.maxpool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
+    previous = channels[0]
+    for index, (repeats, out) in enumerate(zip(stage_repeats, channels[1:4])):
+      units = [InvertedResidual(previous, out, 2)] + [InvertedResidual(out, out, 1) for _ in range(repeats - 1)]
+      setattr(self, f'stage{index + 2}', nn.Sequential(*units))
+      previous = out
+    self.conv5 = nn.Sequential(_pointwise(previous, channels[4]), nn.BatchNorm1d(channels[4]), nn.ReLU(inplace=True))
+    self.out_dim = channels[4]
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    if x.ndim != 3 or x.shape[1] != 8 or x.shape[2] < 32:
+      raise ValueError(f'x must have shape (batch, 8, time >= 32) (channels first), got {tuple(x.shape)}')
+    x = self.maxpool(self.conv1(x))
+    x = self.stage4(self.stage3(self.stage2(x)))
+    return self.conv5(x).mean(dim=2)
+
+
+def projection_head(in_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
+  """`ssl_jax.models.ProjectionHead`: Linear -> ReLU -> Linear (keys `0.*` = fc1, `2.*` = fc2)."""
+  return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, output_dim))
+
+
+def predictor(in_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
+  """`ssl_jax.models.Predictor` (MoCo v3): Linear (no bias) -> BN -> ReLU -> Linear (keys 0, 1, 3)."""
+  return nn.Sequential(nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
+                       nn.ReLU(inplace=True), nn.Linear(hidden_dim, output_dim))
+
+
+class ContrastiveModel(nn.Module):
+  """Encoder + projection head: `(batch, 8, time)` -> `(batch, output_dim)` (SimCLR's and MoCo's network)."""
+
+  def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, hidden_dim: int = 1024,
+               output_dim: int = 256):
+    super().__init__()
+    self.encoder = ShuffleNetV2Encoder(stage_repeats)
+    self.head = projection_head(self.encoder.out_dim, hidden_dim, output_dim)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.head(self.encoder(x))
+
+
+def from_config(model_config) -> ContrastiveModel:
+  """The torch twin of `ssl_jax.models.create_encoder` + `create_head` for `config.model`."""
+  if model_config.name != 'shufflenet_v2_05' or float(model_config.width_multiplier) != 0.5:
+    raise ValueError(f'only shufflenet_v2_05 at width 0.5 has a torch twin, got {model_config.name!r} '
+                     f'@ {model_config.width_multiplier}')
+  return ContrastiveModel(tuple(model_config.get('stage_repeats', STAGE_REPEATS)),
+                          int(model_config.hidden_dim), int(model_config.output_dim))
