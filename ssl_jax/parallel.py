@@ -11,7 +11,6 @@ import functools
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -95,8 +94,8 @@ def pmap_parallel(per_device_step: StepFn) -> StepFn:
     if crop_lengths not in compiled:
       compiled[crop_lengths] = jax.pmap(functools.partial(per_device_step, crop_lengths=crop_lengths),
                                         axis_name=AXIS)
-    stacked_state = jax.tree.map(lambda x: jnp.stack([x] * num_devices), state)
-    split_batch = jax.tree.map(lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch)
+    stacked_state = jax.tree.map(lambda x: np.stack([np.asarray(x)] * num_devices), state)
+    split_batch = jax.tree.map(lambda x: np.asarray(x).reshape((num_devices, -1) + x.shape[1:]), batch)
     new_state, metrics = compiled[crop_lengths](stacked_state, split_batch)
     return jax.tree.map(lambda x: x[0], new_state), jax.tree.map(lambda x: x[0], metrics)
 

@@ -134,14 +134,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, metrics = step_fn(state, batch, crop_lengths)
       step += 1
       window_steps += 1
-      loss = float(metrics['loss'])  # One host sync per step: the NaN guard must see every step.
-      if not math.isfinite(loss):
+      # One host sync per step: the guard must see every step before its state can be checkpointed.
+      loss, param_norm = (float(v) for v in jax.device_get((metrics['loss'], metrics['param_norm'])))
+      if not (math.isfinite(loss) and math.isfinite(param_norm)):
         summary['stop_reason'] = 'non_finite_loss'
         checkpointer.close()
         writer.close()
         progress.close()
         raise NonFiniteLossError(
-            f'loss is {loss} at step {step}; stopped. The last good checkpoint (step {checkpointer.latest_step()}) '
+            f'non-finite training state at step {step} (loss {loss}, parameter norm {param_norm}); stopped. The last good checkpoint (step {checkpointer.latest_step()}) '
             f'in {checkpointer.directory} is kept. Lower config.optim.learning_rate or raise config.temperature.')
       last_good_step = step
       last_metrics = metrics

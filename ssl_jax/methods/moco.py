@@ -142,6 +142,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
         'learning_rate': schedules.learning_rate(state.step),
         'momentum': momentum,
         'grad_norm': grad_norm,
+        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
         'queue_fill': (jnp.minimum((state.step + 1) * global_batch, queue.shape[0]) / max(queue.shape[0], 1)
                        if not v3 else jnp.zeros(())),
         'positive_similarity': similarity['pos_cosine'],

@@ -56,6 +56,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
         'loss': loss,
         'learning_rate': schedules.learning_rate(state.step),
         'grad_norm': grad_norm,
+        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
         'positive_similarity': similarity['pos_cosine'],
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(z_a, axis_name),
