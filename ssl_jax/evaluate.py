@@ -56,10 +56,14 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   from ssl_jax import checkpointing  # Local imports: flag parsing and --help stay fast.
   from ssl_jax import evaluation
   config, encoder, variables = checkpointing.load_encoder(workdir, step)
+  if step is None:
+    checkpointer = checkpointing.Checkpointer(workdir)
+    step = checkpointer.latest_step()
+    checkpointer.close()
   results = {
       'workdir': os.path.abspath(workdir),
       'method': config.get('method'),
-      'step': step if step is not None else checkpointing.Checkpointer(workdir).latest_step(),
+      'step': step,
       'seed': seed,
       'data_config': json.loads(config.data.to_json_best_effort()),
       'probe_config': json.loads(probe_config.to_json_best_effort()),

@@ -111,7 +111,11 @@ def select_rows(batches: Iterable[Mapping[str, np.ndarray]], indices: np.ndarray
 
 def random_init_variables(encoder: nn.Module, data_config: ml_collections.ConfigDict,
                           seed: int) -> dict:
-  """`{'params', 'batch_stats'}` of a freshly initialised encoder (the random-init baseline)."""
+  """`{'params', 'batch_stats'}` of a freshly initialised encoder (the random-init baseline).
+
+  The BatchNorm running statistics stay at their initial values (mean 0, variance 1), so the frozen
+  random encoder is evaluated exactly as initialised; the probe's standardisation absorbs the scale.
+  """
   x = jnp.zeros((1, int(data_config.length), INPUT_CHANNELS), jnp.float32)
   variables = encoder.init(jax.random.key(seed), x, train=False)
   return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
@@ -144,7 +148,7 @@ def plan_label_sets(train_labels: Mapping[str, np.ndarray], task: Task, budget_l
 def _probe_settings(probe_config, task: Task) -> probe_lib.ProbeSettings:
   settings = dict(probe_config.probe)
   settings.update(dict(probe_config.heads[task.name]))
-  return probe_lib.ProbeSettings(**settings)
+  return probe_lib.ProbeSettings.from_config(ml_collections.ConfigDict(settings))
 
 
 def _task_scores(task: Task, predictions: np.ndarray, test_labels: Mapping[str, np.ndarray]) -> dict:
