@@ -124,3 +124,12 @@ def test_random_init_variables_depend_on_seed(setup):
   assert set(other) == {'params', 'batch_stats'}
   leaves_a, leaves_b = jax.tree.leaves(variables['params']), jax.tree.leaves(other['params'])
   assert any(not np.array_equal(a, b) for a, b in zip(leaves_a, leaves_b))
+
+
+def test_embed_split_matches_the_labels(setup):
+  data, encoder, _, variables = setup
+  x, labels = evaluation.embed_split(encoder, variables, data, 'test', batch_size=64)
+  assert x.shape == (225, 1024)
+  np.testing.assert_array_equal(labels['aoa'], data.splits['test']['aoa'])
+  direct = embeddings.compute_embeddings(encoder, variables, [data.splits['test']['iq']], batch_size=64)
+  np.testing.assert_array_equal(x, direct)

@@ -109,6 +109,15 @@ def select_rows(batches: Iterable[Mapping[str, np.ndarray]], indices: np.ndarray
     raise ValueError(f'the split has {offset} examples but index {indices[found]} was requested')
 
 
+def embed_split(encoder: nn.Module, variables: Mapping[str, Any], data: EvalData, split: str, *,
+                batch_size: int) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+  """`((n, dim) embeddings, labels dict)` of a whole split (e.g. the test set for a 2-D projection plot)."""
+  labels = data.labels(split)
+  x = embeddings_lib.compute_embeddings(encoder, variables, data.batches(split), batch_size=batch_size,
+                                        total=len(labels['aoa']), desc=f'{split} embeddings')
+  return x, labels
+
+
 def random_init_variables(encoder: nn.Module, data_config: ml_collections.ConfigDict,
                           seed: int) -> dict:
   """`{'params', 'batch_stats'}` of a freshly initialised encoder (the random-init baseline).
@@ -182,7 +191,9 @@ def evaluate_encoder(encoder: nn.Module, variables: Mapping[str, Any],
 
   Returns:
     JSON-serialisable `{'tasks': {task: {'probe': {budget: scores | {'skipped': why}},
-    'silhouette': float or None (undefined: one example per class)}}, 'num_train_embedded', 'num_test', 'embedding_dim', 'timing_s'}`.
+    'silhouette': float or None (undefined, e.g. one test example per class)}},
+    'num_train_embedded', 'num_test', 'embedding_dim', 'seed', 'num_seeds', 'timing_s'}`, where
+    scores = `{'accuracy': {'mean', 'std', 'values'}, ('mae_deg': ... for AoA), 'final_train_loss'}`.
   """
   start = time.perf_counter()
   data = data or PipelineData(data_config, probe_config.embed_batch_size)
@@ -266,8 +277,9 @@ def evaluate_supervised(encoder: nn.Module, data_config: ml_collections.ConfigDi
   start = time.perf_counter()
   cfg = probe_config.supervised
   data = data or PipelineData(data_config, probe_config.embed_batch_size)
+  run_keys = ('enabled', 'budgets', 'num_seeds')  # What to run; the rest are training settings.
   settings = supervised_lib.SupervisedSettings.from_config(
-      ml_collections.ConfigDict({k: v for k, v in cfg.items() if k not in ('enabled', 'budgets', 'num_seeds')}))
+      ml_collections.ConfigDict({k: v for k, v in cfg.items() if k not in run_keys}))
   tasks = _tasks(probe_config)
   train_labels, test_labels = data.labels('train'), data.labels('test')
   plans = {task.name: plan_label_sets(train_labels, task, cfg.budgets, cfg.num_seeds, seed,
