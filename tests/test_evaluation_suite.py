@@ -133,3 +133,20 @@ def test_embed_split_matches_the_labels(setup):
   np.testing.assert_array_equal(labels['aoa'], data.splits['test']['aoa'])
   direct = embeddings.compute_embeddings(encoder, variables, [data.splits['test']['iq']], batch_size=64)
   np.testing.assert_array_equal(x, direct)
+
+
+@pytest.mark.slow  # Compiles an end-to-end train step (~20 s on 2 cores).
+def test_evaluate_supervised_uses_the_probe_label_sets(setup):
+  data, encoder, data_config, _ = setup
+  config = tiny_probe_config()
+  config.tasks = ('amc',)
+  config.supervised.budgets = (1, 200)
+  config.supervised.num_seeds = 1
+  config.supervised.min_steps = config.supervised.max_steps = 3
+  config.supervised.batch_size = 8
+  results = evaluation.evaluate_supervised(encoder, data_config, config, seed=0, data=data)
+  json.dumps(results)
+  scores = results['tasks']['amc']['supervised']['1']
+  assert scores['num_steps'] == 3 and len(scores['accuracy']['values']) == 1
+  assert 0 <= scores['accuracy']['mean'] <= 1
+  assert 'skipped' in results['tasks']['amc']['supervised']['200']
