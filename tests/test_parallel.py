@@ -84,8 +84,10 @@ def test_device_count_does_not_change_the_run(method, variant):
   report = _run(method, variant)
   reference = report['1']['losses']
   for name in ('2', '4', 'pmap'):
-    assert report[name]['losses'] == pytest.approx(reference, rel=1e-4, abs=1e-5), name
-    assert report[name]['max_rel_state_diff'] < 1e-3, (name, report[name])
+    # Float32 reductions in another order (global BN and loss sums over devices) drift by ~1e-4 in 5 steps;
+    # a wrong collective (local BN statistics, local negatives) moves the loss by percents.
+    assert report[name]['losses'] == pytest.approx(reference, rel=1e-3, abs=1e-5), name
+    assert report[name]['max_rel_state_diff'] < 5e-3, (name, report[name])
 
 
 def test_batch_must_divide_by_device_count():

@@ -1,0 +1,169 @@
+"""The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
+
+  python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR
+
+Pretrains four encoders (SimCLR and MoCo, each with MTC+AD and with no augmentation), probes each at
+every label budget (several seeds), probes a randomly initialised encoder, trains the supervised
+baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`, `DIR/report.md` (the
+study's three tables beside its published numbers) and PNG plots. Reruns resume: finished pretraining
+runs are reused from `DIR/runs/`.
+
+Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
+`cpu` (the real model at L=512 with the study's crops, sized for a 2-core CPU), `full` (the study's
+400 epochs at batch 256; for an accelerator).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import base as base_config  # noqa: E402
+from configs import moco as moco_config  # noqa: E402
+from configs import probe as probe_config_lib  # noqa: E402
+from configs import simclr as simclr_config  # noqa: E402
+from experiments import study_report  # noqa: E402
+
+SCALES = ('smoke', 'demo', 'cpu', 'full')
+RUNS = (('simclr', True), ('moco', True), ('simclr', False), ('moco', False))
+
+
+def run_name(method: str, augment: bool) -> str:
+  return f"{method}_{'aug' if augment else 'noaug'}"
+
+
+def pretrain_config(method: str, augment: bool, scale: str) -> ml_collections.ConfigDict:
+  """The pretraining config of one run at a scale (the study's values, shrunk for the small scales)."""
+  config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
+  config.augment.enabled = augment
+  config.progress_bar = True
+  if scale == 'full':
+    return config
+  settings = {
+      # length, crops, train/test examples per class, batch, steps, stage repeats, queue
+      'smoke': dict(length=64, crops=(32,), train=2, test=1, batch=16, steps=6, repeats=(1, 1, 1), queue=64),
+      'demo': dict(length=128, crops=(64, 128), train=12, test=4, batch=64, steps=120, repeats=(4, 8, 4),
+                   queue=1024),
+      'cpu': dict(length=512, crops=base_config.STUDY_CROP_LENGTHS, train=100, test=26, batch=128, steps=700,
+                  repeats=(4, 8, 4), queue=4096),
+  }[scale]
+  config.data.length = settings['length']
+  config.augment.crop_lengths = settings['crops']
+  config.data.examples_per_class = settings['train']
+  config.data.test_examples_per_class = settings['test']
+  config.data.shuffle_buffer = 1024
+  config.batch_size = settings['batch']
+  config.num_train_steps = settings['steps']
+  config.model.stage_repeats = settings['repeats']
+  config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
+  config.log_every_steps = max(settings['steps'] // 20, 1)
+  config.checkpoint_every_steps = max(settings['steps'] // 2, 1)
+  if method == 'moco':
+    config.moco.queue_size = settings['queue']
+  return config
+
+
+def probe_config(scale: str) -> ml_collections.ConfigDict:
+  """Probe and baseline settings at a scale (budgets capped by the examples each scale simulates)."""
+  config = probe_config_lib.get_config()
+  config.supervised.enabled = True
+  if scale == 'smoke':
+    config.budgets = (1, 2)
+    config.num_seeds = 2
+    config.probe.num_steps = 50
+    config.supervised.budgets = (1,)
+    config.supervised.num_seeds = 1
+    config.supervised.min_steps = config.supervised.max_steps = 5
+  elif scale == 'demo':
+    config.budgets = (1, 10)
+    config.probe.num_steps = 200
+    config.supervised.budgets = (1, 10)
+    config.supervised.num_seeds = 1
+    config.supervised.max_steps = 150
+  elif scale == 'cpu':
+    config.budgets = (1, 10, 100)
+    config.supervised.budgets = (1, 10, 100)
+    config.supervised.num_seeds = 1
+    config.supervised.max_steps = 300
+  return config
+
+
+def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0) -> dict[str, Any]:
+  """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json."""
+  if scale not in SCALES:
+    raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
+  from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
+  from ssl_jax.evaluation import embeddings as embeddings_lib
+  from ssl_jax.evaluation import suite
+
+  os.makedirs(out_dir, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
+  data_dir = data_dir or os.path.join(out_dir, 'tfds')
+  started = time.perf_counter()
+  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'runs': {}, 'timing_s': {}}
+  probes = probe_config(scale)
+  results['probe_config'] = json.loads(probes.to_json_best_effort())
+  projections = {}
+
+  def evaluate(name, encoder, variables, data_config):
+    t0 = time.perf_counter()
+    print(f'[study] probing {name}', flush=True)
+    evaluation = suite.evaluate_encoder(encoder, variables, data_config, probes, seed=seed)
+    results['timing_s'][f'probe_{name}'] = time.perf_counter() - t0
+    return evaluation
+
+  for method, augment in RUNS:
+    name = run_name(method, augment)
+    config = pretrain_config(method, augment, scale)
+    config.seed = seed
+    config.data.data_dir = data_dir
+    workdir = os.path.join(out_dir, 'runs', name)
+    print(f'[study] pretraining {name} -> {workdir}', flush=True)
+    t0 = time.perf_counter()
+    summary = train.train_and_evaluate(config, workdir)
+    results['timing_s'][f'pretrain_{name}'] = time.perf_counter() - t0
+    _, encoder, variables = checkpointing.load_encoder(workdir)
+    evaluation = evaluate(name, encoder, variables, config.data)
+    results['runs'][name] = {'method': method, 'augment': augment, 'pretrain': summary, 'eval': evaluation}
+    if augment:
+      data = suite.PipelineData(config.data, probes.embed_batch_size)
+      projections[name] = embeddings_lib.compute_embeddings(encoder, variables, data.batches('test'),
+                                                            batch_size=probes.embed_batch_size)
+  reference = pretrain_config('simclr', True, scale)
+  reference.data.data_dir = data_dir
+  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name('simclr', True)))
+  random_variables = suite.random_init_variables(encoder, reference.data, seed)
+  results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
+  print('[study] supervised baseline', flush=True)
+  t0 = time.perf_counter()
+  results['runs']['supervised'] = {'eval': suite.evaluate_supervised(encoder, reference.data, probes, seed=seed)}
+  results['timing_s']['supervised'] = time.perf_counter() - t0
+  results['timing_s']['total'] = time.perf_counter() - started
+
+  test_labels = suite.PipelineData(reference.data, probes.embed_batch_size).labels('test')
+  study_report.write(out_dir, results, projections, test_labels)
+  return results
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--scale', choices=SCALES, default='smoke')
+  parser.add_argument('--out', required=True, help='output directory (results.json, report.md, plots)')
+  parser.add_argument('--data_dir', default='', help='TFDS data dir (default: OUT/tfds)')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed)
+  print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

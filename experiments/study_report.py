@@ -1,0 +1,159 @@
+"""The study's report: results.json, report.md (our tables beside the published ones) and PNG plots."""
+
+import json
+import os
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BUDGETS = (1, 10, 100, 200, 500)
+# The study's published numbers on the real AoAM (shared/reference/STUDY.md), read from its figures.
+PUBLISHED = {
+    'aug': {
+        'aoa': {'moco': (.396, .780, .893, .896, .898), 'simclr': (.483, .876, .944, .943, .949),
+                'supervised': (.005, .392, .951, .952, .962)},
+        'amc': {'moco': (.343, .743, 1.0, 1.0, 1.0), 'simclr': (.229, .771, 1.0, 1.0, 1.0),
+                'supervised': (.200, .443, .991, 1.0, 1.0)},
+    },
+    'noaug': {
+        'aoa': {'moco': (.018, .024, .049, .052, .060), 'simclr': (.010, .008, .012, .015, .019)},
+        'amc': {'moco': (.229, .400, .581, .611, .640), 'simclr': (.143, .100, .230, .264, .270)},
+    },
+    'silhouette': {'simclr': {'aoa': 0.235, 'amc': 0.069}, 'moco': {'aoa': 0.158, 'amc': 0.104}},
+}
+TASK_TITLES = {'aoa': 'AoA (225 classes)', 'amc': 'AMC (7 classes)'}
+
+
+def _probe_scores(results: Mapping, run: str, task: str) -> dict[int, Mapping]:
+  """{budget: scores} of a run's linear probes (or the supervised baseline) for a task, skipping skipped."""
+  evaluation = results['runs'][run]['eval']['tasks'][task]
+  table = evaluation['supervised'] if run == 'supervised' else evaluation['probe']
+  return {int(b): s for b, s in table.items() if 'accuracy' in s}
+
+
+def _cell(scores: Mapping | None, key: str = 'accuracy', digits: int = 3) -> str:
+  if scores is None or key not in scores:
+    return '–'
+  return f"{scores[key]['mean']:.{digits}f} ± {scores[key]['std']:.{digits}f}"
+
+
+def _accuracy_table(results: Mapping, task: str, runs: list[tuple[str, str]], published: Mapping) -> list[str]:
+  budgets = sorted({b for run, _ in runs for b in _probe_scores(results, run, task)})
+  lines = ['| model | ' + ' | '.join(f'{b}/class' for b in budgets) + ' | study (1, 10, 100, 200, 500) |',
+           '|---' * (len(budgets) + 2) + '|']
+  for run, label in runs:
+    scores = _probe_scores(results, run, task)
+    study = published.get(label.split()[0].lower())
+    study_cell = ', '.join(f'{v:.3f}' for v in study) if study else '–'
+    lines.append(f'| {label} | ' + ' | '.join(_cell(scores.get(b)) for b in budgets) + f' | {study_cell} |')
+  return lines
+
+
+def _mae_table(results: Mapping, runs: list[tuple[str, str]]) -> list[str]:
+  budgets = sorted({b for run, _ in runs for b in _probe_scores(results, run, 'aoa')})
+  lines = ['| model | ' + ' | '.join(f'{b}/class' for b in budgets) + ' |', '|---' * (len(budgets) + 1) + '|']
+  for run, label in runs:
+    scores = _probe_scores(results, run, 'aoa')
+    lines.append(f'| {label} | ' + ' | '.join(_cell(scores.get(b), 'mae_deg', 2) for b in budgets) + ' |')
+  return lines
+
+
+def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np.ndarray],
+          test_labels: Mapping[str, np.ndarray]) -> None:
+  """Writes results.json, report.md and the plots into `out_dir`."""
+  tmp = os.path.join(out_dir, 'results.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(results, f, indent=2)
+  os.replace(tmp, os.path.join(out_dir, 'results.json'))
+  figures = [plot_accuracy(out_dir, results), plot_projections(out_dir, projections, test_labels)]
+
+  aug_runs = [('simclr_aug', 'SimCLR'), ('moco_aug', 'MoCo'), ('supervised', 'Supervised'),
+              ('random_init', 'Random-init encoder')]
+  noaug_runs = [('simclr_noaug', 'SimCLR'), ('moco_noaug', 'MoCo')]
+  lines = [f"# ssl_jax study report (scale `{results['scale']}`)", '',
+           'Data: the ssl_jax AoAM simulator (the real recordings are not public), so the numbers are not '
+           'expected to equal the study\'s; the comparison of interest is the ordering between methods and '
+           'between settings. Cells: test accuracy, mean ± std over probe seeds. The study column lists the '
+           'published figures at 1, 10, 100, 200 and 500 labels per class.', '']
+  for task in ('aoa', 'amc'):
+    lines += [f'## Linear probe accuracy with augmentation (MTC + AD): {TASK_TITLES[task]}', '']
+    lines += _accuracy_table(results, task, aug_runs, PUBLISHED['aug'][task]) + ['']
+  lines += ['## AoA mean absolute angular error (degrees), with augmentation', '']
+  lines += _mae_table(results, aug_runs) + ['']
+  lines += ['## Silhouette of the test embeddings', '', '| model | AoA | AMC | study AoA | study AMC |',
+            '|---|---|---|---|---|']
+  for run, label in aug_runs[:2] + [aug_runs[3]]:
+    tasks = results['runs'][run]['eval']['tasks']
+    cells = [f"{tasks[t]['silhouette']:.3f}" if tasks[t].get('silhouette') is not None else 'undefined'
+             for t in ('aoa', 'amc')]
+    study = PUBLISHED['silhouette'].get(label.lower())
+    study_cells = [f'{study[t]:.3f}' for t in ('aoa', 'amc')] if study else ['–', '–']
+    lines.append(f'| {label} | ' + ' | '.join(cells + study_cells) + ' |')
+  lines.append('')
+  for task in ('aoa', 'amc'):
+    lines += [f'## No augmentation during pretraining: {TASK_TITLES[task]}', '']
+    lines += _accuracy_table(results, task, noaug_runs, PUBLISHED['noaug'][task]) + ['']
+  lines += ['## Figures', ''] + [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figures] + ['']
+  lines += ['## Timing (seconds)', '', '| stage | s |', '|---|---|']
+  lines += [f'| {k} | {v:.0f} |' for k, v in results['timing_s'].items()] + ['']
+  with open(os.path.join(out_dir, 'report.md'), 'w') as f:
+    f.write('\n'.join(lines))
+
+
+def plot_accuracy(out_dir: str, results: Mapping) -> str:
+  """Accuracy against labels per class, per task: SimCLR, MoCo (with and without aug), supervised, random."""
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  styles = {'simclr_aug': ('SimCLR', 'C0', '-'), 'moco_aug': ('MoCo', 'C1', '-'),
+            'simclr_noaug': ('SimCLR, no aug', 'C0', ':'), 'moco_noaug': ('MoCo, no aug', 'C1', ':'),
+            'supervised': ('Supervised', 'C2', '--'), 'random_init': ('Random-init encoder', 'C7', '-.')}
+  for ax, task in zip(axes, ('aoa', 'amc')):
+    for run, (label, color, style) in styles.items():
+      scores = _probe_scores(results, run, task)
+      if not scores:
+        continue
+      budgets = sorted(scores)
+      mean = np.array([scores[b]['accuracy']['mean'] for b in budgets])
+      std = np.array([scores[b]['accuracy']['std'] for b in budgets])
+      ax.errorbar(budgets, mean, yerr=std, label=label, color=color, linestyle=style, marker='o', capsize=3)
+    ax.set_xscale('log')
+    ax.set_xlabel('labelled examples per class')
+    ax.set_ylabel('test accuracy')
+    ax.set_title(TASK_TITLES[task])
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+  axes[1].legend(loc='lower right', fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(out_dir, 'accuracy_vs_budget.png')
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_projections(out_dir: str, projections: Mapping[str, np.ndarray],
+                     test_labels: Mapping[str, np.ndarray]) -> str:
+  """2-D PCA of the test embeddings of each augmented run, coloured by modulation and by azimuth."""
+  runs = sorted(projections)
+  fig, axes = plt.subplots(len(runs), 2, figsize=(11, 4.5 * len(runs)), squeeze=False)
+  for row, run in enumerate(runs):
+    x = projections[run]
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    for col, (key, title, cmap) in enumerate([('modulation', 'modulation', 'tab10'),
+                                              ('angles_deg', 'azimuth (deg)', 'viridis')]):
+      colour = test_labels[key][:, 0] if key == 'angles_deg' else test_labels[key]
+      ax = axes[row, col]
+      points = ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap=cmap, s=6, alpha=0.7)
+      fig.colorbar(points, ax=ax)
+      ax.set_title(f'{run}: PCA of test embeddings, colour = {title}')
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.tight_layout()
+  path = os.path.join(out_dir, 'embeddings_pca.png')
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
