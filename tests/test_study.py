@@ -1,0 +1,33 @@
+"""The study at the smoke scale, end to end: four runs, probes, baselines, results.json, report and plots."""
+
+import json
+import os
+
+import pytest
+
+from experiments import study
+
+
+@pytest.mark.slow
+def test_smoke_study_writes_the_report(tmp_path):
+  out = str(tmp_path / 'study')
+  results = study.run_study('smoke', out)
+  for name in ('results.json', 'report.md', 'accuracy_vs_budget.png', 'embeddings_pca.png'):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  with open(os.path.join(out, 'results.json')) as f:
+    saved = json.load(f)
+  assert set(saved['runs']) == {'simclr_aug', 'moco_aug', 'simclr_noaug', 'moco_noaug', 'random_init',
+                                'supervised'}
+  for run in ('simclr_aug', 'moco_aug', 'simclr_noaug', 'moco_noaug'):
+    assert saved['runs'][run]['pretrain']['final_step'] == 6
+    for task in ('aoa', 'amc'):
+      accuracy = saved['runs'][run]['eval']['tasks'][task]['probe']['1']['accuracy']['mean']
+      assert 0.0 <= accuracy <= 1.0
+  report = open(os.path.join(out, 'report.md')).read()
+  assert report.count('| SimCLR |') == 6 and '0.483, 0.876' in report  # ours beside the published row
+  assert results['scale'] == 'smoke'
+
+
+def test_unknown_scale_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='--scale'):
+    study.run_study('huge', str(tmp_path))
