@@ -225,11 +225,14 @@ def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdi
 
 
 def _check_same_structure(expected: PyTree, got: PyTree, what: str) -> None:
+  """Raises ValueError naming the first module path whose shape (or presence) differs."""
   import jax
-  shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)
-  if shapes(expected) != shapes(got):
-    raise ValueError(f'the torch encoder {what} do not fit config.model (different stage_repeats or widths?): '
-                     f'expected {jax.tree.leaves(shapes(expected))[:4]}..., got {jax.tree.leaves(shapes(got))[:4]}...')
+  flat = lambda tree: {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  want, have = flat(expected), flat(got)
+  for key in sorted(set(want) | set(have)):
+    if want.get(key) != have.get(key):
+      raise ValueError(f'the torch encoder {what} do not fit config.model (other stage_repeats?): {key} is '
+                       f'{have.get(key, "missing")} in the state_dict, {want.get(key, "absent")} in the model')
 
 
 def main(argv: list[str]) -> None:

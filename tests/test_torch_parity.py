@@ -1,0 +1,271 @@
+"""Parity of the PyTorch baseline (experiments/torch_baseline) with ssl_jax: weights, outputs, losses, training."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import smoke  # noqa: E402
+from experiments.torch_baseline import convert, lightly_loss, models  # noqa: E402
+from ssl_jax import losses  # noqa: E402
+from ssl_jax.methods import moco as jax_moco  # noqa: E402
+from ssl_jax.models import Predictor, ProjectionHead, ShuffleNetV2Encoder  # noqa: E402
+
+pytest.importorskip('lightly')
+SMOKE = (1, 1, 1)
+
+
+def _rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _random_stats(variables, seed=1):
+  """Non-trivial running statistics, so eval mode tests the mean/var mapping."""
+  rng = np.random.RandomState(seed)
+  stats = jax.tree.map(lambda a: (rng.rand(*a.shape) * 0.5 + 0.5).astype(np.float32), variables['batch_stats'])
+  stats = jax.tree_util.tree_map_with_path(
+      lambda p, a: a - 0.75 if jax.tree_util.keystr(p).endswith("['mean']") else a, stats)
+  return {'params': variables['params'], 'batch_stats': stats}
+
+
+def _flax_encoder(stage_repeats, length=64, seed=0):
+  encoder = ShuffleNetV2Encoder(stage_repeats=stage_repeats)
+  variables = encoder.init(jax.random.PRNGKey(seed), jnp.zeros((2, length, 8)), train=False)
+  return encoder, _random_stats(variables)
+
+
+def _ncw(x):
+  return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 2, 1))))
+
+
+def test_lightly_loss_loads_without_torchvision_and_leaves_sys_modules_clean():
+  before = {k for k in sys.modules if k == 'lightly' or k.startswith('lightly.')}
+  cls = lightly_loss.load_ntxent_loss_class()
+  after = {k for k in sys.modules if k == 'lightly' or k.startswith('lightly.')}
+  assert cls.__name__ == 'NTXentLoss'
+  assert after == before
+  assert 'torchvision' not in sys.modules
+  import importlib.metadata
+  assert importlib.metadata.version('lightly') == lightly_loss.LIGHTLY_VERSION
+
+
+def test_full_encoder_eval_embeddings_match_and_weights_round_trip():
+  encoder, variables = _flax_encoder((4, 8, 4), length=128)
+  x = np.random.RandomState(0).randn(4, 128, 8).astype(np.float32)
+  want = np.asarray(jax.jit(lambda v, x: encoder.apply(v, x, train=False))(variables, x))
+  model = models.ShuffleNetV2Encoder((4, 8, 4))
+  state_dict = convert.encoder_to_torch(variables)
+  model.load_state_dict(state_dict, strict=True)
+  model.eval()
+  with torch.no_grad():
+    got = model(_ncw(x)).numpy()
+  assert got.shape == (4, 1024)
+  assert _rel(got, want) < 1e-5
+  back = convert.encoder_to_flax(model.state_dict())
+  assert jax.tree.structure(back) == jax.tree.structure(variables)
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, back, jax.device_get(variables))))
+  again = convert.encoder_to_torch(back)
+  assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+
+
+def test_param_counts_match_flax():
+  _, variables = _flax_encoder((4, 8, 4), length=64)
+  model = models.ShuffleNetV2Encoder()
+  assert sum(p.numel() for p in model.parameters()) == sum(a.size for a in jax.tree.leaves(variables['params']))
+  assert sum(b.numel() for n, b in model.named_buffers() if 'running' in n) == 7952
+
+
+def test_train_mode_batchnorm_outputs_and_running_stats():
+  encoder, variables = _flax_encoder(SMOKE)
+  x = np.random.RandomState(2).randn(6, 64, 8).astype(np.float32) * 3.0 + 0.5
+  want, updates = jax.jit(lambda v, x: encoder.apply(v, x, train=True, mutable=['batch_stats']))(variables, x)
+  model = models.ShuffleNetV2Encoder(SMOKE)
+  model.load_state_dict(convert.encoder_to_torch(variables))
+  model.train()
+  counts = {}
+  for name, module in model.named_modules():
+    if isinstance(module, torch.nn.BatchNorm1d):
+      module.register_forward_hook(lambda m, i, o, name=name: counts.__setitem__(name, i[0].shape[0] * i[0].shape[2]))
+  with torch.no_grad():
+    got = model(_ncw(x)).numpy()
+  assert _rel(got, want) < 1e-5
+  # Running means agree; running_var differs only by torch's unbiased n / (n - 1) on the batch part.
+  before = convert.encoder_to_torch(variables)
+  flax_after = convert.encoder_to_torch({'params': variables['params'], 'batch_stats': updates['batch_stats']})
+  torch_after = model.state_dict()
+  for name, n in counts.items():
+    np.testing.assert_allclose(torch_after[f'{name}.running_mean'], flax_after[f'{name}.running_mean'],
+                               rtol=1e-5, atol=1e-6)
+    batch_var_torch = (torch_after[f'{name}.running_var'] - 0.9 * before[f'{name}.running_var']).numpy()
+    batch_var_flax = (flax_after[f'{name}.running_var'] - 0.9 * before[f'{name}.running_var']).numpy()
+    np.testing.assert_allclose(batch_var_torch * (n - 1) / n, batch_var_flax, rtol=2e-4, atol=1e-6)
+
+
+def test_encoder_gradients_match():
+  encoder, variables = _flax_encoder(SMOKE)
+  rng = np.random.RandomState(3)
+  x = rng.randn(8, 64, 8).astype(np.float32)
+  w = rng.randn(8, 1024).astype(np.float32)
+
+  def objective(params):
+    h, _ = encoder.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
+                         mutable=['batch_stats'])
+    return jnp.sum(jnp.tanh(h) * w)
+
+  grads = jax.jit(jax.grad(objective))(variables['params'])
+  model = models.ShuffleNetV2Encoder(SMOKE)
+  model.load_state_dict(convert.encoder_to_torch(variables))
+  model.train()
+  torch.sum(torch.tanh(model(_ncw(x))) * torch.from_numpy(w)).backward()
+  want = convert.encoder_to_torch({'params': grads, 'batch_stats': variables['batch_stats']})
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
+  for name, param in model.named_parameters():
+    # BN biases right before a conv + BN get an exactly-zero gradient in exact arithmetic: rounding noise
+    # only, so an absolute floor relative to the largest gradient.
+    np.testing.assert_allclose(param.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6 * scale,
+                               err_msg=name)
+
+
+def test_heads_match():
+  rng = np.random.RandomState(4)
+  h = rng.randn(6, 32).astype(np.float32)
+  head = ProjectionHead(hidden_dim=16, output_dim=8)
+  head_params = head.init(jax.random.PRNGKey(0), h)['params']
+  torch_head = models.projection_head(32, 16, 8)
+  torch_head.load_state_dict(convert.head_to_torch(head_params))
+  with torch.no_grad():
+    assert _rel(torch_head(torch.from_numpy(h)).numpy(), head.apply({'params': head_params}, h)) < 1e-5
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, convert.head_to_flax(torch_head.state_dict()),
+                                          jax.device_get(head_params))))
+  predictor = Predictor(hidden_dim=16, output_dim=8)
+  pv = predictor.init(jax.random.PRNGKey(1), h, train=False)
+  torch_pred = models.predictor(32, 16, 8)
+  torch_pred.load_state_dict(convert.predictor_to_torch(pv['params'], pv['batch_stats']))
+  torch_pred.train()
+  want, _ = predictor.apply(pv, h, train=True, mutable=['batch_stats'])
+  with torch.no_grad():
+    assert _rel(torch_pred(torch.from_numpy(h)).numpy(), want) < 1e-5
+  params, stats = convert.predictor_to_flax(torch_pred.state_dict())
+  assert jax.tree.structure(params) == jax.tree.structure(pv['params'])
+  assert jax.tree.structure(stats) == jax.tree.structure(pv['batch_stats'])
+
+
+@pytest.mark.parametrize('temperature', [0.07, 0.5])
+def test_nt_xent_value_and_gradient_match_lightly(temperature):
+  rng = np.random.RandomState(5)
+  z_a, z_b = (rng.randn(12, 16).astype(np.float32) * 3.0 for _ in range(2))
+  value, (g_a, g_b) = jax.value_and_grad(
+      lambda a, b: losses.nt_xent(a, b, temperature=temperature), argnums=(0, 1))(z_a, z_b)
+  t_a, t_b = (torch.tensor(z, requires_grad=True) for z in (z_a, z_b))
+  loss = lightly_loss.ntxent_loss(temperature)(t_a, t_b)
+  loss.backward()
+  assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value))
+  assert _rel(t_a.grad.numpy(), g_a) < 1e-4
+  assert _rel(t_b.grad.numpy(), g_b) < 1e-4
+
+
+def test_info_nce_and_queue_match_lightly_memory_bank():
+  rng = np.random.RandomState(6)
+  batch, dim, size, temperature = 4, 8, 12, 0.07
+  queue = rng.randn(size, dim).astype(np.float32)
+  queue /= np.linalg.norm(queue, axis=1, keepdims=True)
+  criterion = lightly_loss.ntxent_loss(temperature, size, dim)
+  criterion.memory_bank.bank.copy_(torch.from_numpy(queue))
+  jax_queue, ptr = jnp.asarray(queue), jnp.zeros((), jnp.int32)
+  for step in range(4):  # wraps around the queue once
+    q, k = rng.randn(batch, dim).astype(np.float32), rng.randn(batch, dim).astype(np.float32)
+    value, g_q = jax.value_and_grad(lambda q: losses.info_nce(q, k, jax_queue, temperature=temperature))(q)
+    t_q = torch.tensor(q, requires_grad=True)
+    loss = criterion(t_q, torch.from_numpy(k))
+    loss.backward()
+    assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value)), step
+    assert _rel(t_q.grad.numpy(), g_q) < 1e-4, step
+    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, jax_moco._normalize(jnp.asarray(k)), None)
+    np.testing.assert_allclose(criterion.memory_bank.bank.numpy(), jax_queue, rtol=0, atol=1e-6)
+    assert int(criterion.memory_bank.bank_ptr[0]) == int(ptr)
+
+
+def _trajectories(method: str, num_steps: int = 20):
+  from experiments.torch_baseline import side_by_side
+  config = smoke.get_config(method)
+  config.augment.crop_lengths = (32,)  # one compiled JAX step; crops and antenna dropout stay random
+  config.optim.learning_rate = 0.03
+  config.optim.lr_scaling = 'none'
+  config.optim.warmup_epochs = 0.0  # cosine decay over the 20 steps
+  if method == 'moco':
+    config.moco.momentum = 0.99
+  run = side_by_side.build_jax(config, num_steps, num_steps)
+  trainer = side_by_side.build_torch(run, num_steps, num_steps)
+  x = np.random.RandomState(7).randn(config.batch_size, config.data.length, 8).astype(np.float32)
+  jax_losses, torch_losses = [], []
+  for step in range(num_steps):  # the same batch every step; the views (crops, dropout) change each step
+    view_a, view_b = side_by_side.jax_views(run, x, step)
+    run.state, metrics = run.step_fn(run.state, {'iq': x}, side_by_side.crop_lengths(run, step))
+    jax_losses.append(float(metrics['loss']))
+    torch_losses.append(trainer.step(side_by_side.to_ncw(view_a), side_by_side.to_ncw(view_b), step))
+  return np.array(jax_losses), np.array(torch_losses), run, trainer
+
+
+@pytest.mark.slow
+def test_simclr_20_sgd_steps_match():
+  jax_losses, torch_losses, run, trainer = _trajectories('simclr')
+  assert np.ptp(jax_losses) > 0.05  # the weights move enough for an optimiser mismatch to show
+  np.testing.assert_allclose(torch_losses, jax_losses, rtol=1e-3)
+  params, _ = convert.model_to_flax(trainer.model.state_dict())
+  want = jax.device_get(run.state.params)
+  np.testing.assert_allclose(params['head']['fc2']['kernel'], want['head']['fc2']['kernel'], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_moco_20_sgd_steps_match():
+  jax_losses, torch_losses, run, trainer = _trajectories('moco')
+  assert np.ptp(jax_losses) > 0.05
+  np.testing.assert_allclose(torch_losses, jax_losses, rtol=1e-3)
+  np.testing.assert_allclose(trainer.queue.numpy(), np.asarray(run.state.queue), rtol=0, atol=1e-4)
+  key_params, _ = convert.model_to_flax(trainer.key_model.state_dict())
+  want = jax.device_get(run.state.ema_params)
+  np.testing.assert_allclose(key_params['head']['fc2']['kernel'], want['head']['fc2']['kernel'], rtol=1e-3,
+                             atol=1e-5)
+
+
+def test_workdir_round_trip(tmp_path):
+  config = smoke.get_config('simclr')
+  model = models.ShuffleNetV2Encoder(SMOKE)
+  with torch.no_grad():  # non-trivial running statistics
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm1d):
+        module.running_mean.uniform_(-0.5, 0.5)
+        module.running_var.uniform_(0.5, 1.5)
+  state_dict = model.state_dict()
+  path = tmp_path / 'encoder.pt'
+  torch.save(state_dict, path)
+  workdir = str(tmp_path / 'run')
+  convert.state_dict_to_workdir(torch.load(path, weights_only=True), config, workdir)
+  loaded_config, back = convert.workdir_to_state_dict(workdir)
+  assert loaded_config.method == 'simclr'
+  for key, value in state_dict.items():
+    if not key.endswith('num_batches_tracked'):
+      assert torch.equal(back[key], value), key
+  from ssl_jax import checkpointing
+  _, encoder, variables = checkpointing.load_encoder(workdir)
+  x = np.random.RandomState(8).randn(3, 64, 8).astype(np.float32)
+  model.eval()
+  with torch.no_grad():
+    assert _rel(model(_ncw(x)).numpy(), encoder.apply(variables, x, train=False)) < 1e-5
+
+
+def test_bad_state_dict_key_is_named():
+  with pytest.raises(ValueError, match='stage9'):
+    convert.encoder_to_flax({'stage9.0.branch2.0.weight': torch.zeros(4, 4, 1)})
+  with pytest.raises(ValueError, match='do not fit config.model'):
+    bad = models.ShuffleNetV2Encoder((1, 2, 1)).state_dict()
+    convert.state_dict_to_workdir(bad, smoke.get_config('simclr'), '/nonexistent/never-written')
