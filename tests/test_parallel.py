@@ -62,7 +62,7 @@ _SCRIPT = textwrap.dedent('''
     report = {}
     for name, (losses, state) in runs.items():
       diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / (np.abs(np.asarray(b)) + 1e-3)))
-               for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state)) if np.size(a)]
+               if np.size(a) else 0.0 for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state))]
       worst = int(np.argmax(diffs))
       report[str(name)] = {'losses': losses, 'max_rel_state_diff': max(diffs),
                            'worst_leaf': jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(state)[0][worst][0])}
