@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--data_dir', default='', help='TFDS data dir (default: OUT/tfds)')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
+  import matplotlib
+  matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed)
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0

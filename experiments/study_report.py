@@ -4,11 +4,8 @@ import json
 import os
 from typing import Any, Mapping
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 BUDGETS = (1, 10, 100, 200, 500)
 # The study's published numbers on the real AoAM (shared/reference/STUDY.md), read from its figures.

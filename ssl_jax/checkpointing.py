@@ -73,6 +73,18 @@ def check_compatible(saved: ml_collections.ConfigDict, requested: ml_collections
                        f'{b!r} now. Use a new --workdir, or the same config to resume.')
 
 
+def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
+  """Shape, dtype and placement to restore a leaf to; no placement given -> this process's first device.
+
+  Placing explicitly lets a checkpoint written by another topology (e.g. 2 hosts) load into this one.
+  """
+  target = ocp.utils.to_shape_dtype_struct(leaf)
+  if getattr(target, 'sharding', None) is None:
+    target = jax.ShapeDtypeStruct(target.shape, target.dtype,
+                                  sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+  return target
+
+
 class Checkpointer:
   """Saves and restores the train state of one workdir (process 0 writes; all processes restore)."""
 
@@ -96,7 +108,7 @@ class Checkpointer:
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint under {self.directory}')
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    abstract = jax.tree.map(_restore_target, like)
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as e:

@@ -63,7 +63,7 @@ def import_study(root: str | None = None) -> ModuleType:
   chosen = matplotlib.rcParams._get_backend_or_none() or os.environ.get('MPLBACKEND')  # pylint: disable=protected-access
   module = importlib.import_module('experiments.study')
   if chosen and matplotlib.get_backend().lower() != chosen.lower():
-    _restore_backend(chosen)  # The study's report module selects Agg on import; a notebook keeps its own.
+    _restore_backend(chosen)  # If an import switched backends (the study CLI picks Agg), a notebook keeps its own.
   return module
 
 

@@ -32,8 +32,9 @@ def initialize_distributed(distributed_config: ml_collections.ConfigDict) -> Non
   process_id = int(distributed_config.process_id)
   if not 0 <= process_id < num_processes:
     raise ValueError(f'config.distributed.process_id={process_id} is outside [0, {num_processes}).')
-  if jax.default_backend() == 'cpu' or jax.config.jax_platforms == 'cpu':
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  # Cross-process collectives of the CPU backend go through gloo (harmless where devices are GPUs/TPUs).
+  # Must not query the backend here: initialize() has to run before JAX starts one.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address=distributed_config.coordinator_address,
                              num_processes=num_processes, process_id=process_id)
 

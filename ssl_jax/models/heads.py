@@ -40,6 +40,6 @@ class Predictor(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     _validate_features(x, 'Predictor')
     x = nn.Dense(self.hidden_dim, use_bias=False, name='fc1')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
                      axis_name=self.bn_axis_name, name='bn1')(x)
     return nn.Dense(self.output_dim, name='fc2')(nn.relu(x))

@@ -83,6 +83,7 @@ class ShuffleUnit(nn.Module):
     dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
                            depthwise_impl=self.depthwise_impl, dtype=self.dtype)
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           use_fast_variance=False,
                            axis_name=self.bn_axis_name, dtype=self.dtype)
 
     if self.stride == 1:
@@ -138,6 +139,7 @@ class ShuffleNetV2Encoder(nn.Module):
     layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
     channels = STAGE_OUT_CHANNELS[self.width_multiplier]
     bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           use_fast_variance=False,
                            axis_name=self.bn_axis_name, dtype=self.dtype)
     x = x.astype(self.dtype)
 

@@ -1,0 +1,81 @@
+"""Multi-host: 2 processes on 127.0.0.1 (1 CPU device each, gloo) train in lockstep and match 1 process.
+
+The two-process run and a single-process run on 2 emulated devices see the same global batches (each
+process reads its half), so their final checkpoints must agree to float tolerance.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import smoke
+from ssl_jax import checkpointing, methods, metrics_writer, optim
+from ssl_jax.data import aoam
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 4
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _args(workdir, data_dir):
+  return [sys.executable, '-m', 'ssl_jax.main', '--config=configs/smoke.py', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}', f'--config.num_train_steps={STEPS}',
+          '--config.log_every_steps=1', '--config.augment.antenna_dropout=0.0']
+
+
+def _env(devices):
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+
+
+def _final_params(workdir):
+  config = checkpointing.read_config(workdir)
+  method = methods.get_method(config.method)
+  networks = method.create_networks(config, bn_axis_name=None)
+  like = jax.eval_shape(lambda: method.init_state(
+      config, networks, optim.create_optimizer(config.optim, lambda s: 0.0), jax.random.PRNGKey(0)))
+  ckpt = checkpointing.Checkpointer(workdir)
+  assert ckpt.latest_step() == STEPS
+  state = ckpt.restore(like)
+  ckpt.close()
+  return state.params
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  aoam.get_builder(config.data)  # Prepare the shards once, before two processes race to.
+
+  single = str(tmp_path / 'single')
+  proc = subprocess.run(_args(single, data_dir), cwd=REPO, env=_env(2), capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  multi = str(tmp_path / 'multi')
+  port = _free_port()
+  procs = [subprocess.Popen(_args(multi, data_dir) + [
+      f'--config.distributed.coordinator_address=127.0.0.1:{port}', '--config.distributed.num_processes=2',
+      f'--config.distributed.process_id={i}'], cwd=REPO, env=_env(1), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=900) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+
+  single_losses = [r['loss'] for r in metrics_writer.read_metrics(single)]
+  multi_losses = [r['loss'] for r in metrics_writer.read_metrics(multi)]
+  assert len(multi_losses) == STEPS  # Only process 0 writes metrics.
+  np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(_final_params(multi)), jax.tree.leaves(_final_params(single))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
