@@ -52,7 +52,7 @@ def pretrain_config(method: str, augment: bool, scale: str) -> ml_collections.Co
       'smoke': dict(length=64, crops=(32,), train=2, test=1, batch=16, steps=6, repeats=(1, 1, 1), queue=64),
       'demo': dict(length=128, crops=(64, 128), train=12, test=4, batch=64, steps=120, repeats=(4, 8, 4),
                    queue=1024),
-      'cpu': dict(length=512, crops=base_config.STUDY_CROP_LENGTHS, train=100, test=26, batch=128, steps=700,
+      'cpu': dict(length=512, crops=base_config.STUDY_CROP_LENGTHS, train=100, test=26, batch=128, steps=400,
                   repeats=(4, 8, 4), queue=4096),
   }[scale]
   config.data.length = settings['length']
