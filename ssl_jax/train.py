@@ -81,7 +81,7 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   networks = method.create_networks(config, bn_axis_name=parallel.AXIS)
   per_device_step = method.make_train_step(config, networks, tx, schedules, axis_name=parallel.AXIS)
   return {'state': parallel.replicate(jax.device_get(state), mesh), 'num_steps': num_steps,
-          'step_fn': parallel.data_parallel(per_device_step, mesh), 'per_device_step': per_device_step}
+          'step_fn': parallel.data_parallel(per_device_step, mesh)}
 
 
 def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterator[dict[str, np.ndarray]]:
