@@ -24,6 +24,15 @@ import numpy as np
 import optax
 
 
+def settings_from_config(cls, config, kind: str):
+  """`cls(**config)` for a settings dataclass; unknown keys raise a ValueError naming them (`kind` settings)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(config.keys()) - names
+  if unknown:
+    raise ValueError(f'unknown {kind} settings {sorted(unknown)}; known: {sorted(names)}')
+  return cls(**dict(config))
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeSettings:
   """How one probe head is trained. `hidden_dim=0`: a linear head; > 0: linear-ReLU-linear."""
@@ -48,11 +57,7 @@ class ProbeSettings:
   @classmethod
   def from_config(cls, config) -> 'ProbeSettings':
     """From a ConfigDict with (a subset of) these field names."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config.keys()) - names
-    if unknown:
-      raise ValueError(f'unknown probe settings {sorted(unknown)}; known: {sorted(names)}')
-    return cls(**dict(config))
+    return settings_from_config(cls, config, 'probe')
 
 
 class ProbeHead(nn.Module):

@@ -41,11 +41,7 @@ class SupervisedSettings:
 
   @classmethod
   def from_config(cls, config) -> 'SupervisedSettings':
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config.keys()) - names
-    if unknown:
-      raise ValueError(f'unknown supervised settings {sorted(unknown)}; known: {sorted(names)}')
-    return cls(**dict(config))
+    return probe_lib.settings_from_config(cls, config, 'supervised')
 
   def num_steps(self, num_examples: int) -> int:
     steps = int(round(self.epochs * num_examples / self.batch_size))
