@@ -11,7 +11,6 @@ import time
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')  # one core: keep numpy's FFT/BLAS single-threaded
 
-import numpy as np  # pylint: disable=g-import-not-at-top
 
 from ssl_jax.data import simulate  # pylint: disable=g-import-not-at-top
 

@@ -1,7 +1,6 @@
 """SimCLR and MoCo train steps on one device: what each step must change, and MoCo's EMA and queue."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -15,7 +15,6 @@ runs on the host (a few hundred dispatches, negligible next to the head's matmul
 
 import dataclasses
 import functools
-from typing import Optional
 
 import flax.linen as nn
 import jax

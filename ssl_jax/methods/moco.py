@@ -27,7 +27,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from ssl_jax import augment, losses, models
