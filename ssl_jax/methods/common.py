@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment
+from ssl_jax import augment, losses
 
 PyTree = Any
 Schedule = Callable[[jax.Array], jax.Array]
@@ -171,7 +171,7 @@ def embedding_std(z: jax.Array, axis_name: str | None) -> jax.Array:
 
   A healthy representation sits near 1/sqrt(dim); a collapsed one goes to 0.
   """
-  z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  z = losses.l2_normalize(z)
   mean = jnp.mean(z, axis=0)
   mean_sq = jnp.mean(z * z, axis=0)
   if axis_name is not None:

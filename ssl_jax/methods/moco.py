@@ -83,7 +83,7 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
   params, batch_stats = common.init_variables(networks, init_key, config.data.length)
   queue_size = 0 if _is_v3(config) else int(config.moco.queue_size)
   queue = jax.random.normal(queue_key, (queue_size, config.model.output_dim), jnp.float32)
-  queue = queue / jnp.maximum(jnp.linalg.norm(queue, axis=-1, keepdims=True), 1e-12)
+  queue = losses.l2_normalize(queue)
   key_params = {k: v for k, v in params.items() if k != 'predictor'}
   key_stats = {k: v for k, v in batch_stats.items() if k != 'predictor'}
   return MoCoState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
@@ -134,7 +134,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
       loss = jax.lax.pmean(loss, axis_name)  # the mean over the global batch (equal local batch sizes)
     queue, queue_ptr = state.queue, state.queue_ptr
     if not v3:
-      queue, queue_ptr = enqueue(queue, queue_ptr, _normalize(k_b), axis_name)
+      queue, queue_ptr = enqueue(queue, queue_ptr, losses.l2_normalize(k_b), axis_name)
     similarity = losses.similarity_stats(q_a, k_b, axis_name=axis_name)
     metrics = {
         'loss': loss,
@@ -163,10 +163,6 @@ def enqueue(queue: jax.Array, ptr: jax.Array, keys: jax.Array,
     keys = jax.lax.all_gather(keys, axis_name, tiled=True)
   queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype), (ptr, jnp.zeros_like(ptr)))
   return queue, (ptr + keys.shape[0]) % queue.shape[0]
-
-
-def _normalize(z: jax.Array) -> jax.Array:
-  return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
 
 def _is_v3(config: ml_collections.ConfigDict) -> bool:
