@@ -190,7 +190,7 @@ def test_info_nce_and_queue_match_lightly_memory_bank():
     loss.backward()
     assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value)), step
     assert _rel(t_q.grad.numpy(), g_q) < 1e-4, step
-    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, jax_moco._normalize(jnp.asarray(k)), None)
+    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, losses.l2_normalize(jnp.asarray(k)), None)
     np.testing.assert_allclose(criterion.memory_bank.bank.numpy(), jax_queue, rtol=0, atol=1e-6)
     assert int(criterion.memory_bank.bank_ptr[0]) == int(ptr)
 
