@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.snr_db_low = 0.0
   config.data.snr_db_high = 30.0
   config.data.sim_seed = 0
+  # 'static': a fixed room, each AoA position keeps its reflections (as the servo testbed); 'random':
+  # reflections redrawn per example (much harder AoA; see ssl_jax/data/simulate.py).
+  config.data.environment = 'static'
   config.data.shuffle_buffer = 16_384
   config.data.prefetch = 2
 

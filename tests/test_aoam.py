@@ -41,9 +41,12 @@ def write_file(path, n=20, length=LENGTH, **replace):
 
 def test_simulated_config_name_encodes_parameters(tmp_path):
   a = aoam.builder_config(data_config(tmp_path))
-  b = aoam.builder_config(data_config(tmp_path, snr_db_low=-5.0, sim_seed=3))
-  assert a.name == 'simulated_l32_e1_t1_snr0to30_s0'
-  assert b.name == 'simulated_l32_e1_t1_snrm5to30_s3'
+  b = aoam.builder_config(data_config(tmp_path, snr_db_low=-5.0, sim_seed=3, environment='random'))
+  assert a.name == 'simulated_l32_e1_t1_snr0to30_s0_static'
+  assert b.name == 'simulated_l32_e1_t1_snrm5to30_s3_random'
+  assert b.sim_config().environment == 'random'
+  with pytest.raises(ValueError, match="environment must be one of.*'lab'"):
+    aoam.builder_config(data_config(tmp_path, environment='lab'))
 
 
 def test_builder_prepares_once_and_matches_simulator(tmp_path, monkeypatch):
