@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 'static': a fixed room, each AoA position keeps its reflections (as the servo testbed); 'random':
   # reflections redrawn per example (much harder AoA; see ssl_jax/data/simulate.py).
   config.data.environment = 'static'
+  # 'recording': SNR, carrier offset and the transmitter's settings are fixed per recording session
+  # (position, modulation), examples are slices of it, as in the real AoAM; 'example': redrawn per example.
+  config.data.nuisances = 'recording'
   config.data.shuffle_buffer = 16_384
   config.data.prefetch = 2
 

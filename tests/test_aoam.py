@@ -41,10 +41,13 @@ def write_file(path, n=20, length=LENGTH, **replace):
 
 def test_simulated_config_name_encodes_parameters(tmp_path):
   a = aoam.builder_config(data_config(tmp_path))
-  b = aoam.builder_config(data_config(tmp_path, snr_db_low=-5.0, sim_seed=3, environment='random'))
-  assert a.name == 'simulated_l32_e1_t1_snr0to30_s0_static'
-  assert b.name == 'simulated_l32_e1_t1_snrm5to30_s3_random'
-  assert b.sim_config().environment == 'random'
+  b = aoam.builder_config(data_config(tmp_path, snr_db_low=-5.0, sim_seed=3, environment='random',
+                                      nuisances='example'))
+  assert a.name == 'simulated_l32_e1_t1_snr0to30_s0_static_recording'
+  assert b.name == 'simulated_l32_e1_t1_snrm5to30_s3_random_example'
+  assert b.sim_config().environment == 'random' and b.sim_config().nuisances == 'example'
+  with pytest.raises(ValueError, match="nuisances must be one of.*'session'"):
+    aoam.builder_config(data_config(tmp_path, nuisances='session'))
   with pytest.raises(ValueError, match="environment must be one of.*'lab'"):
     aoam.builder_config(data_config(tmp_path, environment='lab'))
 

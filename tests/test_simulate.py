@@ -132,6 +132,35 @@ def test_static_room_is_fixed_by_its_seed():
     simulate.SimConfig(environment='lab')
 
 
+def test_recording_nuisances_are_fixed_per_recording_and_redrawn_per_example_otherwise():
+  """'recording': the slices of one (position, modulation) session share SNR and carrier offset, the
+  transmitter's program (sps, roll-off) is one per modulation; 'example' redraws all of them."""
+  aoa, modulation = simulate.label_schedule(0, 3 * 1575)  # every recording three times
+  recording = np.asarray(aoa) * 7 + np.asarray(modulation)
+  draws = {}
+  for scope in simulate.NUISANCE_SCOPES:
+    config = simulate.SimConfig(length=64, nuisances=scope)
+    _, draws[scope] = simulate.simulate_examples(np.random.default_rng(0), aoa, modulation, config,
+                                                 return_info=True)
+  fixed, free = draws['recording'], draws['example']
+  for key in ('snr_db', 'cfo', 'sps', 'rolloff'):
+    distinct = [len(np.unique(fixed[key][recording == r])) for r in range(0, 1575, 97)]
+    assert distinct == [1] * len(distinct), key
+    assert len(np.unique(free[key][recording == 5])) > 1, key
+  for m in range(7):
+    assert len(np.unique(fixed['sps'][np.asarray(modulation) == m])) == 1
+  table = simulate.recordings(simulate.SimConfig(length=64))
+  assert table['snr_db'].shape == (225, 7) and 0 <= table['snr_db'].min() and table['snr_db'].max() <= 30
+  assert np.all(table['snr_db'] == table['snr_db'][:, :1]) and np.std(table['snr_db'][:, 0]) > 5  # per position
+  assert 0 < np.ptp(table['cfo']) <= 2 * simulate.SimConfig.cfo_drift  # one LO, a small drift per session
+  other = simulate.recordings(simulate.SimConfig(length=64, recording_seed=4))
+  assert not np.allclose(table['cfo'], other['cfo'])
+  with pytest.raises(ValueError, match='nuisances'):
+    simulate.SimConfig(nuisances='session')
+  with pytest.raises(ValueError, match='cfo_drift'):
+    simulate.SimConfig(cfo_drift=0.02)
+
+
 def test_measured_snr_matches_drawn_snr():
   """Eigenvalues of the array covariance: signal + noise in one, noise alone in the other three."""
   config = simulate.SimConfig(length=512, snr_db_low=0, snr_db_high=20, num_reflections=0)

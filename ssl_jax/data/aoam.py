@@ -49,7 +49,7 @@ class AoamConfig(tfds.core.BuilderConfig):
   def __init__(self, *, source: str, length: int, examples_per_class: int = 200,
                test_examples_per_class: int = simulate.TEST_EXAMPLES_PER_CLASS,
                snr_db_low: float = 0.0, snr_db_high: float = 30.0, sim_seed: int = 0,
-               environment: str = 'static', **kwargs):
+               environment: str = 'static', nuisances: str = 'recording', **kwargs):
     if source not in ('simulated', 'real'):
       raise ValueError(f"source must be 'simulated' or 'real', got {source!r}")
     if length < 16:
@@ -60,8 +60,10 @@ class AoamConfig(tfds.core.BuilderConfig):
                          f'{examples_per_class}, {test_examples_per_class}')
       if environment not in simulate.ENVIRONMENTS:
         raise ValueError(f'environment must be one of {simulate.ENVIRONMENTS}, got {environment!r}')
+      if nuisances not in simulate.NUISANCE_SCOPES:
+        raise ValueError(f'nuisances must be one of {simulate.NUISANCE_SCOPES}, got {nuisances!r}')
       name = (f'simulated_l{length}_e{examples_per_class}_t{test_examples_per_class}'
-              f'_snr{_number(snr_db_low)}to{_number(snr_db_high)}_s{sim_seed}_{environment}')
+              f'_snr{_number(snr_db_low)}to{_number(snr_db_high)}_s{sim_seed}_{environment}_{nuisances}')
       description = 'AoAM simulated by ssl_jax.data.simulate.'
     else:
       name = f'real_l{length}'
@@ -75,10 +77,11 @@ class AoamConfig(tfds.core.BuilderConfig):
     self.snr_db_high = float(snr_db_high)
     self.sim_seed = int(sim_seed)
     self.environment = environment
+    self.nuisances = nuisances
 
   def sim_config(self) -> simulate.SimConfig:
     return simulate.SimConfig(length=self.length, snr_db_low=self.snr_db_low, snr_db_high=self.snr_db_high,
-                             environment=self.environment)
+                             environment=self.environment, nuisances=self.nuisances)
 
 
 def to_model_layout(iq_data: np.ndarray) -> np.ndarray:
@@ -90,9 +93,11 @@ def to_model_layout(iq_data: np.ndarray) -> np.ndarray:
 class Aoam(tfds.core.GeneratorBasedBuilder):
   """AoAM: 4-antenna IQ examples labelled with angle of arrival (225) and modulation (7)."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {'1.0.0': 'Simulated and real configs, array_record shards.',
-                   '1.1.0': "Simulated: reflections fixed per AoA position by default (environment='static')."}
+                   '1.1.0': "Simulated: reflections fixed per AoA position by default (environment='static').",
+                   '1.2.0': "Simulated: SNR, CFO and transmitter settings fixed per recording by default "
+                            "(nuisances='recording')."}
   BUILDER_CONFIGS = [AoamConfig(source='simulated', length=1024), AoamConfig(source='real', length=1024)]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f'Put the AoAM HDF5 recordings in the manual dir as {REAL_FILES["train"]} and {REAL_FILES["test"]}, each '
@@ -155,7 +160,8 @@ def builder_config(data_config: Any) -> AoamConfig:
                     examples_per_class=data_config.examples_per_class,
                     test_examples_per_class=data_config.test_examples_per_class,
                     snr_db_low=data_config.snr_db_low, snr_db_high=data_config.snr_db_high,
-                    sim_seed=data_config.sim_seed, environment=data_config.get('environment', 'static'))
+                    sim_seed=data_config.sim_seed, environment=data_config.get('environment', 'static'),
+                    nuisances=data_config.get('nuisances', 'recording'))
 
 
 def get_builder(data_config: Any) -> Aoam:

@@ -51,6 +51,19 @@ Channel and receiver (per example unless noted)
     phase (+-30 deg) mismatch and, when `iq_imbalance` (default off), per-antenna IQ imbalance
     (I' = I, Q' = (1 + eps)(Q cos phi - I sin phi), |eps| <= 0.01, |phi| <= 1 deg, ~40 dB image rejection);
   AWGN: SNR ~ U[snr_db_low, snr_db_high] dB, SNR = mean per-antenna signal power / noise power per antenna.
+  (sps, roll-off, AM depth and frequency, CFO and SNR are per recording by default: see `nuisances`.)
+
+Recordings (`nuisances`)
+  The real AoAM is sliced from recording sessions, one per servo position and modulation, made with one
+  transmitter and one receiver. 'recording' (default) models that, with settings drawn once from
+  `recording_seed` (`recordings`): the transmitter's program (sps, roll-off, AM depth and tone frequency)
+  is one per modulation; the carrier offset is the testbed's one LO offset plus a session drift of at
+  most `cfo_drift` (default 5e-4 cycles/sample, below the 1/L frequency resolution of any crop); the SNR
+  is one per position (the link budget at that servo position). What changes from example to example is
+  what changes from slice to slice: the symbols, the symbol timing, the carrier phase, the AM tone phase
+  and the noise. 'example' redraws every nuisance per example: each example then carries its own
+  continuous fingerprint (SNR, CFO, sps, roll-off) that both of its crops share, and contrastive
+  pretraining can tell examples apart by it instead of by their direction of arrival.
 
 Power normalisation
   Each example is scaled so that its measured mean power per complex sample over the 4 antennas is 1
@@ -88,6 +101,7 @@ NUM_ANTENNAS = 4
 TEST_EXAMPLES_PER_CLASS = 26  # 26 * 225 = 5,850, the study's silhouette set
 SPLIT_CODES = {'train': 0, 'test': 1}
 ENVIRONMENTS = ('static', 'random')
+NUISANCE_SCOPES = ('recording', 'example')
 CHUNK_SIZE = 2048  # examples per generation chunk; part of the seed contract, do not change lightly
 # (y, z) positions in wavelengths, in antenna order a0..a3 (see module docstring).
 ANTENNA_POSITIONS_WL = np.array([[-0.25, 0.25], [0.25, 0.25], [-0.25, -0.25], [0.25, -0.25]])
@@ -116,6 +130,9 @@ class SimConfig:
   am_freq_high: float = 0.04
   iq_imbalance: bool = False  # optional: off by default (costs ~10% of the simulation time)
   receiver_seed: int = 2024  # the fixed receiver hardware, shared by all splits
+  nuisances: str = 'recording'  # 'recording': SNR, CFO and transmitter settings fixed per recording; 'example'
+  recording_seed: int = 3  # the recordings' fixed settings under nuisances='recording'
+  cfo_drift: float = 0.0005  # 'recording': LO drift between sessions, cycles/sample (below 1/L: unresolvable)
 
   def __post_init__(self):
     if self.length < 16:
@@ -131,6 +148,10 @@ class SimConfig:
       raise ValueError(f'max_delay_samples ({self.max_delay_samples}) must be < length ({self.length})')
     if self.environment not in ENVIRONMENTS:
       raise ValueError(f'environment must be one of {ENVIRONMENTS}, got {self.environment!r}')
+    if not 0 <= self.cfo_drift <= self.cfo_max:
+      raise ValueError(f'need 0 <= cfo_drift <= cfo_max, got {self.cfo_drift}, {self.cfo_max}')
+    if self.nuisances not in NUISANCE_SCOPES:
+      raise ValueError(f'nuisances must be one of {NUISANCE_SCOPES}, got {self.nuisances!r}')
     if self.reflection_phase_jitter_deg < 0:
       raise ValueError(f'reflection_phase_jitter_deg must be >= 0, got {self.reflection_phase_jitter_deg}')
     if not self.rolloffs or not all(0.0 < r <= 1.0 for r in self.rolloffs):
@@ -175,6 +196,39 @@ def static_environment(config: SimConfig) -> dict[str, np.ndarray]:
   phase relative to the line of sight (rad) and delay (samples), drawn once from `environment_seed`."""
   return _static_environment(config.environment_seed, config.num_reflections, config.reflection_db_low,
                              config.reflection_db_high, config.max_delay_samples)
+
+
+@functools.lru_cache(maxsize=8)
+def _recordings(recording_seed: int, config_key: tuple) -> dict[str, np.ndarray]:
+  (snr_low, snr_high, cfo_max, cfo_drift, sps_low, sps_high, num_rolloffs, depth_low, depth_high, freq_low,
+   freq_high) = config_key
+  rng = np.random.default_rng(np.random.SeedSequence([recording_seed, 7919]))
+  program = {  # the transmitter's program: one setting per modulation
+      'sps': rng.integers(sps_low, sps_high + 1, NUM_MODULATIONS),
+      'rolloff_index': rng.integers(0, num_rolloffs, NUM_MODULATIONS),
+      'am_depth': rng.uniform(depth_low, depth_high, NUM_MODULATIONS).astype(np.float32),
+      'am_freq': rng.uniform(freq_low, freq_high, NUM_MODULATIONS)}
+  table = {key: np.tile(value, (NUM_AOA_CLASSES, 1)) for key, value in program.items()}
+  # One transmitter and one receiver: one LO offset for the testbed, drifting a little between sessions.
+  lo_offset = rng.uniform(-cfo_max, cfo_max)
+  table['cfo'] = lo_offset + rng.uniform(-cfo_drift, cfo_drift, (NUM_AOA_CLASSES, NUM_MODULATIONS))
+  # The link budget depends on where the servo holds the transmitter, not on what it sends.
+  table['snr_db'] = np.tile(rng.uniform(snr_low, snr_high, (NUM_AOA_CLASSES, 1)), (1, NUM_MODULATIONS))
+  for value in table.values():
+    value.setflags(write=False)
+  return table
+
+
+def recordings(config: SimConfig) -> dict[str, np.ndarray]:
+  """The fixed settings of `nuisances='recording'`, each (225, 7): indexed [aoa, modulation].
+
+  sps, rolloff_index, am_depth, am_freq: the transmitter's program, one per modulation; cfo (cycles per
+  sample): the testbed's LO offset plus a session drift of at most `cfo_drift`; snr_db: one per position.
+  """
+  key = (config.snr_db_low, config.snr_db_high, config.cfo_max, config.cfo_drift, config.sps_low,
+         config.sps_high, len(config.rolloffs), config.am_depth_low, config.am_depth_high,
+         config.am_freq_low, config.am_freq_high)
+  return _recordings(config.recording_seed, key)
 
 
 def steering_vector(az_deg: np.ndarray, el_deg: np.ndarray) -> np.ndarray:
@@ -262,18 +316,27 @@ def _unit_power(s: np.ndarray) -> np.ndarray:
   return s * (1.0 / np.sqrt(np.maximum(power, 1e-12))).astype(np.float32)
 
 
-def _baseband(rng: np.random.Generator, modulation: np.ndarray, config: SimConfig) -> dict:
-  """Unit-power complex baseband waveforms (n, L) complex64 and their random parameters."""
+def _baseband(rng: np.random.Generator, modulation: np.ndarray, config: SimConfig,
+              recording: dict[str, np.ndarray] | None = None) -> dict:
+  """Unit-power complex baseband waveforms (n, L) complex64 and their random parameters.
+
+  recording: per-example settings from `recordings` (nuisances='recording'); they replace the draws of
+  sps, roll-off and the AM tone (the draws are still made, so both scopes consume the same stream).
+  """
   n, length = len(modulation), config.length
   s = np.empty((n, length), np.complex64)
   pulses, masks = _tables(length, config.sps_low, config.sps_high, tuple(config.rolloffs))
   sps = rng.integers(config.sps_low, config.sps_high + 1, n)
   rolloff_index = rng.integers(0, len(config.rolloffs), n)
-  timing = rng.integers(0, 1 << 30, n) % sps
+  timing_draw = rng.integers(0, 1 << 30, n)
   am_depth = rng.uniform(config.am_depth_low, config.am_depth_high, n).astype(np.float32)
   am_freq = rng.uniform(config.am_freq_low, config.am_freq_high, n)
   am_phase = rng.uniform(0.0, 2 * np.pi, n)
   symbols = rng.integers(0, 64, (n, length), dtype=np.uint8)
+  if recording is not None:
+    sps, rolloff_index = recording['sps'], recording['rolloff_index']
+    am_depth, am_freq = recording['am_depth'], recording['am_freq']
+  timing = timing_draw % sps
 
   digital = np.isin(modulation, DIGITAL_IDS)
   d = np.flatnonzero(digital)
@@ -346,8 +409,13 @@ def simulate_examples(rng: np.random.Generator, aoa: np.ndarray, modulation: np.
     raise ValueError(f'modulation must be in [0, {NUM_MODULATIONS}), got [{modulation.min()}, {modulation.max()}]')
   receiver = receiver if receiver is not None else make_receiver(config)
   n, length, k = len(aoa), config.length, config.num_reflections
-  info = _baseband(rng, modulation, config)
+  recording = None
+  if config.nuisances == 'recording':
+    recording = {key: value[aoa, modulation] for key, value in recordings(config).items()}
+  info = _baseband(rng, modulation, config, recording)
   cfo = rng.uniform(-config.cfo_max, config.cfo_max, n)
+  if recording is not None:
+    cfo = recording['cfo']
   s = info.pop('s') * _rotation(cfo, length)
 
   # Paths: line of sight (delay 0, unit power) + k reflections; a common random carrier phase.
@@ -381,6 +449,8 @@ def simulate_examples(rng: np.random.Generator, aoa: np.ndarray, modulation: np.
 
   # AWGN at the drawn SNR: noise power = mean per-antenna signal power / snr.
   snr_db = rng.uniform(config.snr_db_low, config.snr_db_high, n)
+  if recording is not None:
+    snr_db = recording['snr_db']
   signal_power = np.sum(np.abs(path_gain) ** 2, axis=1) * np.mean(np.abs(receiver.gains) ** 2)
   noise_std = np.sqrt(signal_power / 10.0 ** (snr_db / 10.0)).astype(np.float32)  # complex std
   radius, angle = _complex_gaussian_polar(rng, (n, NUM_ANTENNAS, length), noise_std)
