@@ -83,17 +83,23 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   lines += _mae_table(results, aug_runs) + ['']
   lines += ['## Silhouette of the test embeddings', '', '| model | AoA | AMC | study AoA | study AMC |',
             '|---|---|---|---|---|']
-  for run, label in aug_runs[:2] + [aug_runs[3]]:
+  mtc_runs = [(run, label) for run, label in [('simclr_mtc', 'SimCLR, MTC only'), ('moco_mtc', 'MoCo, MTC only')]
+              if run in results['runs']]
+  for run, label in aug_runs[:2] + mtc_runs + [aug_runs[3]]:
     tasks = results['runs'][run]['eval']['tasks']
     cells = [f"{tasks[t]['silhouette']:.3f}" if tasks[t].get('silhouette') is not None else 'undefined'
              for t in ('aoa', 'amc')]
-    study = PUBLISHED['silhouette'].get(label.lower())
+    study = PUBLISHED['silhouette'].get(label.lower()) if run.endswith('_aug') else None
     study_cells = [f'{study[t]:.3f}' for t in ('aoa', 'amc')] if study else ['–', '–']
     lines.append(f'| {label} | ' + ' | '.join(cells + study_cells) + ' |')
   lines.append('')
   for task in ('aoa', 'amc'):
     lines += [f'## No augmentation during pretraining: {TASK_TITLES[task]}', '']
     lines += _accuracy_table(results, task, noaug_runs, PUBLISHED['noaug'][task]) + ['']
+  if mtc_runs:
+    for task in ('aoa', 'amc'):
+      lines += [f'## Ours, not in the study: MTC only (AD off) during pretraining: {TASK_TITLES[task]}', '']
+      lines += _accuracy_table(results, task, mtc_runs + [('random_init', 'Random-init encoder')], {}) + ['']
   lines += ['## Figures', ''] + [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figures] + ['']
   lines += ['## Timing (seconds)', '', '| stage | s |', '|---|---|']
   lines += [f'| {k} | {v:.0f} |' for k, v in results['timing_s'].items()] + ['']
@@ -106,9 +112,12 @@ def plot_accuracy(out_dir: str, results: Mapping) -> str:
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   styles = {'simclr_aug': ('SimCLR', 'C0', '-'), 'moco_aug': ('MoCo', 'C1', '-'),
             'simclr_noaug': ('SimCLR, no aug', 'C0', ':'), 'moco_noaug': ('MoCo, no aug', 'C1', ':'),
+            'simclr_mtc': ('SimCLR, MTC only', 'C4', '-'), 'moco_mtc': ('MoCo, MTC only', 'C5', '-'),
             'supervised': ('Supervised', 'C2', '--'), 'random_init': ('Random-init encoder', 'C7', '-.')}
   for ax, task in zip(axes, ('aoa', 'amc')):
     for run, (label, color, style) in styles.items():
+      if run not in results['runs']:
+        continue
       scores = _probe_scores(results, run, task)
       if not scores:
         continue

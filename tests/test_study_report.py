@@ -1,0 +1,43 @@
+"""The report from a results dict alone: tables for the runs present, the MTC-only section when it ran."""
+
+import os
+
+import numpy as np
+
+from experiments import study_report
+
+
+def _scores(accuracy):
+  return {'accuracy': {'mean': accuracy, 'std': 0.01}, 'mae_deg': {'mean': 30.0 * (1 - accuracy), 'std': 0.5}}
+
+
+def _results(run_names):
+  runs = {}
+  for i, name in enumerate(run_names):
+    tasks = {task: {'probe': {str(b): _scores(0.1 * i + 0.001 * b) for b in (1, 10)}, 'silhouette': 0.01 * i}
+             for task in ('aoa', 'amc')}
+    runs[name] = {'eval': {'tasks': tasks}}
+  runs['supervised'] = {'eval': {'tasks': {t: {'supervised': {'1': _scores(0.05), '10': _scores(0.2)}}
+                                           for t in ('aoa', 'amc')}}}
+  return {'scale': 'test', 'runs': runs, 'timing_s': {'total': 1.0}}
+
+
+def _labels(n=30):
+  rng = np.random.default_rng(0)
+  return {'modulation': rng.integers(0, 7, n), 'angles_deg': rng.uniform(-70, 70, (n, 2))}
+
+
+def test_report_with_and_without_the_mtc_only_runs(tmp_path):
+  study_runs = ['simclr_aug', 'moco_aug', 'simclr_noaug', 'moco_noaug', 'random_init']
+  projections = {'simclr_aug': np.random.default_rng(1).normal(size=(30, 8))}
+  for extra, expect_mtc in (([], False), (['simclr_mtc', 'moco_mtc'], True)):
+    out = tmp_path / str(expect_mtc)
+    os.makedirs(out)
+    study_report.write(str(out), _results(study_runs + extra), projections, _labels())
+    report = (out / 'report.md').read_text()
+    assert ('MTC only (AD off)' in report) == expect_mtc
+    assert report.count('| SimCLR |') == 6 and '0.483, 0.876' in report
+    if expect_mtc:
+      assert '| SimCLR, MTC only | 0.501 ± 0.010 | 0.510 ± 0.010 |' in report
+      assert report.count('| SimCLR, MTC only |') == 2 + 1  # two accuracy tables and the silhouette table
+    assert os.path.getsize(out / 'accuracy_vs_budget.png') > 0
