@@ -265,5 +265,11 @@ def test_cli(tmp_path):
   assert done.returncode == 0, done.stderr
   with h5py.File(out) as f:
     assert f['iq_data'].shape == (225, 4, 2, 32)
+    assert f.attrs['sim_nuisances'] == 'recording' and f.attrs['sim_environment'] == 'static'
+  other = subprocess.run(cmd + ['--nuisances', 'example', '--environment', 'random', '--out', str(out)],
+                         capture_output=True, text=True, check=False)
+  assert other.returncode == 0, other.stderr
+  with h5py.File(out) as f:
+    assert f.attrs['sim_nuisances'] == 'example' and f.attrs['sim_environment'] == 'random'
   bad = subprocess.run(cmd[:-4] + ['--length', '4'], capture_output=True, text=True, check=False)
   assert bad.returncode != 0 and 'length' in bad.stderr

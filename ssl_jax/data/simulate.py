@@ -546,13 +546,18 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--snr_db_high', type=float, default=SimConfig.snr_db_high)
   parser.add_argument('--num_reflections', type=int, default=SimConfig.num_reflections)
   parser.add_argument('--no_iq_imbalance', action='store_true')
+  parser.add_argument('--environment', choices=ENVIRONMENTS, default=SimConfig.environment,
+                      help='static: reflections fixed per position (default); random: redrawn per example')
+  parser.add_argument('--nuisances', choices=NUISANCE_SCOPES, default=SimConfig.nuisances,
+                      help='recording: SNR, CFO, transmitter settings per recording (default); example: per example')
   args = parser.parse_args(argv)
   per_class = args.examples_per_class
   if per_class is None:
     per_class = TEST_EXAMPLES_PER_CLASS if args.split == 'test' else 200
   try:
     config = SimConfig(length=args.length, snr_db_low=args.snr_db_low, snr_db_high=args.snr_db_high,
-                       num_reflections=args.num_reflections, iq_imbalance=not args.no_iq_imbalance)
+                       num_reflections=args.num_reflections, iq_imbalance=not args.no_iq_imbalance,
+                       environment=args.environment, nuisances=args.nuisances)
     write_hdf5(args.out, args.split, per_class, config, args.seed)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
