@@ -10,7 +10,7 @@ study's three tables beside its published numbers) and PNG plots. Reruns resume:
 runs are reused from `DIR/runs/`.
 
 Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
-`cpu` (the real model, L=128 with the study's crops up to 128, 1,500 steps; ~45 minutes on 2 CPU cores;
+`cpu` (the real model, L=128 with the study's crops up to 128, 1,500 steps; ~26 minutes on 2 CPU cores;
 it adds an MTC-only pair of runs), `full` (the study's 400 epochs at batch 256; for an accelerator).
 """
 
