@@ -61,9 +61,9 @@ Recordings (`nuisances`)
   most `cfo_drift` (default 5e-4 cycles/sample, below the 1/L frequency resolution of any crop); the SNR
   is one per position (the link budget at that servo position). What changes from example to example is
   what changes from slice to slice: the symbols, the symbol timing, the carrier phase, the AM tone phase
-  and the noise. 'example' redraws every nuisance per example: each example then carries its own
-  continuous fingerprint (SNR, CFO, sps, roll-off) that both of its crops share, and contrastive
-  pretraining can tell examples apart by it instead of by their direction of arrival.
+  and the noise. 'example' redraws every nuisance per example, so each example carries its own
+  fingerprint (SNR, CFO, sps, roll-off) that both of its crops share. Measured, this matters less than
+  one might fear: SimCLR with crops alone learns AoA about as well either way (README, design notes).
 
 Power normalisation
   Each example is scaled so that its measured mean power per complex sample over the 4 antennas is 1
