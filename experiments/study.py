@@ -111,10 +111,16 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
   return config
 
 
-def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0) -> dict[str, Any]:
-  """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json."""
+def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
+              steps: int | None = None) -> dict[str, Any]:
+  """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
+
+  steps: pretraining steps of every run instead of the scale's (the schedules follow).
+  """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
+  if steps is not None and steps < 1:
+    raise ValueError(f'--steps must be >= 1, got {steps}')
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
@@ -123,7 +129,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0) ->
   jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   started = time.perf_counter()
-  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'runs': {}, 'timing_s': {}}
+  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'runs': {}, 'timing_s': {}}
   probes = probe_config(scale)
   results['probe_config'] = json.loads(probes.to_json_best_effort())
   projections = {}
@@ -139,6 +145,10 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0) ->
     name = run_name(method, augment, antenna_dropout)
     config = pretrain_config(method, augment, scale, antenna_dropout)
     config.seed = seed
+    if steps is not None:
+      config.num_train_steps = steps
+      config.log_every_steps = max(steps // 20, 1)
+      config.checkpoint_every_steps = max(steps // 2, 1)
     config.data.data_dir = data_dir
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
@@ -175,10 +185,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--out', required=True, help='output directory (results.json, report.md, plots)')
   parser.add_argument('--data_dir', default='', help='TFDS data dir (default: OUT/tfds)')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--steps', type=int, default=None,
+                      help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 3000)")
   args = parser.parse_args(argv)
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
-  run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed)
+  run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps)
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 

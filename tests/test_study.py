@@ -28,6 +28,8 @@ def test_smoke_study_writes_the_report(tmp_path):
   assert results['scale'] == 'smoke'
 
 
-def test_unknown_scale_is_refused(tmp_path):
+def test_unknown_scale_and_bad_steps_are_refused(tmp_path):
   with pytest.raises(ValueError, match='--scale'):
     study.run_study('huge', str(tmp_path))
+  with pytest.raises(ValueError, match='--steps'):
+    study.run_study('smoke', str(tmp_path), steps=0)
