@@ -76,14 +76,19 @@ def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: boo
   config.data.test_examples_per_class = settings['test']
   config.data.shuffle_buffer = 1024
   config.batch_size = settings['batch']
-  config.num_train_steps = settings['steps']
+  set_steps(config, settings['steps'])
   config.model.stage_repeats = settings['repeats']
   config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
-  config.log_every_steps = max(settings['steps'] // 20, 1)
-  config.checkpoint_every_steps = max(settings['steps'] // 2, 1)
   if method == 'moco':
     config.moco.queue_size = settings['queue']
   return config
+
+
+def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
+  """Pretraining length and, with it, the cadence: 20 log lines and 2 checkpoints per run."""
+  config.num_train_steps = steps
+  config.log_every_steps = max(steps // 20, 1)
+  config.checkpoint_every_steps = max(steps // 2, 1)
 
 
 def probe_config(scale: str) -> ml_collections.ConfigDict:
@@ -146,9 +151,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     config = pretrain_config(method, augment, scale, antenna_dropout)
     config.seed = seed
     if steps is not None:
-      config.num_train_steps = steps
-      config.log_every_steps = max(steps // 20, 1)
-      config.checkpoint_every_steps = max(steps // 2, 1)
+      set_steps(config, steps)
     config.data.data_dir = data_dir
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
