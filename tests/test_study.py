@@ -33,3 +33,15 @@ def test_unknown_scale_and_bad_steps_are_refused(tmp_path):
     study.run_study('huge', str(tmp_path))
   with pytest.raises(ValueError, match='--steps'):
     study.run_study('smoke', str(tmp_path), steps=0)
+
+
+def test_cpu_scale_and_the_mtc_only_pair():
+  names = [study.run_name(*run) for run in study.runs_for(mtc_only=True)]
+  assert names == ['simclr_aug', 'moco_aug', 'simclr_noaug', 'moco_noaug', 'simclr_mtc', 'moco_mtc']
+  assert study.runs_for() == study.STUDY_RUNS
+  config = study.pretrain_config('moco', True, 'cpu', antenna_dropout=False)
+  assert config.augment.antenna_dropout == 0.0 and config.augment.enabled
+  assert config.num_train_steps == 3000 and config.moco.queue_size % config.batch_size == 0
+  assert study.probe_config('cpu').supervised.max_steps == config.num_train_steps
+  study.set_steps(config, 6000)
+  assert (config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps) == (6000, 300, 3000)
