@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.stage_repeats = (4, 8, 4)  # torchvision's; tests shrink it to compile fast
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width
+  # 'none': the study's MLP. 'batch': standardise the projection over the global batch (no affine, no running
+  # statistics), the BN that ends MoCo v3's projector; it keeps MoCo v2 from collapsing early (README).
+  config.model.projection_norm = 'none'
   config.model.dtype = 'float32'
 
   config.temperature = 0.07

@@ -209,12 +209,41 @@ def test_heads_shapes():
     head.apply(variables, jnp.ones((3, 4, 5)))
 
 
+def test_batch_standardize_matches_float64_numpy():
+  z = np.random.RandomState(0).randn(12, 5).astype(np.float32) * 30.0 + 7.0
+  want = (z.astype(np.float64) - z.mean(0, dtype=np.float64)) / np.sqrt(z.astype(np.float64).var(0) + 1e-5)
+  np.testing.assert_allclose(np.asarray(models.batch_standardize(jnp.asarray(z))), want, rtol=1e-4, atol=1e-5)
+  head = models.ProjectionHead(hidden_dim=16, output_dim=8, output_norm='batch')
+  h = jnp.asarray(np.random.RandomState(1).randn(10, 32), jnp.float32)
+  variables = head.init(jax.random.key(0), h)
+  assert set(variables) == {'params'}  # no running statistics
+  out = np.asarray(head.apply(variables, h))
+  np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(out.std(0), 1.0, atol=1e-3)
+  with pytest.raises(ValueError, match=r"output_norm.*'layer'"):
+    models.ProjectionHead(hidden_dim=16, output_dim=8, output_norm='layer').init(jax.random.key(0), h)
+
+
+def test_batch_standardize_uses_the_global_batch_across_devices():
+  """Per-device calls with `axis_name` give the standardisation of the whole batch (vmap as 3 devices)."""
+  z = jnp.asarray(np.random.RandomState(2).randn(9, 4) * 5.0 + 2.0, jnp.float32)
+  shards = jax.vmap(lambda x: models.batch_standardize(x, 'batch'), axis_name='batch')(z.reshape(3, 3, 4))
+  np.testing.assert_allclose(np.asarray(shards).reshape(9, 4), np.asarray(models.batch_standardize(z)),
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_factories_from_config():
   config = base_config.get_config()
   encoder = models.create_encoder(config.model, bn_axis_name='batch')
   assert isinstance(encoder, models.ShuffleNetV2Encoder) and encoder.bn_axis_name == 'batch'
   head = models.create_head(config.model)
   assert (head.hidden_dim, head.output_dim) == (config.model.hidden_dim, config.model.output_dim)
+  assert head.output_norm == 'none'
+  config.model.projection_norm = 'batch'
+  assert models.create_head(config.model, bn_axis_name='batch').axis_name == 'batch'
+  config.model.projection_norm = 'group'
+  with pytest.raises(ValueError, match=r"projection_norm.*'group'"):
+    models.create_head(config.model)
   predictor = models.create_predictor(moco_config.get_config().model)
   assert predictor.output_dim == config.model.output_dim
   config.model.name = 'resnet18'

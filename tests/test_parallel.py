@@ -28,6 +28,9 @@ _SCRIPT = textwrap.dedent('''
     # tie, and whether a 1-ulp difference in summation order breaks a tie moves O(1) of that gradient
     # between inputs. Crops stay on (device-invariant draws); AD's draws are tested in test_augment.
     config.augment.antenna_dropout = 0.0
+    if variant.endswith('+projection_norm'):  # the head's batch standardisation: global statistics too
+      variant = variant.split('+')[0]
+      config.model.projection_norm = 'batch'
     if method_name == 'moco':
       config.moco.variant = variant
       config.moco.queue_size = 32
@@ -101,7 +104,8 @@ def _run(method: str, variant: str = 'v2') -> dict:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group('multidevice')
-@pytest.mark.parametrize('method,variant', [('simclr', 'v2'), ('moco', 'v2'), ('moco', 'v3')])
+@pytest.mark.parametrize('method,variant', [('simclr', 'v2'), ('moco', 'v2'), ('moco', 'v3'),
+                                            ('moco', 'v2+projection_norm')])
 def test_device_count_does_not_change_the_run(method, variant):
   report = _run(method, variant)
   reference = report['1']['losses']

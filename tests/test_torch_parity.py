@@ -147,6 +147,11 @@ def test_heads_match():
     assert _rel(torch_head(torch.from_numpy(h)).numpy(), head.apply({'params': head_params}, h)) < 1e-5
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, convert.head_to_flax(torch_head.state_dict()),
                                           jax.device_get(head_params))))
+  torch_normed = models.projection_head(32, 16, 8, output_norm='batch')
+  torch_normed.load_state_dict(convert.head_to_torch(head_params))
+  normed = ProjectionHead(hidden_dim=16, output_dim=8, output_norm='batch')
+  with torch.no_grad():
+    assert _rel(torch_normed(torch.from_numpy(h)).numpy(), normed.apply({'params': head_params}, h)) < 1e-5
   predictor = Predictor(hidden_dim=16, output_dim=8)
   pv = predictor.init(jax.random.PRNGKey(1), h, train=False)
   torch_pred = models.predictor(32, 16, 8)

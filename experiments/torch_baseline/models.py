@@ -91,9 +91,26 @@ class ShuffleNetV2Encoder(nn.Module):
     return self.conv5(x).mean(dim=2)
 
 
-def projection_head(in_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
-  """`ssl_jax.models.ProjectionHead`: Linear -> ReLU -> Linear (keys `0.*` = fc1, `2.*` = fc2)."""
-  return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, output_dim))
+class BatchStandardize(nn.Module):
+  """`ssl_jax.models.batch_standardize`: each column to zero mean, unit (biased) variance over the batch."""
+
+  def __init__(self, epsilon: float = 1e-5):
+    super().__init__()
+    self.epsilon = epsilon
+
+  def forward(self, z: torch.Tensor) -> torch.Tensor:
+    mean = z.mean(dim=0)
+    variance = (z * z).mean(dim=0) - mean * mean
+    return (z - mean) * torch.rsqrt(variance.clamp_min(0.0) + self.epsilon)
+
+
+def projection_head(in_dim: int, hidden_dim: int, output_dim: int, output_norm: str = 'none') -> nn.Sequential:
+  """`ssl_jax.models.ProjectionHead`: Linear -> ReLU -> Linear (keys `0.*` = fc1, `2.*` = fc2), then
+  `BatchStandardize` (no parameters) when `output_norm='batch'`."""
+  if output_norm not in ('none', 'batch'):
+    raise ValueError(f"output_norm must be 'none' or 'batch', got {output_norm!r}")
+  layers = [nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, output_dim)]
+  return nn.Sequential(*layers, *([BatchStandardize()] if output_norm == 'batch' else []))
 
 
 def predictor(in_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
@@ -106,10 +123,10 @@ class ContrastiveModel(nn.Module):
   """Encoder + projection head: `(batch, 8, time)` -> `(batch, output_dim)` (SimCLR's and MoCo's network)."""
 
   def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, hidden_dim: int = 1024,
-               output_dim: int = 256):
+               output_dim: int = 256, projection_norm: str = 'none'):
     super().__init__()
     self.encoder = ShuffleNetV2Encoder(stage_repeats)
-    self.head = projection_head(self.encoder.out_dim, hidden_dim, output_dim)
+    self.head = projection_head(self.encoder.out_dim, hidden_dim, output_dim, projection_norm)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.head(self.encoder(x))
@@ -121,4 +138,5 @@ def from_config(model_config) -> ContrastiveModel:
     raise ValueError(f'only shufflenet_v2_05 at width 0.5 has a torch twin, got {model_config.name!r} '
                      f'@ {model_config.width_multiplier}')
   return ContrastiveModel(tuple(model_config.get('stage_repeats', STAGE_REPEATS)),
-                          int(model_config.hidden_dim), int(model_config.output_dim))
+                          int(model_config.hidden_dim), int(model_config.output_dim),
+                          str(model_config.get('projection_norm', 'none')))

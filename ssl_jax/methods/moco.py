@@ -64,7 +64,7 @@ def ema_update(target: PyTree, online: PyTree, momentum: jax.Array) -> PyTree:
 def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> common.Networks:
   predictor = models.create_predictor(config.model, bn_axis_name=bn_axis_name) if _is_v3(config) else None
   return common.Networks(encoder=models.create_encoder(config.model, bn_axis_name=bn_axis_name),
-                         head=models.create_head(config.model), predictor=predictor)
+                         head=models.create_head(config.model, bn_axis_name=bn_axis_name), predictor=predictor)
 
 
 def check_queue(config: ml_collections.ConfigDict) -> None:

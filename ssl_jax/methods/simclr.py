@@ -19,7 +19,7 @@ TrainState = common.TrainState
 
 def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> common.Networks:
   return common.Networks(encoder=models.create_encoder(config.model, bn_axis_name=bn_axis_name),
-                         head=models.create_head(config.model))
+                         head=models.create_head(config.model, bn_axis_name=bn_axis_name))
 
 
 def init_state(config: ml_collections.ConfigDict, networks: common.Networks,

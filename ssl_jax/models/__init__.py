@@ -10,7 +10,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.models.heads import Predictor, ProjectionHead
+from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, batch_standardize
 from ssl_jax.models.layers import DEPTHWISE_IMPLS, DepthwiseConv1D, channel_shuffle
 from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
 
@@ -45,10 +45,14 @@ def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> Shu
                              bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats)
 
 
-def create_head(model_config: Any) -> ProjectionHead:
-  """Projection MLP `hidden_dim -> output_dim` from `config.model`."""
+def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:
+  """Projection MLP `hidden_dim -> output_dim` from `config.model` (`projection_norm`, default 'none')."""
+  output_norm = model_config.get('projection_norm', 'none')
+  if output_norm not in PROJECTION_NORMS:
+    raise ValueError(f'model_config.projection_norm must be one of {PROJECTION_NORMS}, got {output_norm!r}')
   return ProjectionHead(hidden_dim=int(_get(model_config, 'hidden_dim')),
-                        output_dim=int(_get(model_config, 'output_dim')))
+                        output_dim=int(_get(model_config, 'output_dim')), output_norm=output_norm,
+                        axis_name=bn_axis_name)
 
 
 def create_predictor(model_config: Any, bn_axis_name: Optional[str] = None) -> Predictor:
@@ -63,6 +67,6 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    'DepthwiseConv1D', 'Predictor', 'ProjectionHead', 'ShuffleNetV2Encoder', 'ShuffleUnit',
+    'DepthwiseConv1D', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
     'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor',
 ]
