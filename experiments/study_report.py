@@ -59,6 +59,17 @@ def _mae_table(results: Mapping, runs: list[tuple[str, str]]) -> list[str]:
   return lines
 
 
+def moco_settings_line(config: Mapping[str, Any]) -> str:
+  """One sentence on the MoCo that ran: queue, momentum schedule, projection normalisation."""
+  moco = config['moco']
+  schedule = 'rising to 1 on a cosine' if moco.get('momentum_cosine', True) else 'constant'
+  norm = config['model'].get('projection_norm', 'none')
+  head = ("the study's projection MLP" if norm == 'none'
+          else 'the projection standardised over the batch (`projection_norm=batch`)')
+  return (f"MoCo here: {moco['variant']}, a queue of {moco['queue_size']:,} keys, momentum {moco['momentum']} "
+          f'{schedule}, {head}, τ = {config["temperature"]}.')
+
+
 def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np.ndarray],
           test_labels: Mapping[str, np.ndarray]) -> None:
   """Writes results.json, report.md and the plots into `out_dir`."""
@@ -76,6 +87,9 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
            'expected to equal the study\'s; the comparison of interest is the ordering between methods and '
            'between settings. Cells: test accuracy, mean ± std over probe seeds. The study column lists the '
            'published figures at 1, 10, 100, 200 and 500 labels per class.', '']
+  moco_config = results['runs'].get('moco_aug', {}).get('config')
+  if moco_config:
+    lines += [moco_settings_line(moco_config), '']
   for task in ('aoa', 'amc'):
     lines += [f'## Linear probe accuracy with augmentation (MTC + AD): {TASK_TITLES[task]}', '']
     lines += _accuracy_table(results, task, aug_runs, PUBLISHED['aug'][task]) + ['']
