@@ -26,9 +26,9 @@ def test_smoke_study_writes_the_report(tmp_path):
   report = open(os.path.join(out, 'report.md')).read()
   assert report.count('| SimCLR |') == 6 and '0.483, 0.876' in report  # ours beside the published row
   assert results['scale'] == 'smoke'
-  moco_config = saved['runs']['moco_aug']['config']  # SHORT_RUN_MOCO, and the report says so
-  assert moco_config['model']['projection_norm'] == 'batch' and moco_config['moco']['queue_size'] == 64
-  assert 'MoCo here: v2, a queue of 64 keys, momentum 0.996 rising to 1 on a cosine, the projection' in report
+  moco_config = saved['runs']['moco_aug']['config']  # the study's MoCo, and the report says which
+  assert moco_config['model']['projection_norm'] == 'none' and moco_config['moco']['queue_size'] == 64
+  assert "MoCo here: v2, a queue of 64 keys, momentum 0.996 rising to 1 on a cosine, the study's" in report
 
 
 def test_unknown_scale_and_bad_steps_are_refused(tmp_path):
@@ -50,15 +50,14 @@ def test_cpu_scale_and_the_mtc_only_pair():
   assert (config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps) == (6000, 300, 3000)
 
 
-def test_short_run_moco_below_the_full_scale_and_the_study_s_moco_on_request():
+def test_short_run_moco_only_on_request_and_never_at_the_full_scale():
   for scale in ('smoke', 'demo', 'cpu'):
-    config = study.pretrain_config('moco', True, scale)
+    config = study.pretrain_config('moco', True, scale, short_run_moco=True)
     assert config.model.projection_norm == 'batch', scale
     assert (config.moco.momentum, config.moco.momentum_cosine) == (0.996, True), scale
     assert config.moco.queue_size <= 256 and config.moco.queue_size % config.batch_size == 0, scale
-    as_study = study.pretrain_config('moco', True, scale, moco_as_study=True)
-    assert as_study.model.projection_norm == 'none', scale
-    assert study.pretrain_config('simclr', True, scale).model.projection_norm == 'none', scale
-  assert study.pretrain_config('moco', True, 'cpu', moco_as_study=True).moco.queue_size == 4096
-  full = study.pretrain_config('moco', True, 'full')  # the study's MoCo, untouched
+    assert study.pretrain_config('moco', True, scale).model.projection_norm == 'none', scale
+    assert study.pretrain_config('simclr', True, scale, short_run_moco=True).model.projection_norm == 'none'
+  assert study.pretrain_config('moco', True, 'cpu').moco.queue_size == 4096
+  full = study.pretrain_config('moco', True, 'full', short_run_moco=True)  # the study's MoCo, untouched
   assert (full.model.projection_norm, full.moco.momentum, full.moco.queue_size) == ('none', 0.996, 65_536)
