@@ -1,6 +1,7 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
-  python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only] [--short_run_moco]
+  python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
+      [--short_run_moco] [--moco_variant v3]
 
 Pretrains four encoders (SimCLR and MoCo, each with MTC+AD and with no augmentation; with `--mtc_only`
 also each with MTC alone), probes each at
@@ -57,18 +58,25 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
 # projection standardised over the batch (the BN without affine that ends MoCo v3's projector) and a
 # queue of 256 keys (as many negatives as SimCLR's batch, ~1 per AoA class). At the cpu scale (100 per
 # class) they did not: MoCo then probes near random init. So they are an option, not the default.
+MOCO_VARIANTS = ('v2', 'v3')
 SHORT_RUN_MOCO = dict(projection_norm='batch', queue=256)
 
 
 def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: bool = True,
-                    short_run_moco: bool = False) -> ml_collections.ConfigDict:
+                    short_run_moco: bool = False, moco_variant: str | None = None
+                    ) -> ml_collections.ConfigDict:
   """The pretraining config of one run at a scale (the study's values, shrunk for the small scales).
 
   short_run_moco: below the full scale, MoCo with `SHORT_RUN_MOCO` instead of the study's projection
     and the scale's queue.
+  moco_variant: 'v2' (the study's, with a queue; the configs' default) or 'v3' (symmetric, no queue).
   """
+  if moco_variant not in (None,) + MOCO_VARIANTS:
+    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
   config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
   config.augment.enabled = augment
+  if method == 'moco' and moco_variant is not None:
+    config.moco.variant = moco_variant
   if not antenna_dropout:
     config.augment.antenna_dropout = 0.0
   config.progress_bar = True
@@ -134,15 +142,19 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
 
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
-              steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False) -> dict[str, Any]:
+              steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False,
+              moco_variant: str | None = None) -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
   mtc_only: also pretrain and probe SimCLR and MoCo with MTC alone (AD off).
   short_run_moco: MoCo with `SHORT_RUN_MOCO` (below the full scale) instead of as the study has it.
+  moco_variant: MoCo 'v2' (the study's) or 'v3'; None keeps the config's ('v2').
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
+  if moco_variant not in (None,) + MOCO_VARIANTS:
+    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
@@ -154,7 +166,8 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   started = time.perf_counter()
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
-                             'short_run_moco': short_run_moco, 'runs': {},
+                             'short_run_moco': short_run_moco,
+                             'moco_variant': moco_variant, 'runs': {},
                              'timing_s': {}}
   probes = probe_config(scale)
   results['probe_config'] = json.loads(probes.to_json_best_effort())
@@ -169,7 +182,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
 
   for method, augment, antenna_dropout in runs_for(mtc_only):
     name = run_name(method, augment, antenna_dropout)
-    config = pretrain_config(method, augment, scale, antenna_dropout, short_run_moco)
+    config = pretrain_config(method, augment, scale, antenna_dropout, short_run_moco, moco_variant)
     config.seed = seed
     if steps is not None:
       set_steps(config, steps)
@@ -217,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--short_run_moco', action='store_true',
                       help="below the full scale, MoCo with SHORT_RUN_MOCO (batch-standardised projection, "
                            "256-key queue) instead of the study's, which collapses in short runs")
+  parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
+                      help="MoCo v2 (the study's: queue + InfoNCE; the default) or v3 (symmetric, no queue)")
   args = parser.parse_args(argv)
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-            mtc_only=args.mtc_only, short_run_moco=args.short_run_moco)
+            mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 

@@ -66,7 +66,9 @@ def moco_settings_line(config: Mapping[str, Any]) -> str:
   norm = config['model'].get('projection_norm', 'none')
   head = ("the study's projection MLP" if norm == 'none'
           else 'the projection standardised over the batch (`projection_norm=batch`)')
-  return (f"MoCo here: {moco['variant']}, a queue of {moco['queue_size']:,} keys, momentum {moco['momentum']} "
+  negatives = (f"a queue of {moco['queue_size']:,} keys" if moco['variant'] != 'v3'
+               else 'the symmetric loss with a predictor and the batch as negatives (no queue)')
+  return (f"MoCo here: {moco['variant']}, {negatives}, momentum {moco['momentum']} "
           f'{schedule}, {head}, τ = {config["temperature"]}.')
 
 

@@ -61,3 +61,21 @@ def test_short_run_moco_only_on_request_and_never_at_the_full_scale():
   assert study.pretrain_config('moco', True, 'cpu').moco.queue_size == 4096
   full = study.pretrain_config('moco', True, 'full', short_run_moco=True)  # the study's MoCo, untouched
   assert (full.model.projection_norm, full.moco.momentum, full.moco.queue_size) == ('none', 0.996, 65_536)
+
+
+def test_moco_variant_is_chosen_per_study_and_checked(tmp_path):
+  for scale in ('smoke', 'cpu', 'full'):
+    assert study.pretrain_config('moco', True, scale).moco.variant == 'v2', scale
+    assert study.pretrain_config('moco', False, scale, moco_variant='v3').moco.variant == 'v3', scale
+  assert 'moco' not in study.pretrain_config('simclr', True, 'cpu', moco_variant='v3')
+  with pytest.raises(ValueError, match='--moco_variant'):
+    study.pretrain_config('moco', True, 'cpu', moco_variant='v4')
+  with pytest.raises(ValueError, match='--moco_variant'):
+    study.run_study('smoke', str(tmp_path), moco_variant='v1')
+
+
+def test_the_report_says_which_moco_ran():
+  from experiments import study_report
+  for variant, expected in (('v2', 'a queue of 4,096 keys'), ('v3', 'no queue')):
+    config = json.loads(study.pretrain_config('moco', True, 'cpu', moco_variant=variant).to_json_best_effort())
+    assert expected in study_report.moco_settings_line(config), variant
