@@ -58,8 +58,9 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
 # projection standardised over the batch (the BN without affine that ends MoCo v3's projector) and a
 # queue of 256 keys (as many negatives as SimCLR's batch, ~1 per AoA class). At the cpu scale (100 per
 # class) they did not: MoCo then probes near random init. So they are an option, not the default.
-MOCO_VARIANTS = ('v2', 'v3')
 SHORT_RUN_MOCO = dict(projection_norm='batch', queue=256)
+# `--moco_variant`: 'v2' is the study's MoCo (queue of negatives); 'v3' the symmetric loss without a queue.
+MOCO_VARIANTS = ('v2', 'v3')
 
 
 def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: bool = True,
