@@ -63,6 +63,12 @@ SHORT_RUN_MOCO = dict(projection_norm='batch', queue=256)
 MOCO_VARIANTS = ('v2', 'v3')
 
 
+def check_moco_variant(moco_variant: str | None) -> None:
+  """Raises ValueError unless `moco_variant` is None (the config's) or one of `MOCO_VARIANTS`."""
+  if moco_variant not in (None,) + MOCO_VARIANTS:
+    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
+
+
 def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: bool = True,
                     short_run_moco: bool = False, moco_variant: str | None = None
                     ) -> ml_collections.ConfigDict:
@@ -72,8 +78,7 @@ def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: boo
     and the scale's queue.
   moco_variant: 'v2' (the study's, with a queue; the configs' default) or 'v3' (symmetric, no queue).
   """
-  if moco_variant not in (None,) + MOCO_VARIANTS:
-    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
+  check_moco_variant(moco_variant)
   config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
   config.augment.enabled = augment
   if method == 'moco' and moco_variant is not None:
@@ -104,7 +109,7 @@ def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: boo
   config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
   if method == 'moco':
     config.moco.queue_size = settings['queue']
-    if short_run_moco and scale != 'full':
+    if short_run_moco:  # (the full scale returned above: it keeps the study's MoCo)
       config.model.projection_norm = SHORT_RUN_MOCO['projection_norm']
       config.moco.queue_size = min(settings['queue'], SHORT_RUN_MOCO['queue'])
   return config
@@ -154,8 +159,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  if moco_variant not in (None,) + MOCO_VARIANTS:
-    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
+  check_moco_variant(moco_variant)
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
