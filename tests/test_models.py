@@ -257,3 +257,119 @@ def test_factories_from_config():
 
 def test_count_params():
   assert models.count_params({'a': jnp.zeros((2, 3)), 'b': {'c': jnp.zeros(4)}}) == 10
+
+
+def _numpy_batch_norm(x, scale, bias, relu, eps=1e-5):
+  """Training-mode BN (+ ReLU) in float64 NumPy: the reference for `layers.BatchNorm`."""
+  x = np.asarray(x, np.float64)
+  axes = tuple(range(x.ndim - 1))
+  y = (x - x.mean(axes)) / np.sqrt(x.var(axes) + eps) * scale + bias
+  return np.maximum(y, 0.0) if relu else y
+
+
+@pytest.mark.parametrize('relu', [False, True])
+def test_batch_norm_matches_float64_numpy_value_and_gradient(relu):
+  rng = np.random.RandomState(0)
+  x = (rng.randn(4, 9, 6) * 3.0 + 2.0).astype(np.float32)
+  scale = (1.0 + 0.5 * rng.randn(6)).astype(np.float64)
+  bias = (0.3 * rng.randn(6)).astype(np.float64)
+  weights = rng.randn(*x.shape)  # the test objective: sum(weights * bn(x))
+
+  def objective(x, scale, bias):
+    y, _, _ = layers.batch_norm_train(x, scale, bias, 1e-5, None, relu)
+    return jnp.sum(jnp.asarray(weights, jnp.float32) * y)
+
+  y, mean, var = layers.batch_norm_train(jnp.asarray(x), jnp.asarray(scale, jnp.float32),
+                                         jnp.asarray(bias, jnp.float32), 1e-5, None, relu)
+  np.testing.assert_allclose(y, _numpy_batch_norm(x, scale, bias, relu), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(mean, x.astype(np.float64).mean((0, 1)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(var, x.astype(np.float64).var((0, 1)), rtol=1e-5)
+  grads = jax.grad(objective, argnums=(0, 1, 2))(jnp.asarray(x), jnp.asarray(scale, jnp.float32),
+                                                 jnp.asarray(bias, jnp.float32))
+  # Central differences of the float64 NumPy objective along random directions, for each argument.
+  f = lambda x, scale, bias: float(np.sum(weights * _numpy_batch_norm(x, scale, bias, relu)))
+  args = [x.astype(np.float64), scale, bias]
+  for index, grad in enumerate(grads):
+    direction = rng.randn(*args[index].shape)
+    step = 1e-6
+    plus, minus = list(args), list(args)
+    plus[index] = args[index] + step * direction
+    minus[index] = args[index] - step * direction
+    numeric = (f(*plus) - f(*minus)) / (2 * step)
+    np.testing.assert_allclose(np.sum(np.asarray(grad, np.float64) * direction), numeric, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('relu', [False, True])
+def test_batch_norm_module_equals_flax_batch_norm(relu):
+  """Same variables, values, running-statistics update, eval output and gradients as flax's BN (+ ReLU)."""
+  x = jax.random.normal(jax.random.key(4), (5, 11, 7)) * 2.0 - 1.0
+  ours = layers.BatchNorm(relu=relu)
+  theirs = nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_fast_variance=False)
+  variables = ours.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+      jnp.shape, theirs.init(jax.random.key(0), x, use_running_average=False))
+  variables = {'params': {'scale': 1.0 + 0.3 * jax.random.normal(jax.random.key(1), (7,)),
+                          'bias': 0.2 * jax.random.normal(jax.random.key(2), (7,))},
+               'batch_stats': variables['batch_stats']}
+  activation = nn.relu if relu else (lambda y: y)
+
+  def train_loss(module, post, params, x):
+    kwargs = {} if module is ours else {'use_running_average': False}
+    y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
+                              mutable=['batch_stats'], **kwargs)
+    return jnp.sum(jnp.sin(post(y))), (post(y), updates['batch_stats'])
+
+  (loss_a, (y_a, stats_a)), grads_a = jax.value_and_grad(train_loss, argnums=(2, 3), has_aux=True)(
+      ours, lambda y: y, variables['params'], x)
+  (loss_b, (y_b, stats_b)), grads_b = jax.value_and_grad(train_loss, argnums=(2, 3), has_aux=True)(
+      theirs, activation, variables['params'], x)
+  np.testing.assert_allclose(y_a, y_b, rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  trained = {'params': variables['params'], 'batch_stats': stats_a}
+  np.testing.assert_allclose(layers.BatchNorm(use_running_average=True, relu=relu).apply(trained, x),
+                             activation(theirs.apply(trained, x, use_running_average=True)), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_gradients_with_axis_name_are_those_of_the_global_batch():
+  """Under vmap(axis_name) as 3 devices: outputs and input gradients of the whole batch; parameter
+  gradients per device that sum to the whole batch's (the train step then averages them)."""
+  x = jax.random.normal(jax.random.key(5), (3, 4, 6, 5)) * jnp.array([1.0, 3.0, 0.5])[:, None, None, None]
+  scale, bias = jnp.linspace(0.5, 1.5, 5), jnp.linspace(-0.2, 0.2, 5)
+  weights = jax.random.normal(jax.random.key(6), x.shape)
+
+  def loss(x, scale, bias, weights, axis_name):
+    y, _, _ = layers.batch_norm_train(x, scale, bias, 1e-5, axis_name, True)
+    return jnp.sum(weights * y)
+
+  grad = jax.grad(loss, argnums=(0, 1, 2))
+  sharded = jax.vmap(lambda x, w: grad(x, scale, bias, w, 'batch'), axis_name='batch')(x, weights)
+  whole = grad(x.reshape(12, 6, 5), scale, bias, weights.reshape(12, 6, 5), None)
+  np.testing.assert_allclose(sharded[0].reshape(12, 6, 5), whole[0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(jnp.sum(sharded[1], 0), whole[1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(jnp.sum(sharded[2], 0), whole[2], rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_batch_norm_forms_agree_and_are_checked():
+  """'fused' and 'flax' BN give the same variables, train-mode outputs, statistics and gradients."""
+  x = jax.random.normal(jax.random.key(7), (4, 64, 8))
+  fused = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
+  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), batch_norm_impl='flax')
+  variables = fused.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference.init(jax.random.key(0), x))
+
+  def loss(model, params):
+    z, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
+                             mutable=['batch_stats'])
+    return jnp.sum(jnp.tanh(z)), updates['batch_stats']
+
+  (loss_a, stats_a), grads_a = jax.value_and_grad(lambda p: loss(fused, p), has_aux=True)(variables['params'])
+  (loss_b, stats_b), grads_b = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(variables['params'])
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  config = base_config.get_config().model
+  assert models.create_encoder(config).batch_norm_impl == 'fused'
+  config.batch_norm_impl = 'cudnn'
+  with pytest.raises(ValueError, match=r"batch_norm_impl must be one of \('fused', 'flax'\), got 'cudnn'"):
+    models.create_encoder(config)

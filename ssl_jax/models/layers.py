@@ -11,7 +11,8 @@ trained with either form loads into the other:
 - 'auto': 'shift' when `jax.default_backend() == 'cpu'`, else 'grouped' (decided at trace time).
 """
 
-from typing import Any
+import functools
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -117,3 +118,132 @@ def channel_shuffle(x: jax.Array, groups: int = 2) -> jax.Array:
   x = x.reshape(batch, length, groups, channels // groups)
   x = jnp.swapaxes(x, 2, 3)
   return x.reshape(batch, length, channels)
+
+
+
+def _sum_rows(x: jax.Array) -> jax.Array:
+  """Sum over every axis but the last (the channels)."""
+  return jnp.sum(x, axis=tuple(range(x.ndim - 1)))
+
+
+def _batch_moments(x: jax.Array, axis_name: Optional[str]) -> tuple[jax.Array, jax.Array]:
+  """Mean and biased variance per channel over the global batch (every axis but the last, all devices).
+
+  Two passes (the variance of the centred values), as flax's `use_fast_variance=False`: the one-pass
+  E[x^2] - E[x]^2 cancels in float32 and made runs drift.
+  """
+  count = x.size // x.shape[-1]
+  mean = _sum_rows(x) / count
+  if axis_name is not None:
+    mean = lax.pmean(mean, axis_name)
+  var = _sum_rows(jnp.square(x - mean)) / count
+  if axis_name is not None:
+    var = lax.pmean(var, axis_name)
+  return mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+                     axis_name: Optional[str], relu: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Training-mode BatchNorm of `(..., C)` over every axis but the last, then ReLU if `relu`.
+
+  Returns `(y, batch mean, batch variance)`; with `axis_name` the statistics are those of the global
+  batch across the devices of that named axis. Differentiable in `x`, `scale` and `bias` through a
+  hand-written backward pass (below), which XLA on CPU runs ~8% faster per train step than autodiff of
+  flax's BatchNorm + ReLU: it keeps only `x` and recomputes the ReLU mask from it, and needs two channel
+  sums where autodiff makes several passes.
+  """
+  mean, var = _batch_moments(x, axis_name)
+  y = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
+  return (jnp.maximum(y, 0) if relu else y), mean, var
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon, axis_name, relu):
+  out = batch_norm_train(x, scale, bias, epsilon, axis_name, relu)
+  return out, (x, scale, bias, out[1], out[2])
+
+
+def _batch_norm_train_bwd(epsilon, axis_name, relu, residuals, cotangents):
+  """VJP of `batch_norm_train`: with x_hat = (x - mean) / std and g the output gradient (masked by ReLU),
+
+  dx = scale / std * (g - mean(g) - x_hat * mean(g * x_hat)) + d mean / n + 2 (x - mean) d var / n,
+  the means over the global batch (psum over `axis_name`); d scale = sum(g * x_hat), d bias = sum(g) over
+  this device's rows (the train step averages parameter gradients across devices, as for every weight).
+  """
+  x, scale, bias, mean, var = residuals
+  grad_y, grad_mean, grad_var = cotangents
+  inv_std = lax.rsqrt(var + epsilon)
+  count = x.size // x.shape[-1]
+  centered = x - mean
+  x_hat = centered * inv_std
+  if relu:
+    grad_y = jnp.where(x_hat * scale + bias > 0, grad_y, 0)
+  sum_grad = _sum_rows(grad_y)
+  sum_grad_xhat = _sum_rows(grad_y * x_hat)
+  grad_scale, grad_bias = sum_grad_xhat, sum_grad
+  if axis_name is not None:
+    sum_grad, sum_grad_xhat, grad_mean, grad_var = lax.psum((sum_grad, sum_grad_xhat, grad_mean, grad_var),
+                                                           axis_name)
+    count = count * lax.axis_size(axis_name)
+  grad_x = (scale * inv_std) * (grad_y - sum_grad / count - x_hat * (sum_grad_xhat / count))
+  grad_x = grad_x + grad_mean / count + centered * (2.0 * grad_var / count)
+  return grad_x, grad_scale, grad_bias
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over every axis but the last, optionally fused with the ReLU that follows it.
+
+  The variables of `flax.linen.BatchNorm` (params `scale`, `bias`; batch_stats `mean`, `var`), its
+  initialisers, momentum convention and biased running variance, so checkpoints and the torch weight
+  mapping are unchanged; `use_fast_variance=False` semantics. Training mode runs `batch_norm_train`.
+  Statistics and normalisation are computed in at least float32 and the output cast to `dtype`.
+  """
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: Optional[str] = None
+  relu: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = (x.shape[-1],)
+    ra_mean = self.variable('batch_stats', 'mean', lambda shape: jnp.zeros(shape, jnp.float32), features)
+    ra_var = self.variable('batch_stats', 'var', lambda shape: jnp.ones(shape, jnp.float32), features)
+    scale = self.param('scale', nn.initializers.ones, features, jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bfloat16 -> float32; float64 stays.
+    if self.use_running_average:
+      y = (x - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+      y = jnp.maximum(y, 0) if self.relu else y
+    else:
+      # At init the named axis may not exist yet (flax's rule): per-call statistics, no running update.
+      axis_name = None if self.is_initializing() else self.axis_name
+      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, axis_name, self.relu)
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
+    return y.astype(self.dtype)
+
+
+BATCH_NORM_IMPLS = ('fused', 'flax')
+
+
+def batch_norm(x: jax.Array, *, name: str, impl: str, relu: bool, use_running_average: bool,
+               axis_name: Optional[str], dtype: Any) -> jax.Array:
+  """BN (+ ReLU) as a named submodule of the calling compact module, in either form (same variables).
+
+  impl: 'fused' (`BatchNorm`, the hand-written backward pass; the default) or 'flax' (`nn.BatchNorm`
+  then `nn.relu`, autodiff), kept as the reference and for A/B timing (`experiments/bench_train_step.py`).
+  """
+  if impl == 'fused':
+    return BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
+                     axis_name=axis_name, relu=relu, dtype=dtype, name=name)(x)
+  if impl != 'flax':
+    raise ValueError(f'batch_norm_impl must be one of {BATCH_NORM_IMPLS}, got {impl!r}')
+  y = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
+                   use_fast_variance=False, axis_name=axis_name, dtype=dtype, name=name)(x)
+  return nn.relu(y) if relu else y

@@ -71,6 +71,7 @@ class ShuffleUnit(nn.Module):
   depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
+  batch_norm_impl: str = 'fused'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -82,8 +83,7 @@ class ShuffleUnit(nn.Module):
     conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype)
     dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
                            depthwise_impl=self.depthwise_impl, dtype=self.dtype)
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                           use_fast_variance=False,
+    bn = functools.partial(layers.batch_norm, impl=self.batch_norm_impl, use_running_average=not train,
                            axis_name=self.bn_axis_name, dtype=self.dtype)
 
     if self.stride == 1:
@@ -91,16 +91,16 @@ class ShuffleUnit(nn.Module):
     else:
       x2 = x
       y = dw(name='branch1_dw')(x)
-      y = bn(name='branch1_dw_bn')(y)
+      y = bn(y, name='branch1_dw_bn', relu=False)
       y = conv(branch_channels, name='branch1_pw')(y)
-      identity = nn.relu(bn(name='branch1_pw_bn')(y))
+      identity = bn(y, name='branch1_pw_bn', relu=True)
 
     y = conv(branch_channels, name='branch2_pw1')(x2)
-    y = nn.relu(bn(name='branch2_pw1_bn')(y))
+    y = bn(y, name='branch2_pw1_bn', relu=True)
     y = dw(name='branch2_dw')(y)
-    y = bn(name='branch2_dw_bn')(y)
+    y = bn(y, name='branch2_dw_bn', relu=False)
     y = conv(branch_channels, name='branch2_pw2')(y)
-    y = nn.relu(bn(name='branch2_pw2_bn')(y))
+    y = bn(y, name='branch2_pw2_bn', relu=True)
     return layers.channel_shuffle(jnp.concatenate([identity, y], axis=-1), groups=2)
 
 
@@ -123,12 +123,15 @@ class ShuffleNetV2Encoder(nn.Module):
     bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
       so each device normalises with global-batch statistics; None for per-call statistics.
     dtype: computation dtype; parameters stay float32.
+    batch_norm_impl: 'fused' (BN + ReLU with a hand-written backward pass, ~10% faster train steps on
+      CPU) or 'flax' (`nn.BatchNorm` + `nn.relu`); the same variables and, to float tolerance, results.
   """
   width_multiplier: float = 0.5
   depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   stage_repeats: Sequence[int] = STAGE_REPEATS
+  batch_norm_impl: str = 'fused'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -138,22 +141,24 @@ class ShuffleNetV2Encoder(nn.Module):
                        f'got {self.width_multiplier}')
     layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
     channels = STAGE_OUT_CHANNELS[self.width_multiplier]
-    bn = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                           use_fast_variance=False,
+    if self.batch_norm_impl not in layers.BATCH_NORM_IMPLS:
+      raise ValueError(f'batch_norm_impl must be one of {layers.BATCH_NORM_IMPLS}, got {self.batch_norm_impl!r}')
+    bn = functools.partial(layers.batch_norm, impl=self.batch_norm_impl, use_running_average=not train,
                            axis_name=self.bn_axis_name, dtype=self.dtype)
     x = x.astype(self.dtype)
 
     x = nn.Conv(channels[0], kernel_size=(3,), strides=(2,), padding=((1, 1),), use_bias=False,
                 dtype=self.dtype, name='stem_conv')(x)
-    x = nn.relu(bn(name='stem_bn')(x))
+    x = bn(x, name='stem_bn', relu=True)
     x = layers.max_pool1d(x, window=3, stride=2, padding=1)
 
     for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
       for unit_index in range(repeats):
         x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1,
                         depthwise_impl=self.depthwise_impl, bn_axis_name=self.bn_axis_name,
-                        dtype=self.dtype, name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
+                        dtype=self.dtype, batch_norm_impl=self.batch_norm_impl,
+                        name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
 
     x = nn.Conv(channels[4], kernel_size=(1,), use_bias=False, dtype=self.dtype, name='final_conv')(x)
-    x = nn.relu(bn(name='final_bn')(x))
+    x = bn(x, name='final_bn', relu=True)
     return jnp.mean(x, axis=1)
