@@ -7,7 +7,8 @@ Structure (width 0.5; channels 24 / 48 / 96 / 192 / 1024, repeats 4 / 8 / 4):
   stage2..4: unit0 has stride 2 and two branches; units 1.. split the channels in half, keep one half
           (identity) and transform the other; both concatenate and shuffle channels (groups 2)
   final:  conv 1x1 (192 -> 1024, no bias) + BN + ReLU, mean over time.
-Every conv is bias-free and followed by BatchNorm, like torchvision. Time lengths: any T >= 32
+Every conv is bias-free and followed by BatchNorm, like torchvision; BN and the ReLU after it run as one
+`layers.BatchNorm` (flax's variables, a hand-written backward pass). Time lengths: any T >= 32
 (T = 32 reaches length 1 after stage 4; odd lengths round up at each stride-2 step, as in torch).
 
 Parameter count at width 0.5: exactly 335,528 trainable parameters (`params`: conv kernels and BN
