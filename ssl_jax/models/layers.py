@@ -1,4 +1,5 @@
-"""Building blocks of the 1-D encoder: a depthwise conv with backend-specific forms, channel shuffle.
+"""Building blocks of the 1-D encoder: a depthwise conv with backend-specific forms, max-pool, channel
+shuffle, and BatchNorm (+ ReLU) with a hand-written backward pass.
 
 The depthwise conv exists in two numerically equivalent forms that share one parameter, `kernel` of
 shape `(kernel_size, 1, channels)` (the layout of flax's grouped `nn.Conv` kernel), so a checkpoint
@@ -120,7 +121,6 @@ def channel_shuffle(x: jax.Array, groups: int = 2) -> jax.Array:
   return x.reshape(batch, length, channels)
 
 
-
 def _sum_rows(x: jax.Array) -> jax.Array:
   """Sum over every axis but the last (the channels)."""
   return jnp.sum(x, axis=tuple(range(x.ndim - 1)))
@@ -187,7 +187,7 @@ def _batch_norm_train_bwd(epsilon, axis_name, relu, residuals, cotangents):
     count = count * lax.axis_size(axis_name)
   grad_x = (scale * inv_std) * (grad_y - sum_grad / count - x_hat * (sum_grad_xhat / count))
   grad_x = grad_x + grad_mean / count + centered * (2.0 * grad_var / count)
-  return grad_x, grad_scale, grad_bias
+  return grad_x.astype(x.dtype), grad_scale.astype(scale.dtype), grad_bias.astype(bias.dtype)
 
 
 batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
