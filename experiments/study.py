@@ -12,7 +12,7 @@ runs are reused from `DIR/runs/`.
 
 Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
 `cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps, MoCo v3 unless
-`--moco_variant v2`; ~21 minutes on 2 CPU cores; `--mtc_only` adds ~10 minutes), `full` (the study's
+`--moco_variant v2`; ~20 minutes on 2 CPU cores; `--mtc_only` adds ~10 minutes), `full` (the study's
 400 epochs at batch 256, the study's MoCo v2; for an accelerator).
 """
 
