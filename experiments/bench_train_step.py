@@ -8,7 +8,8 @@ For each method and batch size it times the jitted, state-donating step on all l
 length) and the study's MTC mix (crop lengths cycled over the pairs of the crop set, so the mean cost is
 the expected cost under MTC). Reports mean step time, views/s, first-call (compile) time and the
 process's peak RSS. With several `--batch_norm_impls` it times each form side by side, interleaving the
-cases over `--rounds` so that this machine's drift hits them alike, and prints step-time ratios. Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=512.
+cases over `--rounds` so that this machine's drift hits them alike, and prints step-time ratios.
+Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=512.
 """
 
 import argparse
@@ -49,20 +50,20 @@ def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list, ba
       axis_name=parallel.AXIS), mesh)
   batch = parallel.shard_batch(
       {'iq': np.random.default_rng(0).normal(size=(batch_size, length, 8)).astype(np.float32)}, mesh)
-  holder = {'state': state}
   compile_s = []
   for pair in crop_pairs:  # First call per pair: compile + one step.
     t0 = time.perf_counter()
-    holder['state'], metrics = step(holder['state'], batch, pair)
+    state, metrics = step(state, batch, pair)
     jax.block_until_ready(metrics['loss'])
     compile_s.append(time.perf_counter() - t0)
   pairs = itertools.cycle(crop_pairs)
 
   def time_steps(n: int) -> list[float]:
+    nonlocal state  # The step donates its input state, so each call continues from the last one's.
     times = []
     for pair in itertools.islice(pairs, n):
       t0 = time.perf_counter()
-      holder['state'], metrics = step(holder['state'], batch, pair)
+      state, metrics = step(state, batch, pair)
       jax.block_until_ready(metrics['loss'])
       times.append(time.perf_counter() - t0)
     return times

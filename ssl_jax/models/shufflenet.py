@@ -142,8 +142,6 @@ class ShuffleNetV2Encoder(nn.Module):
                        f'got {self.width_multiplier}')
     layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
     channels = STAGE_OUT_CHANNELS[self.width_multiplier]
-    if self.batch_norm_impl not in layers.BATCH_NORM_IMPLS:
-      raise ValueError(f'batch_norm_impl must be one of {layers.BATCH_NORM_IMPLS}, got {self.batch_norm_impl!r}')
     bn = functools.partial(layers.batch_norm, impl=self.batch_norm_impl, use_running_average=not train,
                            axis_name=self.bn_axis_name, dtype=self.dtype)
     x = x.astype(self.dtype)
