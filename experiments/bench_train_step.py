@@ -1,21 +1,25 @@
 """Train-step speed: views/s of SimCLR and MoCo steps, compile time and peak memory, side by side in one run.
 
   python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5] [--methods simclr,moco]
-      [--batch_norm_impls fused,flax --rounds 5] [--mtc]
+      [--batch_norm_impls fused,flax --rounds 5] [--host_allocators retain,system] [--mtc]
 
 For each method and batch size it times the jitted, state-donating step on all local devices
 (`parallel.data_parallel`), at two view settings: both views uncropped (L each: the study's batch at full
 length) and the study's MTC mix (crop lengths cycled over the pairs of the crop set, so the mean cost is
 the expected cost under MTC). Reports mean step time, views/s, first-call (compile) time and the
-process's peak RSS. With several `--batch_norm_impls` it times each form side by side, interleaving the
-cases over `--rounds` so that this machine's drift hits them alike, and prints step-time ratios.
+process's peak RSS and minor page faults per step. With several `--batch_norm_impls` it times each form side
+by side, interleaving the cases over `--rounds` so that this machine's drift hits them alike, and prints
+step-time ratios. The host allocator (`ssl_jax.host_allocator`) is process-wide, so several
+`--host_allocators` run one child process each, kept alive and driven in alternating rounds over a pipe.
 Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=512.
 """
 
 import argparse
 import itertools
+import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -26,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from configs import moco as moco_config  # noqa: E402
 from configs import simclr as simclr_config  # noqa: E402
-from ssl_jax import optim, parallel  # noqa: E402
+from ssl_jax import host_allocator, optim, parallel  # noqa: E402
 from ssl_jax.methods import common, moco, simclr  # noqa: E402
 
 
@@ -58,22 +62,24 @@ def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list, ba
     compile_s.append(time.perf_counter() - t0)
   pairs = itertools.cycle(crop_pairs)
 
-  def time_steps(n: int) -> list[float]:
+  def time_steps(n: int) -> tuple[list[float], int]:
+    """Runs n steps; returns their wall times and the minor page faults they caused."""
     nonlocal state  # The step donates its input state, so each call continues from the last one's.
     times = []
+    faults_before = host_allocator.minor_page_faults()
     for pair in itertools.islice(pairs, n):
       t0 = time.perf_counter()
       state, metrics = step(state, batch, pair)
       jax.block_until_ready(metrics['loss'])
       times.append(time.perf_counter() - t0)
-    return times
+    return times, host_allocator.minor_page_faults() - faults_before
 
   row = {'method': method_name, 'batch': batch_size, 'views': 2 * batch_size, 'batch_norm': batch_norm_impl,
          'compile_s_per_program': float(np.median(compile_s)), 'programs': len(crop_pairs)}
   return time_steps, row
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser()
   parser.add_argument('--batch_sizes', default='256,64')
   parser.add_argument('--length', type=int, default=512)
@@ -81,12 +87,23 @@ def main() -> None:
   parser.add_argument('--methods', default='simclr,moco')
   parser.add_argument('--batch_norm_impls', default='fused',
                       help="comma-separated BN forms to time side by side, e.g. 'fused,flax'")
+  parser.add_argument('--host_allocators', default='system',
+                      help="comma-separated host allocator policies ('retain', 'system'); several run one "
+                           'child process each, timed in alternating rounds')
   parser.add_argument('--rounds', type=int, default=1,
                       help='interleave the cases over this many rounds of steps / rounds steps each')
   parser.add_argument('--mtc', action='store_true', help='also time the study MTC mix (25 programs)')
-  args = parser.parse_args()
-  print(f'devices: {jax.devices()}  backend: {jax.default_backend()}')
-  rows = []
+  parser.add_argument('--serve', action='store_true', help=argparse.SUPPRESS)  # Child mode, see drive_children.
+  args = parser.parse_args(argv)
+  args.host_allocators = args.host_allocators.split(',')
+  for policy in args.host_allocators:
+    if policy not in host_allocator.POLICIES:
+      parser.error(f'--host_allocators: unknown policy {policy!r}; choose from {host_allocator.POLICIES}')
+  return args
+
+
+def prepare_cases(args: argparse.Namespace) -> list:
+  """Compiles every (method, batch, view setting, BN form) case of this process: [(time_steps, row)]."""
   settings = [('full length', [(args.length, args.length)])]
   if args.mtc:
     crops = [min(c, args.length) for c in (32, 64, 128, 256, 512)]
@@ -98,32 +115,100 @@ def main() -> None:
         for impl in args.batch_norm_impls.split(','):
           time_steps, row = prepare(method, batch_size, args.length, pairs, impl)
           row['setting'] = label
-          cases.append((time_steps, row, []))
-  # Interleaved rounds: every case runs a few steps per round, so machine drift hits all cases alike.
+          row['host_allocator'] = args.host_allocators[0]
+          cases.append((time_steps, row))
+  return cases
+
+
+def steps_per_round(args: argparse.Namespace, row: dict) -> int:
+  return -(-max(args.steps, row['programs']) // args.rounds)  # At least one step per compiled crop pair.
+
+
+def serve(args: argparse.Namespace) -> None:
+  """Child mode: prepares the cases, then times one round of them per line read from stdin."""
+  cases = prepare_cases(args)
+  print(json.dumps([row for _, row in cases]), flush=True)
+  for _ in sys.stdin:
+    print(json.dumps([time_steps(steps_per_round(args, row)) for time_steps, row in cases]), flush=True)
+  print(json.dumps({'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], dict[str, float]]:
+  """One child process per host allocator, rounds alternating between them: rows, results, peak RSS each."""
+  forwarded = [f'--batch_sizes={args.batch_sizes}', f'--length={args.length}', f'--steps={args.steps}',
+               f'--methods={args.methods}', f'--batch_norm_impls={args.batch_norm_impls}',
+               f'--rounds={args.rounds}'] + (['--mtc'] if args.mtc else [])
+  children = []
+  for policy in args.host_allocators:
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *forwarded, '--serve',
+                              f'--host_allocators={policy}'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    line = child.stdout.readline()
+    if not line:
+      raise RuntimeError(f'bench child exited with {child.wait()} before it was ready: {child.args}')
+    rows = json.loads(line)
+    children.append((child, rows, [[[], 0] for _ in rows]))
   for _ in range(args.rounds):
-    for time_steps, row, times in cases:  # At least one step per compiled crop pair in all.
-      times.extend(time_steps(-(-max(args.steps, row['programs']) // args.rounds)))
-  rows = []
-  for _, row, times in cases:
+    for child, _, results in children:
+      child.stdin.write('next\n')
+      child.stdin.flush()
+      for result, (times, faults) in zip(results, json.loads(child.stdout.readline())):
+        result[0] += times
+        result[1] += faults
+  peak_mib = {}
+  for policy, (child, _, _) in zip(args.host_allocators, children):
+    child.stdin.close()
+    peak_mib[policy] = json.loads(child.stdout.readline())['peak_rss_mib']
+    if child.wait() != 0:
+      raise RuntimeError(f'bench child exited with {child.returncode}: {child.args}')
+  rows = [row for _, child_rows, _ in children for row in child_rows]
+  results = [result for _, _, child_results in children for result in child_results]
+  return rows, results, peak_mib
+
+
+def main() -> None:
+  args = parse_args()
+  if args.serve or len(args.host_allocators) == 1:
+    description = host_allocator.configure(args.host_allocators[0])  # Before JAX starts its backend.
+    if args.serve:
+      return serve(args)
+    print(description)
+    print(f'devices: {jax.devices()}  backend: {jax.default_backend()}')
+    cases = prepare_cases(args)
+    results = [[[], 0] for _ in cases]
+    # Interleaved rounds: every case runs a few steps per round, so machine drift hits all cases alike.
+    for _ in range(args.rounds):
+      for result, (time_steps, row) in zip(results, cases):
+        times, faults = time_steps(steps_per_round(args, row))
+        result[0] += times
+        result[1] += faults
+    rows = [row for _, row in cases]
+    peak_mib = {args.host_allocators[0]: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  else:
+    print(f'host allocators {args.host_allocators}: one child process each, {args.rounds} alternating rounds')
+    rows, results, peak_mib = drive_children(args)
+  for row, (times, faults) in zip(rows, results):
     step_s = float(np.mean(times))
-    row.update(step_ms=1e3 * step_s, views_per_s=2 * row['batch'] / step_s, steps_timed=len(times))
-    rows.append(row)
+    row.update(step_ms=1e3 * step_s, views_per_s=2 * row['batch'] / step_s, steps_timed=len(times),
+               page_faults_per_step=faults / len(times))
     print(row, flush=True)
-  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print('\n| method | batch | views | BN | step ms | views/s | compile s / program | programs |')
-  print('|---|---|---|---|---|---|---|---|')
+  print('\n| method | batch | views | BN | host allocator | step ms | views/s | page faults / step | '
+        'compile s / program | programs |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['method']} | {r['batch']} | {r['setting']} | {r['batch_norm']} | {r['step_ms']:.0f} | "
-          f"{r['views_per_s']:.0f} | {r['compile_s_per_program']:.1f} | {r['programs']} |")
+    print(f"| {r['method']} | {r['batch']} | {r['setting']} | {r['batch_norm']} | {r['host_allocator']} | "
+          f"{r['step_ms']:.0f} | {r['views_per_s']:.0f} | {r['page_faults_per_step']:,.0f} | "
+          f"{r['compile_s_per_program']:.1f} | {r['programs']} |")
   first = {}
-  for r in rows:  # Ratios against the first BN form of the same method, batch and setting.
+  for r in rows:  # Ratios against the first BN form and allocator of the same method, batch and setting.
     key = (r['method'], r['batch'], r['setting'])
     if key in first:
-      print(f"{key}: {r['batch_norm']} / {first[key]['batch_norm']} step time = "
-            f"{r['step_ms'] / first[key]['step_ms']:.2f}")
+      print(f"{key}: {r['batch_norm']}, {r['host_allocator']} / {first[key]['batch_norm']}, "
+            f"{first[key]['host_allocator']} step time = {r['step_ms'] / first[key]['step_ms']:.2f}")
     else:
       first[key] = r
-  print(f'\npeak RSS of the process: {peak_mb:.0f} MiB')
+  for policy, mib in peak_mib.items():
+    print(f'peak RSS of the process with host allocator {policy}: {mib:.0f} MiB')
 
 
 if __name__ == '__main__':

@@ -261,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
                       help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
                            "the cpu scale, where v2 collapses, v2 at every other scale")
+  parser.add_argument('--host_allocator', choices=('system', 'retain'), default='system',
+                      help='system: the C library defaults. retain (ssl_jax/host_allocator.py) speeds up long '
+                           'train steps but made this multi-phase study 1.5x slower end to end (README)')
   args = parser.parse_args(argv)
+  from ssl_jax import host_allocator
+  print(f'[study] {host_allocator.configure(args.host_allocator)}')  # Before JAX starts its backend.
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
