@@ -1,7 +1,7 @@
 """Train-step speed: views/s of SimCLR and MoCo steps, compile time and peak memory, side by side in one run.
 
   python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5] [--methods simclr,moco]
-      [--batch_norm_impls fused,flax --rounds 5] [--host_allocators retain,system] [--mtc]
+      [--batch_norm_impls fused,flax --rounds 5] [--host_allocators system,retain] [--mtc]
 
 For each method and batch size it times the jitted, state-donating step on all local devices
 (`parallel.data_parallel`), at two view settings: both views uncropped (L each: the study's batch at full
@@ -133,6 +133,14 @@ def serve(args: argparse.Namespace) -> None:
   print(json.dumps({'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
+def read_reply(child: subprocess.Popen) -> object:
+  """The next JSON line of a bench child; a clear error if it died instead."""
+  line = child.stdout.readline()
+  if not line:
+    raise RuntimeError(f'bench child exited with {child.wait()} (its stderr is above): {child.args}')
+  return json.loads(line)
+
+
 def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], dict[str, float]]:
   """One child process per host allocator, rounds alternating between them: rows, results, peak RSS each."""
   forwarded = [f'--batch_sizes={args.batch_sizes}', f'--length={args.length}', f'--steps={args.steps}',
@@ -143,22 +151,19 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], di
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *forwarded, '--serve',
                               f'--host_allocators={policy}'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
-    line = child.stdout.readline()
-    if not line:
-      raise RuntimeError(f'bench child exited with {child.wait()} before it was ready: {child.args}')
-    rows = json.loads(line)
+    rows = read_reply(child)
     children.append((child, rows, [[[], 0] for _ in rows]))
   for _ in range(args.rounds):
     for child, _, results in children:
       child.stdin.write('next\n')
       child.stdin.flush()
-      for result, (times, faults) in zip(results, json.loads(child.stdout.readline())):
+      for result, (times, faults) in zip(results, read_reply(child)):
         result[0] += times
         result[1] += faults
   peak_mib = {}
   for policy, (child, _, _) in zip(args.host_allocators, children):
     child.stdin.close()
-    peak_mib[policy] = json.loads(child.stdout.readline())['peak_rss_mib']
+    peak_mib[policy] = read_reply(child)['peak_rss_mib']
     if child.wait() != 0:
       raise RuntimeError(f'bench child exited with {child.returncode}: {child.args}')
   rows = [row for _, child_rows, _ in children for row in child_rows]
