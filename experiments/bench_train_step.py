@@ -124,12 +124,24 @@ def steps_per_round(args: argparse.Namespace, row: dict) -> int:
   return -(-max(args.steps, row['programs']) // args.rounds)  # At least one step per compiled crop pair.
 
 
+def run_round(args: argparse.Namespace, cases: list) -> list[tuple[list[float], int]]:
+  """A few steps of every case (one round): [(step times, page faults)] per case."""
+  return [time_steps(steps_per_round(args, row)) for time_steps, row in cases]
+
+
+def add_round(results: list[list], round_results: list) -> None:
+  """Adds one round's (step times, page faults) per case to the running [times, faults] per case."""
+  for result, (times, faults) in zip(results, round_results):
+    result[0] += times
+    result[1] += faults
+
+
 def serve(args: argparse.Namespace) -> None:
   """Child mode: prepares the cases, then times one round of them per line read from stdin."""
   cases = prepare_cases(args)
   print(json.dumps([row for _, row in cases]), flush=True)
   for _ in sys.stdin:
-    print(json.dumps([time_steps(steps_per_round(args, row)) for time_steps, row in cases]), flush=True)
+    print(json.dumps(run_round(args, cases)), flush=True)
   print(json.dumps({'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
@@ -157,9 +169,7 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], di
     for child, _, results in children:
       child.stdin.write('next\n')
       child.stdin.flush()
-      for result, (times, faults) in zip(results, read_reply(child)):
-        result[0] += times
-        result[1] += faults
+      add_round(results, read_reply(child))
   peak_mib = {}
   for policy, (child, _, _) in zip(args.host_allocators, children):
     child.stdin.close()
@@ -183,10 +193,7 @@ def main() -> None:
     results = [[[], 0] for _ in cases]
     # Interleaved rounds: every case runs a few steps per round, so machine drift hits all cases alike.
     for _ in range(args.rounds):
-      for result, (time_steps, row) in zip(results, cases):
-        times, faults = time_steps(steps_per_round(args, row))
-        result[0] += times
-        result[1] += faults
+      add_round(results, run_round(args, cases))
     rows = [row for _, row in cases]
     peak_mib = {args.host_allocators[0]: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   else:

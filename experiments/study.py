@@ -33,6 +33,7 @@ from configs import moco as moco_config  # noqa: E402
 from configs import probe as probe_config_lib  # noqa: E402
 from configs import simclr as simclr_config  # noqa: E402
 from experiments import study_report  # noqa: E402
+from ssl_jax import host_allocator  # noqa: E402
 
 SCALES = ('smoke', 'demo', 'cpu', 'full')
 # (method, augment, antenna_dropout): the study's four runs, MTC + AD and no augmentation ...
@@ -261,11 +262,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
                       help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
                            "the cpu scale, where v2 collapses, v2 at every other scale")
-  parser.add_argument('--host_allocator', choices=('system', 'retain'), default='system',
+  parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default='system',
                       help='system: the C library defaults. retain (ssl_jax/host_allocator.py) speeds up long '
                            'train steps but made this multi-phase study 1.5x slower end to end (README)')
   args = parser.parse_args(argv)
-  from ssl_jax import host_allocator
   print(f'[study] {host_allocator.configure(args.host_allocator)}')  # Before JAX starts its backend.
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).

@@ -13,20 +13,21 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ssl_jax import host_allocator  # No JAX import: configure() must run before JAX starts its backend.
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the run config.')
-flags.DEFINE_enum('host_allocator', 'system', ['system', 'retain'],
-                  'system: the C library defaults. retain: keep freed host memory mapped, so XLA:CPU step buffers '
-                  'stop page-faulting: ~1.6x faster SimCLR steps at batch 256, L=512 on a 2-core CPU, but ~15% '
-                  'slower compiles and more host memory (ssl_jax/host_allocator.py, README "Measured").')
+flags.DEFINE_enum('host_allocator', 'system', list(host_allocator.POLICIES),
+                  'system: the C library defaults. retain: keep freed host memory mapped, so XLA:CPU step '
+                  'buffers stop page-faulting: ~1.6x faster SimCLR steps at batch 256, L=512 on a 2-core CPU, '
+                  'but ~15% slower compiles and more host memory (ssl_jax/host_allocator.py, README "Measured").')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
-  from ssl_jax import host_allocator
   logging.info('%s', host_allocator.configure(FLAGS.host_allocator))  # Before JAX starts its backend.
   from ssl_jax import parallel
   parallel.initialize_distributed(FLAGS.config.distributed)  # Before anything touches the devices.

@@ -142,6 +142,13 @@ def _batch_moments(x: jax.Array, axis_name: Optional[str]) -> tuple[jax.Array, j
   return mean, var
 
 
+def _normalize(x: jax.Array, mean: jax.Array, var: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+               relu: bool) -> jax.Array:
+  """(x - mean) / sqrt(var + epsilon) * scale + bias per channel, then ReLU if `relu`."""
+  y = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
+  return jnp.maximum(y, 0) if relu else y
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
                      axis_name: Optional[str], relu: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -154,8 +161,7 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
   sums where autodiff makes several passes.
   """
   mean, var = _batch_moments(x, axis_name)
-  y = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
-  return (jnp.maximum(y, 0) if relu else y), mean, var
+  return _normalize(x, mean, var, scale, bias, epsilon, relu), mean, var
 
 
 def _batch_norm_train_fwd(x, scale, bias, epsilon, axis_name, relu):
@@ -217,8 +223,7 @@ class BatchNorm(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bfloat16 -> float32; float64 stays.
     if self.use_running_average:
-      y = (x - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
-      y = jnp.maximum(y, 0) if self.relu else y
+      y = _normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.relu)
     else:
       # At init the named axis may not exist yet (flax's rule): per-call statistics, no running update.
       axis_name = None if self.is_initializing() else self.axis_name
