@@ -87,9 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--methods', default='simclr,moco')
   parser.add_argument('--batch_norm_impls', default='fused',
                       help="comma-separated BN forms to time side by side, e.g. 'fused,flax'")
-  parser.add_argument('--host_allocators', default='system',
-                      help="comma-separated host allocator policies ('retain', 'system'); several run one "
-                           'child process each, timed in alternating rounds')
+  parser.add_argument('--host_allocators', default=host_allocator.DEFAULT_POLICY,
+                      help=f'comma-separated host allocator policies {host_allocator.POLICIES}; several run '
+                           'one child process each, timed in alternating rounds')
   parser.add_argument('--rounds', type=int, default=1,
                       help='interleave the cases over this many rounds of steps / rounds steps each')
   parser.add_argument('--mtc', action='store_true', help='also time the study MTC mix (25 programs)')
@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   return args
 
 
-def prepare_cases(args: argparse.Namespace) -> list:
+def prepare_cases(args: argparse.Namespace, allocator: str) -> list:
   """Compiles every (method, batch, view setting, BN form) case of this process: [(time_steps, row)]."""
   settings = [('full length', [(args.length, args.length)])]
   if args.mtc:
@@ -115,7 +115,7 @@ def prepare_cases(args: argparse.Namespace) -> list:
         for impl in args.batch_norm_impls.split(','):
           time_steps, row = prepare(method, batch_size, args.length, pairs, impl)
           row['setting'] = label
-          row['host_allocator'] = args.host_allocators[0]
+          row['host_allocator'] = allocator
           cases.append((time_steps, row))
   return cases
 
@@ -136,9 +136,9 @@ def add_round(results: list[list], round_results: list) -> None:
     result[1] += faults
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace, allocator: str) -> None:
   """Child mode: prepares the cases, then times one round of them per line read from stdin."""
-  cases = prepare_cases(args)
+  cases = prepare_cases(args, allocator)
   print(json.dumps([row for _, row in cases]), flush=True)
   for _ in sys.stdin:
     print(json.dumps(run_round(args, cases)), flush=True)
@@ -160,9 +160,11 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], di
                f'--rounds={args.rounds}'] + (['--mtc'] if args.mtc else [])
   children = []
   for policy in args.host_allocators:
+    # A child for another policy must not inherit this process's preloaded mimalloc.
+    env = os.environ if policy == 'mimalloc' else host_allocator.without_mimalloc(dict(os.environ))
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *forwarded, '--serve',
                               f'--host_allocators={policy}'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
+                             text=True, env=env)
     rows = read_reply(child)
     children.append((child, rows, [[[], 0] for _ in rows]))
   for _ in range(args.rounds):
@@ -184,18 +186,19 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], di
 def main() -> None:
   args = parse_args()
   if args.serve or len(args.host_allocators) == 1:
-    description = host_allocator.configure(args.host_allocators[0])  # Before JAX starts its backend.
+    applied = host_allocator.configure(args.host_allocators[0])  # Before JAX starts its backend.
     if args.serve:
-      return serve(args)
-    print(description)
+      print(applied, file=sys.stderr)
+      return serve(args, applied.policy)
+    print(applied)
     print(f'devices: {jax.devices()}  backend: {jax.default_backend()}')
-    cases = prepare_cases(args)
+    cases = prepare_cases(args, applied.policy)
     results = [[[], 0] for _ in cases]
     # Interleaved rounds: every case runs a few steps per round, so machine drift hits all cases alike.
     for _ in range(args.rounds):
       add_round(results, run_round(args, cases))
     rows = [row for _, row in cases]
-    peak_mib = {args.host_allocators[0]: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak_mib = {applied.policy: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   else:
     print(f'host allocators {args.host_allocators}: one child process each, {args.rounds} alternating rounds')
     rows, results, peak_mib = drive_children(args)

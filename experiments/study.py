@@ -262,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
                       help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
                            "the cpu scale, where v2 collapses, v2 at every other scale")
-  parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default='system',
-                      help='system: the C library defaults. retain (ssl_jax/host_allocator.py) speeds up long '
-                           'train steps but made this multi-phase study 1.5x slower end to end (README)')
+  parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default=host_allocator.DEFAULT_POLICY,
+                      help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). retain: '
+                           'glibc options (slower here). system: the C library defaults (ssl_jax/host_allocator.py)')
   args = parser.parse_args(argv)
-  print(f'[study] {host_allocator.configure(args.host_allocator)}')  # Before JAX starts its backend.
+  # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
+  print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,

@@ -18,10 +18,10 @@ from ssl_jax import host_allocator  # No JAX import: configure() must run before
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the run config.')
-flags.DEFINE_enum('host_allocator', 'system', list(host_allocator.POLICIES),
-                  'system: the C library defaults. retain: keep freed host memory mapped, so XLA:CPU step '
-                  'buffers stop page-faulting: ~1.6x faster SimCLR steps at batch 256, L=512 on a 2-core CPU, '
-                  'but ~15% slower compiles and more host memory (ssl_jax/host_allocator.py, README "Measured").')
+flags.DEFINE_enum('host_allocator', host_allocator.DEFAULT_POLICY, list(host_allocator.POLICIES),
+                  'mimalloc: relaunch with mimalloc preloaded, so XLA:CPU step buffers stop page-faulting. '
+                  'retain: glibc kept from unmapping them (slower compiles, more memory). system: the C '
+                  'library defaults. See ssl_jax/host_allocator.py and README "Measured".')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

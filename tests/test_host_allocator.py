@@ -1,6 +1,7 @@
-"""Host allocator policy: 'retain' removes the page faults of XLA:CPU's per-step buffers; bad input is refused.
+"""Host allocator policy: 'mimalloc' and 'retain' remove the page faults of XLA:CPU's per-step buffers.
 
-The policy is process-wide, so everything that calls `configure('retain')` runs in a subprocess.
+The policy is process-wide (and 'mimalloc' replaces the process), so everything that applies one runs in a
+subprocess. Bad input is refused; where mimalloc cannot be preloaded the process goes on and says why.
 """
 
 import os
@@ -15,6 +16,7 @@ from ssl_jax import host_allocator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLIBC = platform.libc_ver()[0] == 'glibc'
+MIMALLOC = platform.system() == 'Linux' and host_allocator.mimalloc_library() is not None
 
 # Allocates a fresh 64 MiB output per call, like a step's activations; prints the median faults per call.
 _FAULT_PROBE = textwrap.dedent('''
@@ -40,10 +42,16 @@ _FAULT_PROBE = textwrap.dedent('''
 _PAGES_PER_CALL = 64 * 1024 * 1024 // 4096
 
 
+def _run_probe(policy: str, **env: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-c', _FAULT_PROBE, policy], cwd=REPO, capture_output=True, text=True,
+                        timeout=300, env=dict(host_allocator.without_mimalloc(dict(os.environ)), JAX_PLATFORMS='cpu',
+                                              **env))
+
+
 def _faults_per_call(policy: str) -> float:
-  proc = subprocess.run([sys.executable, '-c', _FAULT_PROBE, policy], cwd=REPO, capture_output=True, text=True,
-                        timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  proc = _run_probe(policy)
   assert proc.returncode == 0, proc.stderr
+  assert f'host allocator: {policy} (' in proc.stderr, proc.stderr
   return float(proc.stdout.strip().splitlines()[-1])
 
 
@@ -55,19 +63,87 @@ def test_retain_stops_the_page_faults_that_system_pays_for_every_fresh_buffer():
   assert retain < 0.02 * _PAGES_PER_CALL, f'retain still faults {retain} pages per call'
 
 
+@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+def test_mimalloc_relaunches_the_process_and_stops_the_page_faults():
+  mimalloc = _faults_per_call('mimalloc')
+  assert mimalloc < 0.02 * _PAGES_PER_CALL, f'mimalloc still faults {mimalloc} pages per call'
+
+
+@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+def test_relaunch_keeps_the_pid_and_command_line_and_does_not_loop():
+  script = ('import os, sys; print("before", os.getpid(), sys.argv[1:], flush=True)\n'
+            'from ssl_jax import host_allocator; print(host_allocator.configure("mimalloc"))\n'
+            'print("after", os.getpid(), sys.argv[1:], host_allocator.RELAUNCH_MARK in os.environ)')
+  proc = subprocess.run([sys.executable, '-c', script, 'x', '--flag=1'], cwd=REPO, capture_output=True, text=True,
+                        timeout=120, env=host_allocator.without_mimalloc(dict(os.environ)))
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  pid = lines[0].split()[1]
+  # Once as launched, once relaunched (same PID, same arguments), then on: no second relaunch.
+  assert lines == [f"before {pid} ['x', '--flag=1']"] * 2 + [
+      lines[2], f"after {pid} ['x', '--flag=1'] False"], proc.stdout
+  assert lines[2].startswith('host allocator: mimalloc (') and 'MIMALLOC_PURGE_DELAY=-1' in lines[2]
+
+
+@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+def test_a_relaunch_the_loader_refused_goes_on_with_the_system_allocator_and_says_why():
+  # The mark says "already relaunched" while mimalloc is not loaded: what a refused LD_PRELOAD looks like.
+  proc = _run_probe('mimalloc', **{host_allocator.RELAUNCH_MARK: '1'})
+  assert proc.returncode == 0, proc.stderr
+  assert 'host allocator: system (mimalloc unavailable: relaunched with LD_PRELOAD=' in proc.stderr
+  assert 'going on with the system allocator' in proc.stderr
+
+
+@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+def test_other_policies_under_an_inherited_mimalloc_say_that_mimalloc_serves():
+  script = 'from ssl_jax import host_allocator; print(host_allocator.configure("system"))'
+  env = dict(os.environ, LD_PRELOAD=host_allocator.mimalloc_library())
+  proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                        env=env)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip() == 'host allocator: mimalloc (inherited LD_PRELOAD; system was asked for and cannot apply)'
+  assert 'clear LD_PRELOAD' in proc.stderr
+
+
+def test_mimalloc_without_relaunch_or_package_falls_back_in_process(monkeypatch):
+  monkeypatch.setattr(host_allocator, 'mimalloc_version', lambda: None)
+  monkeypatch.setattr(host_allocator.os, 'execve', lambda *a: pytest.fail('must not replace the process'))
+  monkeypatch.setattr(host_allocator.platform, 'system', lambda: 'Linux')
+  monkeypatch.setattr(host_allocator, 'mimalloc_library', lambda: '/lib/libmimalloc.so')
+  applied = host_allocator.configure('mimalloc', relaunch=False)
+  assert applied.policy == 'system' and 'may not relaunch itself' in applied.detail
+  monkeypatch.setattr(host_allocator, 'mimalloc_library', lambda: None)
+  applied = host_allocator.configure('mimalloc')
+  assert applied.policy == 'system' and 'cmeel-mimalloc package is not installed' in applied.detail
+  monkeypatch.setattr(host_allocator.platform, 'system', lambda: 'Darwin')
+  assert 'preloading needs Linux; this is Darwin' in str(host_allocator.configure('mimalloc'))
+
+
+def test_preload_environment_puts_mimalloc_first_and_keeps_the_rest():
+  env = host_allocator.preload_environment({'LD_PRELOAD': '/a.so /b.so', 'HOME': '/h'}, '/m/libmimalloc.so')
+  assert env == {'LD_PRELOAD': '/m/libmimalloc.so:/a.so:/b.so', 'HOME': '/h', 'MIMALLOC_PURGE_DELAY': '-1',
+                 host_allocator.RELAUNCH_MARK: '1'}
+  assert host_allocator.preload_environment({'MIMALLOC_PURGE_DELAY': '100'}, '/m.so')['MIMALLOC_PURGE_DELAY'] == '100'
+  assert host_allocator.without_mimalloc(env) == {'LD_PRELOAD': '/a.so:/b.so', 'HOME': '/h',
+                                                  'MIMALLOC_PURGE_DELAY': '-1'}
+  assert 'LD_PRELOAD' not in host_allocator.without_mimalloc({'LD_PRELOAD': '/m/libmimalloc.so'})
+
+
 def test_unknown_policy_is_refused_with_the_choices():
-  with pytest.raises(ValueError, match=r"host_allocator must be one of \('retain', 'system'\), got 'tcmalloc'"):
+  with pytest.raises(ValueError, match=r"host_allocator must be one of \('mimalloc', 'retain', 'system'\), "
+                                       r"got 'tcmalloc'"):
     host_allocator.configure('tcmalloc')
 
 
 def test_system_policy_changes_nothing():
-  assert host_allocator.configure('system') == 'host allocator: system (the C library defaults)'
+  assert str(host_allocator.configure('system')) == 'host allocator: system (the C library defaults)'
 
 
 def test_retain_is_skipped_without_glibc(monkeypatch):
   monkeypatch.setattr(host_allocator.platform, 'libc_ver', lambda: ('', ''))
+  monkeypatch.setattr(host_allocator, 'mimalloc_version', lambda: None)
   monkeypatch.setattr(host_allocator.ctypes, 'CDLL', lambda *a: pytest.fail('must not touch the C library'))
-  assert 'retain needs glibc' in host_allocator.configure('retain')
+  assert 'retain needs glibc' in str(host_allocator.configure('retain'))
 
 
 @pytest.mark.skipif(not GLIBC, reason='the retain policy needs glibc')
@@ -75,7 +151,7 @@ def test_retain_after_jax_started_warns_that_it_comes_too_late():
   script = ('import jax, jax.numpy as jnp; jnp.ones(3).block_until_ready()\n'
             'from ssl_jax import host_allocator; print(host_allocator.configure("retain"))')
   proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+                        env=dict(host_allocator.without_mimalloc(dict(os.environ)), JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr
   assert 'after JAX started its backend' in proc.stderr
   assert proc.stdout.strip().startswith('host allocator: retain')
@@ -92,11 +168,13 @@ def test_main_refuses_an_unknown_host_allocator(tmp_path):
 
 @pytest.mark.slow
 def test_bench_times_each_allocator_in_its_own_process_side_by_side():
+  # The mimalloc child relaunches itself over the parent's pipes: the protocol must survive it.
+  policies = ['system', 'mimalloc'] if MIMALLOC else ['system', 'retain']
   proc = subprocess.run([sys.executable, 'experiments/bench_train_step.py', '--methods=simclr', '--batch_sizes=4',
-                         '--length=64', '--steps=2', '--rounds=2', '--host_allocators=system,retain'],
+                         '--length=64', '--steps=2', '--rounds=2', f'--host_allocators={",".join(policies)}'],
                         cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = [line for line in proc.stdout.splitlines() if line.startswith('| simclr | 4 |')]
-  assert [line.split(' | ')[4] for line in table] == ['system', 'retain'], proc.stdout
-  assert 'fused, retain / fused, system step time' in proc.stdout
-  assert 'peak RSS of the process with host allocator retain' in proc.stdout
+  assert [line.split(' | ')[4] for line in table] == policies, proc.stdout
+  assert f'fused, {policies[1]} / fused, system step time' in proc.stdout
+  assert f'peak RSS of the process with host allocator {policies[1]}' in proc.stdout
