@@ -1,39 +1,33 @@
 """Keeps freed host memory mapped, so that XLA:CPU's per-step buffers stop costing page faults.
 
-Three policies, process-wide, chosen by `configure(policy)` first thing in an entry point:
-- `mimalloc` (the default of `ssl_jax.main`, `experiments/study.py` and the bench): the process relaunches
-  itself once with mimalloc (the pinned `cmeel-mimalloc` wheel) in `LD_PRELOAD` and
-  `MIMALLOC_PURGE_DELAY=-1`. mimalloc keeps a heap per thread (no shared lock) and, with purging off,
-  keeps freed pages mapped for reuse: no faults after the first step, compiles not slower.
-- `retain`: glibc alone (below); no relaunch, but a shared arena lock and a heap that only grows.
-- `system`: the C library's defaults.
-
 XLA:CPU mallocs the buffers of every step it runs (activations kept for the backward pass, gradients,
 temporaries: ~0.9 GB for SimCLR at batch 256, L=512) and frees them when the step ends. glibc serves blocks
 that large with `mmap` and returns them with `munmap` (XLA's worker threads have their own arenas, whose
 64 MiB heaps cannot hold them, so they are mmapped even with mmap switched off). The next step touches
-fresh pages, and the kernel zero-fills each 4 KiB page on a fault: on a 2-core CPU that was ~211,000 faults and 0.36 s of system time in a 0.43 s step.
+fresh pages, and the kernel zero-fills each 4 KiB page on a fault: on a 2-core CPU that was ~211,000
+faults and 0.36 s of system time in a 0.43 s step. Whether a given process falls into this depends on
+glibc's dynamic mmap threshold: the same cpu-scale study took 411 s in one run and 552-591 s (45-49
+million faults) in two others.
 
-`retain` sets three glibc `mallopt` options: one arena for all threads (no per-thread heaps to shrink),
-no mmap for large blocks, and no trimming of the heap top. After the first step every page the step needs
-stays mapped and is reused: no faults, and the same step runs in ~0.24 s (1,964-2,127 views/s against
-1,172-1,250 with the defaults, bench and `ssl_jax.main` alike).
-
-It is opt-in (`--host_allocator=retain`), not the default, because it costs elsewhere: every thread
-shares one arena lock, so XLA compiles run ~15% slower; the heap only grows (peak RSS 2.5 -> 4-5 GB for
-one pretraining run); and the whole `experiments/study.py --scale cpu --steps 600` (25 MTC programs per
-method, probes, supervised baselines, all in one process) took 876 s with it against 588 s without.
-Use it for long pretraining runs of large steps on CPU. Results are bit-identical either way.
-
-It is process-wide and must run before JAX starts its CPU backend (the worker threads pick their arena
-when they first allocate). Other C libraries (macOS, musl) are left alone. `system` changes nothing.
+Three policies, process-wide, applied by `configure(policy)` first thing in an entry point:
+- `mimalloc` (the default of `ssl_jax.main`, `experiments/study.py` and the bench): the process relaunches
+  itself once with mimalloc (the pinned `cmeel-mimalloc` wheel) in `LD_PRELOAD` and
+  `MIMALLOC_PURGE_DELAY=-1`. mimalloc keeps a heap per thread (no shared lock) and, with purging off,
+  keeps freed pages mapped for reuse: 0-50 faults per step, SimCLR at batch 256, L=512 in 0.52-0.69x the
+  step time, the cpu-scale study in 426-457 s, compiles not slower (README "Measured").
+- `retain`: glibc `mallopt` with one arena for all threads, no mmap for large blocks and no trimming of
+  the heap top. No faults either, but every thread shares one arena lock (compiles ~15% slower), the heap
+  only grows (peak RSS 4-5 GB for one pretraining run) and the cpu-scale study took 876 s against 588.
+  It must run before JAX starts its CPU backend (the worker threads pick their arena when they first
+  allocate); later it only warns. Other C libraries (macOS, musl) are left alone.
+- `system`: the C library's defaults.
 
 mimalloc cannot be switched on inside a running process (malloc is bound when the program loads), hence
 the relaunch: `os.execve` of the same interpreter and command line (`sys.orig_argv`), same PID, same
 open files and pipes. Where it cannot work (not Linux, the wheel not installed, the loader refused the
 library, or `relaunch=False` for a process that must not be replaced, such as a notebook kernel) the
 process goes on with the system allocator and says why. Children inherit `LD_PRELOAD`, so they run on
-mimalloc too.
+mimalloc too. Results are bit-identical under every policy.
 """
 
 import ctypes
