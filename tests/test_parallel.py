@@ -97,7 +97,9 @@ def _run(method: str, variant: str = 'v2') -> dict:
     # the code under test: run again (numbers are deterministic, so a retry proves nothing away).
     if not (proc.returncode < 0 and 'Termination timeout' in proc.stderr):
       break
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  # An abort prints a long native stack ('    @ 0x...' lines): keep the messages above it in view.
+  messages = '\n'.join(l for l in proc.stderr.splitlines() if not l.lstrip().startswith('@ '))
+  assert proc.returncode == 0, messages[-4000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
   return json.loads(line[len('RESULT'):])
 
