@@ -92,16 +92,21 @@ def mimalloc_version() -> int | None:
     return None
 
 
+def _preloaded(environ: dict[str, str]) -> list[str]:
+  """The libraries of `environ`'s LD_PRELOAD (the loader splits on colons and spaces)."""
+  return [p for p in environ.get('LD_PRELOAD', '').replace(' ', ':').split(':') if p]
+
+
 def preload_environment(environ: dict[str, str], library: str) -> dict[str, str]:
   """`environ` with `library` first in LD_PRELOAD, mimalloc's options (unless already set) and the mark."""
-  preload = [library] + [p for p in environ.get('LD_PRELOAD', '').replace(' ', ':').split(':') if p and p != library]
+  preload = [library] + [p for p in _preloaded(environ) if p != library]
   return {**MIMALLOC_ENV, **environ, 'LD_PRELOAD': ':'.join(preload), RELAUNCH_MARK: '1'}
 
 
 def without_mimalloc(environ: dict[str, str]) -> dict[str, str]:
   """`environ` without mimalloc in LD_PRELOAD nor the mark: for a child that must run another policy."""
-  env = {k: v for k, v in environ.items() if k != RELAUNCH_MARK}
-  preload = [p for p in env.pop('LD_PRELOAD', '').replace(' ', ':').split(':') if p and 'libmimalloc' not in p]
+  env = {k: v for k, v in environ.items() if k not in (RELAUNCH_MARK, 'LD_PRELOAD')}
+  preload = [p for p in _preloaded(environ) if 'libmimalloc' not in p]
   if preload:
     env['LD_PRELOAD'] = ':'.join(preload)
   return env

@@ -17,6 +17,8 @@ from ssl_jax import host_allocator
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLIBC = platform.libc_ver()[0] == 'glibc'
 MIMALLOC = platform.system() == 'Linux' and host_allocator.mimalloc_library() is not None
+needs_mimalloc = pytest.mark.skipif(not MIMALLOC,
+                                    reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
 
 # Allocates a fresh 64 MiB output per call, like a step's activations; prints the median faults per call.
 _FAULT_PROBE = textwrap.dedent('''
@@ -63,13 +65,13 @@ def test_retain_stops_the_page_faults_that_system_pays_for_every_fresh_buffer():
   assert retain < 0.02 * _PAGES_PER_CALL, f'retain still faults {retain} pages per call'
 
 
-@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+@needs_mimalloc
 def test_mimalloc_relaunches_the_process_and_stops_the_page_faults():
   mimalloc = _faults_per_call('mimalloc')
   assert mimalloc < 0.02 * _PAGES_PER_CALL, f'mimalloc still faults {mimalloc} pages per call'
 
 
-@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+@needs_mimalloc
 def test_relaunch_keeps_the_pid_and_command_line_and_does_not_loop():
   script = ('import os, sys; print("before", os.getpid(), sys.argv[1:], flush=True)\n'
             'from ssl_jax import host_allocator; print(host_allocator.configure("mimalloc"))\n'
@@ -85,7 +87,7 @@ def test_relaunch_keeps_the_pid_and_command_line_and_does_not_loop():
   assert lines[2].startswith('host allocator: mimalloc (') and 'MIMALLOC_PURGE_DELAY=-1' in lines[2]
 
 
-@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+@needs_mimalloc
 def test_a_relaunch_the_loader_refused_goes_on_with_the_system_allocator_and_says_why():
   # The mark says "already relaunched" while mimalloc is not loaded: what a refused LD_PRELOAD looks like.
   proc = _run_probe('mimalloc', **{host_allocator.RELAUNCH_MARK: '1'})
@@ -94,7 +96,7 @@ def test_a_relaunch_the_loader_refused_goes_on_with_the_system_allocator_and_say
   assert 'going on with the system allocator' in proc.stderr
 
 
-@pytest.mark.skipif(not MIMALLOC, reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
+@needs_mimalloc
 def test_other_policies_under_an_inherited_mimalloc_say_that_mimalloc_serves():
   script = 'from ssl_jax import host_allocator; print(host_allocator.configure("system"))'
   env = dict(os.environ, LD_PRELOAD=host_allocator.mimalloc_library())
