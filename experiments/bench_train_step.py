@@ -1,7 +1,7 @@
 """Train-step speed: views/s of SimCLR and MoCo steps, compile time and peak memory, side by side in one run.
 
   python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5] [--methods simclr,moco]
-      [--batch_norm_impls fused,flax --rounds 5] [--host_allocators system,retain] [--mtc]
+      [--batch_norm_impls fused,flax --rounds 5] [--host_allocators system,mimalloc] [--mtc]
 
 For each method and batch size it times the jitted, state-donating step on all local devices
 (`parallel.data_parallel`), at two view settings: both views uncropped (L each: the study's batch at full

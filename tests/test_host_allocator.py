@@ -44,10 +44,15 @@ _FAULT_PROBE = textwrap.dedent('''
 _PAGES_PER_CALL = 64 * 1024 * 1024 // 4096
 
 
+def _python(script: str, *args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+  """Runs `python -c script args` on CPU, in an environment without mimalloc unless `env` adds it."""
+  return subprocess.run([sys.executable, '-c', script, *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout,
+                        env=dict(host_allocator.without_mimalloc(dict(os.environ)), JAX_PLATFORMS='cpu', **env))
+
+
 def _run_probe(policy: str, **env: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-c', _FAULT_PROBE, policy], cwd=REPO, capture_output=True, text=True,
-                        timeout=300, env=dict(host_allocator.without_mimalloc(dict(os.environ)), JAX_PLATFORMS='cpu',
-                                              **env))
+  return _python(_FAULT_PROBE, policy, **env)
 
 
 def _faults_per_call(policy: str) -> float:
@@ -76,8 +81,7 @@ def test_relaunch_keeps_the_pid_and_command_line_and_does_not_loop():
   script = ('import os, sys; print("before", os.getpid(), sys.argv[1:], flush=True)\n'
             'from ssl_jax import host_allocator; print(host_allocator.configure("mimalloc"))\n'
             'print("after", os.getpid(), sys.argv[1:], host_allocator.RELAUNCH_MARK in os.environ)')
-  proc = subprocess.run([sys.executable, '-c', script, 'x', '--flag=1'], cwd=REPO, capture_output=True, text=True,
-                        timeout=120, env=host_allocator.without_mimalloc(dict(os.environ)))
+  proc = _python(script, 'x', '--flag=1', timeout=120)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
   pid = lines[0].split()[1]
@@ -99,9 +103,7 @@ def test_a_relaunch_the_loader_refused_goes_on_with_the_system_allocator_and_say
 @needs_mimalloc
 def test_other_policies_under_an_inherited_mimalloc_say_that_mimalloc_serves():
   script = 'from ssl_jax import host_allocator; print(host_allocator.configure("system"))'
-  env = dict(os.environ, LD_PRELOAD=host_allocator.mimalloc_library())
-  proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                        env=env)
+  proc = _python(script, timeout=120, LD_PRELOAD=host_allocator.mimalloc_library())
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.strip() == 'host allocator: mimalloc (inherited LD_PRELOAD; system was asked for and cannot apply)'
   assert 'clear LD_PRELOAD' in proc.stderr
@@ -152,8 +154,7 @@ def test_retain_is_skipped_without_glibc(monkeypatch):
 def test_retain_after_jax_started_warns_that_it_comes_too_late():
   script = ('import jax, jax.numpy as jnp; jnp.ones(3).block_until_ready()\n'
             'from ssl_jax import host_allocator; print(host_allocator.configure("retain"))')
-  proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True, text=True, timeout=300,
-                        env=dict(host_allocator.without_mimalloc(dict(os.environ)), JAX_PLATFORMS='cpu'))
+  proc = _python(script)
   assert proc.returncode == 0, proc.stderr
   assert 'after JAX started its backend' in proc.stderr
   assert proc.stdout.strip().startswith('host allocator: retain')
