@@ -1,6 +1,6 @@
 """The study's shared training setup: every value SimCLR and MoCo have in common.
 
-Values from the study (`shared/reference/STUDY.md`): ShuffleNetV2-0.5 encoder, projection output 256,
+Values from the study (`docs/study.md`): ShuffleNetV2-0.5 encoder, projection output 256,
 temperature 0.07, 400 epochs, batch 256 samples (512 views), lr 0.01, weight decay 1e-4,
 augmentation MTC@(32, 64, 128, 256, 512) + AD@0.2. Method files (`simclr.py`, `moco.py`) start from here.
 Override any key on the command line: `--config.optim.learning_rate=0.03`.
@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width
   # 'none': the study's MLP. 'batch': standardise the projection over the global batch (no affine, no running
-  # statistics), the BN that ends MoCo v3's projector; it keeps MoCo v2 from collapsing early (README).
+  # statistics), the BN that ends MoCo v3's projector; it keeps MoCo v2 from collapsing early
+  # (experiments/results/README.md).
   config.model.projection_norm = 'none'
   config.model.dtype = 'float32'
 

@@ -1,10 +1,10 @@
 """Probe settings of the study's evaluation (`ssl_jax.evaluate`, `ssl_jax.evaluation`).
 
-The study's protocol (`shared/reference/STUDY.md`): frozen encoder, a light head per task (AMC one linear
-layer, AoA linear-ReLU-linear), label budgets 1, 10, 100, 200, 500 per class from the train split, scored
-on the test split, at least 3 seeds; silhouette of the test embeddings; a random-init baseline and a
-supervised baseline on the same budgets. The study does not give the probe optimiser or the AoA hidden
-width; the values below are ours. Override any key: `--probe_config.budgets=1,10`.
+The study's protocol (`docs/study.md`): frozen encoder, a light head per task (AMC one linear layer,
+AoA linear-ReLU-linear), label budgets 1, 10, 100, 200, 500 per class from the train split, scored on the
+test split; silhouette of the test embeddings; a supervised baseline on the same budgets; ours besides:
+a random-init baseline. The study does not give the probe optimiser, the AoA hidden width or the number
+of seeds; the values below are ours. Override any key: `--probe_config.budgets=1,10`.
 """
 
 import ml_collections

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 BUDGETS = (1, 10, 100, 200, 500)
-# The study's published numbers on the real AoAM (shared/reference/STUDY.md), read from its figures.
+# The study's published numbers on the real AoAM (docs/study.md), read from its figures.
 PUBLISHED = {
     'aug': {
         'aoa': {'moco': (.396, .780, .893, .896, .898), 'simclr': (.483, .876, .944, .943, .949),

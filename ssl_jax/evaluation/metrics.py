@@ -1,7 +1,7 @@
 """Evaluation metrics: classification accuracy and the AoA angular error in degrees.
 
 AoA classes index a grid of azimuth and elevation, each -70..70 deg in 10 deg steps:
-`class = az_index * 15 + el_index` with `index = (angle_deg + 70) / 10` (the contract in notes/CONTEXT.md).
+`class = az_index * 15 + el_index` with `index = (angle_deg + 70) / 10` (ssl_jax's order; docs/study.md).
 
 AoA MAE (`aoa_mae_deg`) is defined as the mean over examples of the mean of the absolute azimuth error
 and the absolute elevation error, `mean_i (|az_pred - az_true| + |el_pred - el_true|) / 2`, where the
