@@ -1,23 +1,21 @@
 """Keeps freed host memory mapped, so that XLA:CPU's per-step buffers stop costing page faults.
 
 XLA:CPU mallocs the buffers of every step it runs (activations kept for the backward pass, gradients,
-temporaries: ~0.9 GB for SimCLR at batch 256, L=512) and frees them when the step ends. glibc serves blocks
-that large with `mmap` and returns them with `munmap` (XLA's worker threads have their own arenas, whose
+temporaries) and frees them when the step ends. glibc serves such large blocks
+with `mmap` and returns them with `munmap` (XLA's worker threads have their own arenas, whose
 64 MiB heaps cannot hold them, so they are mmapped even with mmap switched off). The next step touches
-fresh pages, and the kernel zero-fills each 4 KiB page on a fault: on a 2-core CPU that was ~211,000
-faults and 0.36 s of system time in a 0.43 s step. Whether a given process falls into this depends on
-glibc's dynamic mmap threshold: the same cpu-scale study took 411 s in one run and 552-591 s (45-49
-million faults) in two others.
+fresh pages, and the kernel zero-fills each 4 KiB page on a fault. Whether a given process falls into
+this depends on glibc's dynamic mmap threshold, so the same run can be fast once and slow the next.
+What it costs and what each policy saves: docs/performance.md.
 
 Three policies, process-wide, applied by `configure(policy)` first thing in an entry point:
 - `mimalloc` (the default of `ssl_jax.main`, `experiments/study.py` and the bench): the process relaunches
   itself once with mimalloc (the pinned `cmeel-mimalloc` wheel) in `LD_PRELOAD` and
   `MIMALLOC_PURGE_DELAY=-1`. mimalloc keeps a heap per thread (no shared lock) and, with purging off,
-  keeps freed pages mapped for reuse: 0-50 faults per step, SimCLR at batch 256, L=512 in 0.52-0.69x the
-  step time, the cpu-scale study in 426-457 s, compiles not slower (README "Measured").
+  keeps freed pages mapped for reuse.
 - `retain`: glibc `mallopt` with one arena for all threads, no mmap for large blocks and no trimming of
-  the heap top. No faults either, but every thread shares one arena lock (compiles ~15% slower), the heap
-  only grows (peak RSS 4-5 GB for one pretraining run) and the cpu-scale study took 876 s against 588.
+  the heap top. No faults either, but every thread shares one arena lock (slower compiles), the heap
+  only grows, and a whole study ran slower than with the system allocator.
   It must run before JAX starts its CPU backend (the worker threads pick their arena when they first
   allocate); later it only warns. Other C libraries (macOS, musl) are left alone.
 - `system`: the C library's defaults.

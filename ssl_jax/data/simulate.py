@@ -45,8 +45,7 @@ Channel and receiver (per example unless noted)
         same position always sees the same multipath (optionally with a per-example Gaussian jitter of
         the reflection phases, `reflection_phase_jitter_deg`, for imperfect servo repeatability);
       'random': every example redraws its reflections. The multipath is then noise that no learner can
-        average out: a 4x4 covariance probe gets 55% of the AoA classes (L=256, 40 examples per class)
-        against 99% with 'static', which is why 'static' is the default.
+        average out (docs/design.md), which is why 'static' is the default.
   fixed receiver (the same for every split; drawn from `receiver_seed`): per-antenna gain (+-1 dB) and
     phase (+-30 deg) mismatch and, when `iq_imbalance` (default off), per-antenna IQ imbalance
     (I' = I, Q' = (1 + eps)(Q cos phi - I sin phi), |eps| <= 0.01, |phi| <= 1 deg, ~40 dB image rejection);
@@ -63,7 +62,7 @@ Recordings (`nuisances`)
   what changes from slice to slice: the symbols, the symbol timing, the carrier phase, the AM tone phase
   and the noise. 'example' redraws every nuisance per example, so each example carries its own
   fingerprint (SNR, CFO, sps, roll-off) that both of its crops share. Measured, this matters less than
-  one might fear: SimCLR with crops alone learns AoA about as well either way (README, design notes).
+  one might fear: SimCLR with crops alone learns AoA about as well either way (docs/design.md).
 
 Power normalisation
   Each example is scaled so that its measured mean power per complex sample over the 4 antennas is 1
@@ -128,7 +127,7 @@ class SimConfig:
   am_depth_high: float = 0.9
   am_freq_low: float = 0.004  # cycles per sample
   am_freq_high: float = 0.04
-  iq_imbalance: bool = False  # optional: off by default (costs ~10% of the simulation time)
+  iq_imbalance: bool = False  # optional: off by default (it slows the simulation; docs/performance.md)
   receiver_seed: int = 2024  # the fixed receiver hardware, shared by all splits
   nuisances: str = 'recording'  # 'recording': SNR, CFO and transmitter settings fixed per recording; 'example'
   recording_seed: int = 3  # the recordings' fixed settings under nuisances='recording'
@@ -367,7 +366,7 @@ def _rotation(cfo: np.ndarray, length: int) -> np.ndarray:
 
 
 def _uniform01(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-  """Uniform float32 in [0, 1) with 23 random bits, from raw generator output (3x faster than rng.random)."""
+  """Uniform float32 in [0, 1) with 23 random bits, from raw generator output (faster than rng.random)."""
   count = int(np.prod(shape))
   bits = rng.bit_generator.random_raw((count + 1) // 2).view(np.uint32)[:count].reshape(shape)
   u = ((bits >> np.uint32(9)) | np.uint32(0x3F800000)).view(np.float32)
@@ -380,7 +379,7 @@ def _complex_gaussian_polar(rng: np.random.Generator, shape: tuple[int, ...],
   """Circular complex Gaussian noise in polar form (Box-Muller): (radius, angle_rad) float32 of `shape`.
 
   std: (shape[0],) complex standard deviation per example. radius = std * sqrt(-ln U1) is Rayleigh with
-  E[radius^2] = std^2, angle = 2 pi U2. About 3x faster than
+  E[radius^2] = std^2, angle = 2 pi U2. Faster than
   `standard_normal` here, the simulator's largest cost; radius is capped at sqrt(23 ln 2) ~ 4 (P < 1e-7).
   """
   radius = _uniform01(rng, shape)

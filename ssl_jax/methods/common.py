@@ -146,7 +146,8 @@ def crop_lengths_for_step(rng: jax.Array, step: int, policy: augment.AugmentPoli
 
   'host' compiles one step program per length pair (at most |C|^2, each small and quick to compile);
   'switch' compiles one program holding every length (a lax.switch of 2|C| encoder copies, which XLA
-  on CPU compiles ~10x slower than a single pair). With augmentation off there is one program either way.
+  on CPU compiles much slower than a single pair; docs/performance.md). With augmentation off there is one
+  program either way.
   """
   if dispatch == 'switch' or not policy.enabled:
     return None

@@ -7,8 +7,8 @@ trained with either form loads into the other:
 
 - 'grouped': `lax.conv_general_dilated` with `feature_group_count=channels`. Fast on GPU/TPU.
 - 'shift': `sum_k kernel[k] * x_pad[:, k : k + stride * (T_out - 1) + 1 : stride, :]`, i.e. kernel_size
-  strided slices of the padded input, multiplied and added. XLA's grouped conv on CPU is ~20x slower
-  than this form (measured on the project machine), so 'auto' picks 'shift' on CPU.
+  strided slices of the padded input, multiplied and added. XLA's grouped conv is much slower on CPU
+  than this form (docs/performance.md), so 'auto' picks 'shift' on CPU.
 - 'auto': 'shift' when `jax.default_backend() == 'cpu'`, else 'grouped' (decided at trace time).
 """
 
@@ -97,7 +97,7 @@ def max_pool1d(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1)
   """Max-pool over time as an elementwise max of strided slices, padded with -inf (torch's semantics).
 
   `(B, T, C) -> (B, T_out, C)`. Same forward values as `nn.max_pool`, but its gradient is a few
-  elementwise selects instead of XLA's `select_and_scatter`, which is ~20x slower on CPU.
+  elementwise selects instead of XLA's `select_and_scatter`, which is much slower on CPU (docs/performance.md).
   """
   batch, length, channels = x.shape
   length_out = conv_output_length(length, window, stride, padding)
@@ -156,9 +156,8 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
 
   Returns `(y, batch mean, batch variance)`; with `axis_name` the statistics are those of the global
   batch across the devices of that named axis. Differentiable in `x`, `scale` and `bias` through a
-  hand-written backward pass (below), which XLA on CPU runs ~8% faster per train step than autodiff of
-  flax's BatchNorm + ReLU: it keeps only `x` and recomputes the ReLU mask from it, and needs two channel
-  sums where autodiff makes several passes.
+  hand-written backward pass (below): it keeps only `x` and recomputes the ReLU mask from it, and needs
+  two channel sums where autodiff of flax's BatchNorm + ReLU makes several passes (docs/performance.md).
   """
   mean, var = _batch_moments(x, axis_name)
   return _normalize(x, mean, var, scale, bias, epsilon, relu), mean, var

@@ -124,8 +124,9 @@ class ShuffleNetV2Encoder(nn.Module):
     bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
       so each device normalises with global-batch statistics; None for per-call statistics.
     dtype: computation dtype; parameters stay float32.
-    batch_norm_impl: 'fused' (BN + ReLU with a hand-written backward pass, ~10% faster train steps on
-      CPU) or 'flax' (`nn.BatchNorm` + `nn.relu`); the same variables and, to float tolerance, results.
+    batch_norm_impl: 'fused' (BN + ReLU with a hand-written backward pass, faster on CPU:
+      docs/performance.md) or 'flax' (`nn.BatchNorm` + `nn.relu`); the same variables and, to float
+      tolerance, results.
   """
   width_multiplier: float = 0.5
   depthwise_impl: str = 'auto'
