@@ -38,7 +38,8 @@ from ssl_jax import host_allocator  # noqa: E402
 SCALES = ('smoke', 'demo', 'cpu', 'full')
 # (method, augment, antenna_dropout): the study's four runs, MTC + AD and no augmentation ...
 STUDY_RUNS = (('simclr', True, True), ('moco', True, True), ('simclr', False, True), ('moco', False, True))
-# ... and ours (`--mtc_only`): MTC alone, which shows what AD costs when pretraining is short (see README).
+# ... and ours (`--mtc_only`): MTC alone, which shows what AD costs when pretraining is short
+# (experiments/results/README.md).
 MTC_ONLY_RUNS = (('simclr', True, False), ('moco', True, False))
 
 
@@ -55,7 +56,7 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
 
 # `--short_run_moco`: MoCo changed for short runs. The study's MoCo (v2 projection MLP; a queue of 4,096
 # keys at the cpu scale, ~18 per AoA class) does not learn in a few thousand steps on 2 cores: its queries
-# bunch into one point within ~100 steps and never leave (README, "MoCo in short runs"). These two changes
+# bunch into one point early and never leave (experiments/results/README.md, "MoCo in short runs"). These two changes
 # stop the collapse and beat a random encoder on both tasks in side runs with 40 examples per class: the
 # projection standardised over the batch (the BN without affine that ends MoCo v3's projector) and a
 # queue of 256 keys (as many negatives as SimCLR's batch, ~1 per AoA class). At the cpu scale (100 per
@@ -64,7 +65,7 @@ SHORT_RUN_MOCO = dict(projection_norm='batch', queue=256)
 # `--moco_variant`: 'v2' is the study's MoCo (queue of negatives); 'v3' the symmetric loss without a queue.
 MOCO_VARIANTS = ('v2', 'v3')
 # The MoCo each scale runs unless `--moco_variant` says otherwise. The cpu scale runs v3: in its 3,000 steps
-# the study's v2 collapses and probes below a random encoder (README, "MoCo in short runs"), while v3 clears
+# the study's v2 collapses and probes below a random encoder (experiments/results/README.md), while v3 clears
 # it at every budget on both tasks, which is what the cpu scale is for. `--moco_variant v2` reproduces the
 # study's MoCo there; every other scale runs it by default, the full scale above all.
 DEFAULT_MOCO_VARIANT = {'smoke': 'v2', 'demo': 'v2', 'cpu': 'v3', 'full': 'v2'}

@@ -65,7 +65,7 @@ def test_short_run_moco_only_on_request_and_never_at_the_full_scale():
 
 def test_moco_variant_is_chosen_per_study_and_checked(tmp_path):
   for scale in ('smoke', 'demo', 'cpu', 'full'):
-    default = 'v3' if scale == 'cpu' else 'v2'  # The cpu scale's v2 collapses (README); the study's is v2.
+    default = 'v3' if scale == 'cpu' else 'v2'  # The cpu scale's v2 collapses (experiments/results/README.md); the study's is v2.
     assert study.pretrain_config('moco', True, scale).moco.variant == default, scale
     assert study.pretrain_config('moco', False, scale, moco_variant='v3').moco.variant == 'v3', scale
     assert study.pretrain_config('moco', True, scale, moco_variant='v2').moco.variant == 'v2', scale
