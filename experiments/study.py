@@ -1,7 +1,7 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
   python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
-      [--short_run_moco] [--moco_variant {v2,v3}]
+      [--short_run_moco] [--moco_variant {v2,v3}] [--data real --manual_dir DIR]
 
 Pretrains four encoders (SimCLR and MoCo, each with MTC+AD and with no augmentation; with `--mtc_only`
 also each with MTC alone), probes each at
@@ -14,6 +14,11 @@ Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make
 `cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps, MoCo v3 unless
 `--moco_variant v2`; ~20 minutes on 2 CPU cores; `--mtc_only` adds ~10 minutes), `full` (the study's
 400 epochs at batch 256, the study's MoCo v2; for an accelerator).
+
+Data: the simulator by default; `--data real --manual_dir DIR` runs every pretraining run, probe and
+baseline on the real AoAM files DIR/train.h5 and DIR/test.h5 instead. Their length must be the scale's
+(smoke 64, demo and cpu 128, full 1,024); they are checked (layout, then every value while their shards
+are written) before any training, and a problem exits with a message that names the file.
 """
 
 import argparse
@@ -36,6 +41,7 @@ from experiments import study_report  # noqa: E402
 from ssl_jax import host_allocator  # noqa: E402
 
 SCALES = ('smoke', 'demo', 'cpu', 'full')
+DATA_SOURCES = ('simulated', 'real')
 # (method, augment, antenna_dropout): the study's four runs, MTC + AD and no augmentation ...
 STUDY_RUNS = (('simclr', True, True), ('moco', True, True), ('simclr', False, True), ('moco', False, True))
 # ... and ours (`--mtc_only`): MTC alone, which shows what AD costs when pretraining is short
@@ -147,6 +153,52 @@ def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
   config.checkpoint_every_steps = max(steps // 2, 1)
 
 
+class DataError(ValueError):
+  """The study's data cannot be used (missing files, wrong layout, length or values); raised before training."""
+
+
+def set_data(config: ml_collections.ConfigDict, data_dir: str, data_source: str = 'simulated',
+             manual_dir: str = '') -> None:
+  """Points a run's config.data at the study's data: the TFDS data dir and the source (real: manual_dir's files)."""
+  config.data.data_dir = data_dir
+  config.data.source = data_source
+  config.data.manual_dir = manual_dir if data_source == 'real' else ''
+
+
+def check_data_args(data_source: str, manual_dir: str) -> None:
+  """Raises ValueError unless --data is a known source and --manual_dir is given exactly for 'real'."""
+  if data_source not in DATA_SOURCES:
+    raise ValueError(f'--data must be one of {DATA_SOURCES}, got {data_source!r}')
+  if data_source == 'real' and not manual_dir:
+    raise ValueError('--data real needs --manual_dir DIR (the directory holding train.h5 and test.h5)')
+  if data_source != 'real' and manual_dir:
+    raise ValueError(f'--manual_dir {manual_dir} is read only with --data real')
+
+
+def prepare_real_data(scale: str, data_dir: str, manual_dir: str) -> dict[str, Any]:
+  """Checks the real files for a study at `scale` and writes their shards; returns what they are.
+
+  Raises DataError (naming the file and the problem) when a file is missing, its layout is not AoAM's,
+  its length is not the scale's, or a value is out of range or not finite.
+  """
+  from ssl_jax.data import aoam, real_files  # pylint: disable=g-import-not-at-top
+  config = pretrain_config('simclr', True, scale)
+  set_data(config, data_dir, 'real', manual_dir)
+  try:
+    files = real_files.inspect(manual_dir, length=None)
+    if files.length != config.data.length:
+      lengths = ', '.join(f'{s} {pretrain_config("simclr", True, s).data.length}' for s in SCALES)
+      raise ValueError(f"{files.files['train'].path}: examples of length {files.length}; the {scale} scale runs "
+                       f'length {config.data.length} (scales: {lengths}): use files of that length or a scale '
+                       'that runs theirs')
+    builder = aoam.get_builder(config.data)  # Checks every value while the shards are written.
+  except ValueError as e:
+    raise DataError(f'--data real --manual_dir {manual_dir}: {e}') from None
+  return {'source': 'real', 'manual_dir': manual_dir, 'length': files.length, 'fingerprint': files.fingerprint,
+          'num_examples': {split: f.num_examples for split, f in files.files.items()},
+          'tfds_config': builder.builder_config.name}
+
+
 def probe_config(scale: str) -> ml_collections.ConfigDict:
   """Probe and baseline settings at a scale (budgets capped by the examples each scale simulates)."""
   config = probe_config_lib.get_config()
@@ -174,19 +226,24 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False,
-              moco_variant: str | None = None) -> dict[str, Any]:
+              moco_variant: str | None = None, data_source: str = 'simulated',
+              manual_dir: str = '') -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
   mtc_only: also pretrain and probe SimCLR and MoCo with MTC alone (AD off).
   short_run_moco: MoCo with `SHORT_RUN_MOCO` (below the full scale) instead of as the study has it.
   moco_variant: MoCo 'v2' (the study's) or 'v3'; None runs the scale's `DEFAULT_MOCO_VARIANT`.
+  data_source, manual_dir: 'simulated', or 'real' with the files in manual_dir (`prepare_real_data`, run
+    before any training; DataError if they cannot be used).
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
   moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
+  check_data_args(data_source, manual_dir)
+  manual_dir = os.path.abspath(manual_dir) if manual_dir else ''  # Runs' config.json must not depend on the cwd.
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
@@ -195,9 +252,10 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   started = time.perf_counter()
+  data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
                              'short_run_moco': short_run_moco,
-                             'moco_variant': moco_variant, 'runs': {},
+                             'moco_variant': moco_variant, 'data': data, 'runs': {},
                              'timing_s': {}}
   probes = probe_config(scale)
   results['probe_config'] = json.loads(probes.to_json_best_effort())
@@ -216,7 +274,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     config.seed = seed
     if steps is not None:
       set_steps(config, steps)
-    config.data.data_dir = data_dir
+    set_data(config, data_dir, data_source, manual_dir)
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
     t0 = time.perf_counter()
@@ -232,7 +290,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
       projections[name] = embeddings_lib.compute_embeddings(encoder, variables, data.batches('test'),
                                                             batch_size=probes.embed_batch_size)
   reference = pretrain_config('simclr', True, scale)
-  reference.data.data_dir = data_dir
+  set_data(reference, data_dir, data_source, manual_dir)
   _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name('simclr', True)))
   random_variables = suite.random_init_variables(encoder, reference.data, seed)
   results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
@@ -266,13 +324,25 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default=host_allocator.DEFAULT_POLICY,
                       help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). retain: '
                            'glibc options (slower here). system: the C library defaults (ssl_jax/host_allocator.py)')
+  parser.add_argument('--data', choices=DATA_SOURCES, default='simulated',
+                      help='simulated (the default) or real: the AoAM recordings train.h5 and test.h5 in --manual_dir')
+  parser.add_argument('--manual_dir', default='', help='with --data real: the directory holding train.h5 and test.h5')
   args = parser.parse_args(argv)
+  try:
+    check_data_args(args.data, args.manual_dir)
+  except ValueError as e:
+    parser.error(str(e))
   # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
   print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
-  run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-            mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
+  try:
+    run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
+              mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant,
+              data_source=args.data, manual_dir=args.manual_dir)
+  except DataError as e:
+    print(f'[study] error: {e}', file=sys.stderr)
+    return 2
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 

@@ -72,6 +72,17 @@ def moco_settings_line(config: Mapping[str, Any]) -> str:
           f'{schedule}, {head}, τ = {config["temperature"]}.')
 
 
+def data_line(data: Mapping[str, Any]) -> str:
+  """The report's sentence on the data the study ran on (results['data'])."""
+  if data['source'] == 'real':
+    counts = data['num_examples']
+    return (f"Data: real AoAM recordings from `{data['manual_dir']}` ({counts['train']:,} train and "
+            f"{counts['test']:,} test examples of length {data['length']}, fingerprint {data['fingerprint']}).")
+  return ('Data: the ssl_jax AoAM simulator (the real recordings are not public), so the numbers are not '
+          "expected to equal the study's; the comparison of interest is the ordering between methods and "
+          'between settings.')
+
+
 def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np.ndarray],
           test_labels: Mapping[str, np.ndarray]) -> None:
   """Writes results.json, report.md and the plots into `out_dir`."""
@@ -85,10 +96,9 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
               ('random_init', 'Random-init encoder')]
   noaug_runs = [('simclr_noaug', 'SimCLR'), ('moco_noaug', 'MoCo')]
   lines = [f"# ssl_jax study report (scale `{results['scale']}`)", '',
-           'Data: the ssl_jax AoAM simulator (the real recordings are not public), so the numbers are not '
-           'expected to equal the study\'s; the comparison of interest is the ordering between methods and '
-           'between settings. Cells: test accuracy, mean ± std over probe seeds. The study column lists the '
-           'published figures at 1, 10, 100, 200 and 500 labels per class.', '']
+           data_line(results.get('data', {'source': 'simulated'})) + ' Cells: test accuracy, mean ± std over '
+           'probe seeds. The study column lists the published figures at 1, 10, 100, 200 and 500 labels per '
+           'class.', '']
   moco_config = results['runs'].get('moco_aug', {}).get('config')
   if moco_config:
     lines += [moco_settings_line(moco_config), '']

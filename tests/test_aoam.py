@@ -87,7 +87,7 @@ def test_real_config_reads_manual_dir(tmp_path):
   train = write_file(manual / 'train.h5', n=30)
   write_file(manual / 'test.h5', n=10)
   builder = aoam.get_builder(data_config(tmp_path, source='real', manual_dir=str(manual)))
-  assert builder.builder_config.name == f'real_l{LENGTH}'
+  assert builder.builder_config.name == f'real_l{LENGTH}_{builder.builder_config.real.fingerprint}'
   source = builder.as_data_source('train')
   assert len(source) == 30
   np.testing.assert_array_equal(source[4]['iq'], aoam.to_model_layout(train['iq_data'][4:5])[0])

@@ -29,7 +29,8 @@ class FileSummary:
   length: int
 
 
-def _open(path: str) -> h5py.File:
+def open_file(path: str) -> h5py.File:
+  """Opens an HDF5 file read-only; ValueError naming the file if it is missing or unreadable."""
   try:
     return h5py.File(path, 'r')
   except FileNotFoundError:
@@ -38,7 +39,8 @@ def _open(path: str) -> h5py.File:
     raise ValueError(f'{path}: not a readable HDF5 file (truncated or corrupt?): {e}') from None
 
 
-def _read(path: str, dataset: h5py.Dataset, selection=slice(None)) -> np.ndarray:
+def read_dataset(path: str, dataset: h5py.Dataset, selection=slice(None)) -> np.ndarray:
+  """dataset[selection]; ValueError naming the file and dataset if the bytes cannot be read."""
   try:
     return dataset[selection]
   except (OSError, RuntimeError) as e:
@@ -112,14 +114,14 @@ def iter_chunks(path: str, length: int | None = None, chunk_size: int = 1024):
 
   Structure and labels are checked before the first chunk; NaN/Inf per chunk, so memory stays bounded.
   """
-  with _open(path) as f:
+  with open_file(path) as f:
     summary = check_structure(path, f, length)
-    modulation = _read(path, f['modulation']).astype(np.int64)
-    angles = _read(path, f['angles']).astype(np.float32)
+    modulation = read_dataset(path, f['modulation']).astype(np.int64)
+    angles = read_dataset(path, f['angles']).astype(np.float32)
     check_labels(path, modulation, angles)
     for start in range(0, summary.num_examples, chunk_size):
       stop = min(start + chunk_size, summary.num_examples)
-      iq = _read(path, f['iq_data'], slice(start, stop)).astype(np.float32, copy=False)
+      iq = read_dataset(path, f['iq_data'], slice(start, stop)).astype(np.float32, copy=False)
       check_iq(path, iq, start)
       yield start, iq, modulation[start:stop], angles[start:stop]
 
@@ -129,7 +131,7 @@ def validate_file(path: str, length: int | None = None) -> FileSummary:
   summary = None
   for _ in iter_chunks(path, length):
     pass
-  with _open(path) as f:
+  with open_file(path) as f:
     summary = check_structure(path, f, length)
   return summary
 
