@@ -8,6 +8,8 @@ Override any key on the command line: `--config.optim.learning_rate=0.03`.
 
 import ml_collections
 
+from ssl_jax.data import spec
+
 STUDY_CROP_LENGTHS = (32, 64, 128, 256, 512)
 
 
@@ -21,9 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = 'simulated'  # 'simulated' | 'real'
   config.data.data_dir = ''  # TFDS data dir; '' -> ~/tensorflow_datasets
   config.data.manual_dir = ''  # where the real HDF5 files live (source='real')
-  config.data.length = 1024  # samples per example (L)
+  config.data.length = spec.LENGTH  # samples per example (L), 1024
   config.data.examples_per_class = 200  # simulated train examples per AoA class
-  config.data.test_examples_per_class = 26  # 26 * 225 = 5,850 test examples, the study's silhouette set
+  # 26 per AoA class = 5,850 test examples, the study's silhouette set.
+  config.data.test_examples_per_class = spec.TEST_EXAMPLES_PER_CLASS
   config.data.snr_db_low = 0.0
   config.data.snr_db_high = 30.0
   config.data.sim_seed = 0

@@ -9,6 +9,8 @@ of seeds; the values below are ours. Override any key: `--probe_config.budgets=1
 
 import ml_collections
 
+from ssl_jax.data import spec
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -34,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Silhouette of the test embeddings (standardised, euclidean; the study: 5,850 examples, no tuning).
   config.clustering = ml_collections.ConfigDict()
   config.clustering.normalize = 'standardize'  # 'standardize' | 'l2' | 'none'
-  config.clustering.max_examples = 5850  # seeded subset when the test split is larger; <= 0: all
+  config.clustering.max_examples = spec.SILHOUETTE_EXAMPLES  # seeded subset if the test split is larger; <= 0: all
 
   # Baselines run by `ssl_jax.evaluate` besides the pretrained encoder.
   config.random_init = True  # the same probes on a randomly initialised encoder

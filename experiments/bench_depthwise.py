@@ -15,6 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.data import spec
 from ssl_jax.models import ShuffleNetV2Encoder
 
 IMPLS = ('shift', 'grouped')
@@ -33,7 +34,7 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def bench_one(impl: str, batch: int, length: int, repeats: int) -> tuple[float, float]:
   """(forward ms, forward+backward ms) for one depthwise form at `(batch, length, 8)`."""
   model = ShuffleNetV2Encoder(depthwise_impl=impl)
-  x = jax.random.normal(jax.random.key(0), (batch, length, 8), jnp.float32)
+  x = jax.random.normal(jax.random.key(0), (batch, length, spec.NUM_CHANNELS), jnp.float32)
   variables = jax.jit(model.init)(jax.random.key(1), x[:2])
   params, batch_stats = variables['params'], variables['batch_stats']
 

@@ -13,6 +13,7 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')  # one core: keep numpy's FFT/BLAS
 
 
 from ssl_jax.data import simulate  # pylint: disable=g-import-not-at-top
+from ssl_jax.data import spec  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -22,8 +23,8 @@ def main():
   parser.add_argument('--repeats', type=int, default=3)
   args = parser.parse_args()
   config = simulate.SimConfig(length=args.length)
-  per_class = -(-args.examples // simulate.NUM_AOA_CLASSES)
-  n = per_class * simulate.NUM_AOA_CLASSES
+  per_class = -(-args.examples // spec.NUM_AOA_CLASSES)
+  n = per_class * spec.NUM_AOA_CLASSES
   for _ in simulate.generate('train', 1, config, seed=0):  # warm the tables
     pass
   for rep in range(args.repeats):

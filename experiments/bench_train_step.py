@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from configs import moco as moco_config  # noqa: E402
 from configs import simclr as simclr_config  # noqa: E402
 from ssl_jax import host_allocator, optim, parallel  # noqa: E402
+from ssl_jax.data import spec  # noqa: E402
 from ssl_jax.methods import common, moco, simclr  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list, ba
       config, method.create_networks(config, parallel.AXIS), tx, common.Schedules(lr, mom),
       axis_name=parallel.AXIS), mesh)
   batch = parallel.shard_batch(
-      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, 8)).astype(np.float32)}, mesh)
+      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32)}, mesh)
   compile_s = []
   for pair in crop_pairs:  # First call per pair: compile + one step.
     t0 = time.perf_counter()

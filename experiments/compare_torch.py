@@ -76,13 +76,14 @@ def make_config(args: argparse.Namespace, method: str):
 def simulated_batches(config, steps: int) -> np.ndarray:
   """`(steps, batch, length, 8)` simulated AoAM examples (random classes)."""
   from ssl_jax.data import simulate
+  from ssl_jax.data import spec
   rng = np.random.default_rng(0)
   n = steps * config.batch_size
-  aoa = rng.integers(0, simulate.NUM_AOA_CLASSES, n)
-  modulation = rng.integers(0, simulate.NUM_MODULATIONS, n)
+  aoa = rng.integers(0, spec.NUM_AOA_CLASSES, n)
+  modulation = rng.integers(0, spec.NUM_MODULATIONS, n)
   iq = simulate.simulate_examples(rng, aoa, modulation, simulate.SimConfig(length=config.data.length))
-  iq = iq.transpose(0, 3, 1, 2).reshape(n, config.data.length, 8).astype(np.float32)
-  return iq.reshape(steps, config.batch_size, config.data.length, 8)
+  iq = iq.transpose(0, 3, 1, 2).reshape(n, config.data.length, spec.NUM_CHANNELS).astype(np.float32)
+  return iq.reshape(steps, config.batch_size, config.data.length, spec.NUM_CHANNELS)
 
 
 def peak_rss_mib() -> float:

@@ -7,6 +7,8 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ssl_jax.data import spec
+
 BUDGETS = (1, 10, 100, 200, 500)
 # The study's published numbers on the real AoAM (docs/study.md), read from its figures.
 PUBLISHED = {
@@ -22,7 +24,7 @@ PUBLISHED = {
     },
     'silhouette': {'simclr': {'aoa': 0.235, 'amc': 0.069}, 'moco': {'aoa': 0.158, 'amc': 0.104}},
 }
-TASK_TITLES = {'aoa': 'AoA (225 classes)', 'amc': 'AMC (7 classes)'}
+TASK_TITLES = {'aoa': f'AoA ({spec.NUM_AOA_CLASSES} classes)', 'amc': f'AMC ({spec.NUM_MODULATIONS} classes)'}
 
 
 def _probe_scores(results: Mapping, run: str, task: str) -> dict[int, Mapping]:

@@ -22,16 +22,15 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 import jax
 import jax.numpy as jnp
 
-NUM_ANTENNAS = 4
-NUM_CHANNELS = 2 * NUM_ANTENNAS  # I and Q per antenna
+from ssl_jax.data import spec
 
 Out = TypeVar('Out')
 
 
 def _check_input(x: jax.Array) -> None:
   shape = getattr(x, 'shape', None)
-  if shape is None or len(shape) != 3 or shape[2] != NUM_CHANNELS:
-    raise ValueError(f'x must have shape (batch, time, {NUM_CHANNELS}); got shape {shape}.')
+  if shape is None or len(shape) != 3 or shape[2] != spec.NUM_CHANNELS:
+    raise ValueError(f'x must have shape (batch, time, {spec.NUM_CHANNELS}); got shape {shape}.')
 
 
 def _local_draws(draw: Callable[[tuple[int, ...]], jax.Array], batch: int,
@@ -78,9 +77,9 @@ def antenna_dropout(key: jax.Array, x: jax.Array, p: float, axis_name: Optional[
       raise ValueError(f'p must be in [0, 1); got {p}.')
     if p == 0:
       return x
-  keep = _local_draws(lambda shape: jax.random.bernoulli(key, 1.0 - p, shape + (1, NUM_ANTENNAS)),
+  keep = _local_draws(lambda shape: jax.random.bernoulli(key, 1.0 - p, shape + (1, spec.NUM_ANTENNAS)),
                       x.shape[0], axis_name)
-  return x * jnp.repeat(keep, 2, axis=-1).astype(x.dtype)
+  return x * jnp.repeat(keep, spec.NUM_IQ, axis=-1).astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

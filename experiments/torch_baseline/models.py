@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ssl_jax.data import spec
+
 STAGE_OUT_CHANNELS = (24, 48, 96, 192, 1024)  # width 0.5: stem, stage2, stage3, stage4, conv5
 STAGE_REPEATS = (4, 8, 4)
 
@@ -67,7 +69,7 @@ class InvertedResidual(nn.Module):
 class ShuffleNetV2Encoder(nn.Module):
   """1-D ShuffleNetV2-0.5: `(batch, 8, time)` -> `(batch, 1024)`. `stage_repeats` as `config.model`."""
 
-  def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, in_channels: int = 8):
+  def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, in_channels: int = spec.NUM_CHANNELS):
     super().__init__()
     if len(stage_repeats) != 3 or min(stage_repeats) < 1:
       raise ValueError(f'stage_repeats must be 3 positive ints, got {stage_repeats!r}')
@@ -84,8 +86,9 @@ class ShuffleNetV2Encoder(nn.Module):
     self.out_dim = channels[4]
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    if x.ndim != 3 or x.shape[1] != 8 or x.shape[2] < 32:
-      raise ValueError(f'x must have shape (batch, 8, time >= 32) (channels first), got {tuple(x.shape)}')
+    if x.ndim != 3 or x.shape[1] != spec.NUM_CHANNELS or x.shape[2] < 32:
+      raise ValueError(f'x must have shape (batch, {spec.NUM_CHANNELS}, time >= 32) (channels first), got '
+                       f'{tuple(x.shape)}')
     x = self.maxpool(self.conv1(x))
     x = self.stage4(self.stage3(self.stage2(x)))
     return self.conv5(x).mean(dim=2)

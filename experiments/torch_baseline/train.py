@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from experiments.torch_baseline import lightly_loss, models
+from ssl_jax.data import spec
 
 
 def make_views(x: torch.Tensor, crop_length: int, antenna_dropout: float,
@@ -48,8 +49,8 @@ def make_views(x: torch.Tensor, crop_length: int, antenna_dropout: float,
     index = starts + torch.arange(crop_length).view(1, 1, crop_length)
     x = torch.gather(x, 2, index.expand(batch, channels, crop_length))
   if antenna_dropout > 0:
-    keep = (torch.rand((batch, channels // 2, 1), generator=generator) >= antenna_dropout).to(x.dtype)
-    x = x * keep.repeat_interleave(2, dim=1)
+    keep = (torch.rand((batch, channels // spec.NUM_IQ, 1), generator=generator) >= antenna_dropout).to(x.dtype)
+    x = x * keep.repeat_interleave(spec.NUM_IQ, dim=1)
   return x
 
 

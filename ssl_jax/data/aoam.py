@@ -36,9 +36,9 @@ import tensorflow_datasets as tfds
 
 from ssl_jax.data import real_files
 from ssl_jax.data import simulate
+from ssl_jax.data import spec
 from ssl_jax.data import validate
 
-NUM_CHANNELS = 2 * simulate.NUM_ANTENNAS  # 8
 REAL_FILES = real_files.FILE_NAMES
 FILE_FORMAT = 'array_record'
 
@@ -53,7 +53,7 @@ class AoamConfig(tfds.core.BuilderConfig):
   """A builder config: source 'simulated' or 'real' plus the parameters that define its bytes."""
 
   def __init__(self, *, source: str, length: int, examples_per_class: int = 200,
-               test_examples_per_class: int = simulate.TEST_EXAMPLES_PER_CLASS,
+               test_examples_per_class: int = spec.TEST_EXAMPLES_PER_CLASS,
                snr_db_low: float = 0.0, snr_db_high: float = 30.0, sim_seed: int = 0,
                environment: str = 'static', nuisances: str = 'recording',
                real: real_files.RealFiles | None = None, **kwargs):
@@ -108,7 +108,7 @@ class AoamConfig(tfds.core.BuilderConfig):
 def to_model_layout(iq_data: np.ndarray) -> np.ndarray:
   """AoAM layout (n, 4, 2, L) -> model layout (n, L, 8), float32."""
   n, _, _, length = iq_data.shape
-  return np.ascontiguousarray(iq_data.transpose(0, 3, 1, 2).reshape(n, length, NUM_CHANNELS), np.float32)
+  return np.ascontiguousarray(iq_data.transpose(0, 3, 1, 2).reshape(n, length, spec.NUM_CHANNELS), np.float32)
 
 
 class Aoam(tfds.core.GeneratorBasedBuilder):
@@ -123,7 +123,8 @@ class Aoam(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = []
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f'Put the AoAM HDF5 recordings in the manual dir as {REAL_FILES["train"]} and {REAL_FILES["test"]}, each '
-      'with datasets iq_data (n, 4, 2, L) float, modulation (n,) int in [0, 7), angles (n, 2) degrees.')
+      f'with datasets iq_data (n, {spec.NUM_ANTENNAS}, {spec.NUM_IQ}, L) float, modulation (n,) int in '
+      f'[0, {spec.NUM_MODULATIONS}), angles (n, 2) degrees.')
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -135,10 +136,10 @@ class Aoam(tfds.core.GeneratorBasedBuilder):
     length = self.builder_config.length
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            'iq': tfds.features.Tensor(shape=(length, NUM_CHANNELS), dtype=np.float32,
+            'iq': tfds.features.Tensor(shape=(length, spec.NUM_CHANNELS), dtype=np.float32,
                                        encoding=tfds.features.Encoding.BYTES),
-            'aoa': tfds.features.ClassLabel(num_classes=simulate.NUM_AOA_CLASSES),
-            'modulation': tfds.features.ClassLabel(names=simulate.MODULATIONS),
+            'aoa': tfds.features.ClassLabel(num_classes=spec.NUM_AOA_CLASSES),
+            'modulation': tfds.features.ClassLabel(names=spec.MODULATIONS),
             'angles_deg': tfds.features.Tensor(shape=(2,), dtype=np.float32),
         }),
         supervised_keys=None,

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ssl_jax.data import aoam
+from ssl_jax.data import spec
 
 LABEL_KEYS = ('aoa', 'modulation', 'angles_deg')
 _MAX_STEPS = 1 << 62
@@ -45,19 +46,19 @@ def _raw_source(data_config: Any, split: str):
 
 def _parse_fn(length: int, keys: Sequence[str]) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
   """Serialized tf.Examples (b,) -> batch dict, with the contract dtypes."""
-  spec = {
+  features_spec = {
       'iq': tf.io.FixedLenFeature([], tf.string),
       'aoa': tf.io.FixedLenFeature([], tf.int64),
       'modulation': tf.io.FixedLenFeature([], tf.int64),
       'angles_deg': tf.io.FixedLenFeature([2], tf.float32),
   }
-  spec = {k: spec[k] for k in keys}
+  features_spec = {k: features_spec[k] for k in keys}
 
   def parse(serialized):
-    features = tf.io.parse_example(serialized, spec)
+    features = tf.io.parse_example(serialized, features_spec)
     out = {}
     if 'iq' in features:
-      out['iq'] = tf.reshape(tf.io.decode_raw(features['iq'], tf.float32), [-1, length, aoam.NUM_CHANNELS])
+      out['iq'] = tf.reshape(tf.io.decode_raw(features['iq'], tf.float32), [-1, length, spec.NUM_CHANNELS])
     for key in ('aoa', 'modulation'):
       if key in features:
         out[key] = tf.cast(features[key], tf.int32)

@@ -91,13 +91,11 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-MODULATIONS = ('bpsk', 'cw', 'pam4', 'qam16', 'qam64', 'qpsk', 'sine')
-NUM_MODULATIONS = len(MODULATIONS)
-ANGLE_GRID_DEG = np.arange(-70, 71, 10, dtype=np.float32)
-NUM_ANGLES = len(ANGLE_GRID_DEG)  # 15 per axis
-NUM_AOA_CLASSES = NUM_ANGLES * NUM_ANGLES  # 225
-NUM_ANTENNAS = 4
-TEST_EXAMPLES_PER_CLASS = 26  # 26 * 225 = 5,850, the study's silhouette set
+from ssl_jax.data import spec
+# The dataset's facts, under the names this module has always exported.
+from ssl_jax.data.spec import MODULATIONS, NUM_AOA_CLASSES, NUM_ANTENNAS, NUM_MODULATIONS, TEST_EXAMPLES_PER_CLASS
+
+ANGLE_GRID_DEG = np.asarray(spec.ANGLE_GRID_DEG, np.float32)  # spec's grid as an array, for indexing
 SPLIT_CODES = {'train': 0, 'test': 1}
 ENVIRONMENTS = ('static', 'random')
 NUISANCE_SCOPES = ('recording', 'example')
@@ -109,7 +107,7 @@ ANTENNA_POSITIONS_WL = np.array([[-0.25, 0.25], [0.25, 0.25], [-0.25, -0.25], [0
 @dataclasses.dataclass(frozen=True)
 class SimConfig:
   """Physics parameters of the simulator; defaults are the embedded AoAM stand-in."""
-  length: int = 1024  # samples per example (L)
+  length: int = spec.LENGTH  # samples per example (L)
   snr_db_low: float = 0.0
   snr_db_high: float = 30.0
   cfo_max: float = 0.01  # cycles per sample
@@ -240,15 +238,15 @@ def steering_vector(az_deg: np.ndarray, el_deg: np.ndarray) -> np.ndarray:
 
 def aoa_class(az_deg: np.ndarray, el_deg: np.ndarray) -> np.ndarray:
   """Grid angles (deg) -> AoA class az_index * 15 + el_index, int64."""
-  az_index = np.rint((np.asarray(az_deg) + 70.0) / 10.0).astype(np.int64)
-  el_index = np.rint((np.asarray(el_deg) + 70.0) / 10.0).astype(np.int64)
-  return az_index * NUM_ANGLES + el_index
+  az_index = np.rint(spec.grid_index(np.asarray(az_deg))).astype(np.int64)
+  el_index = np.rint(spec.grid_index(np.asarray(el_deg))).astype(np.int64)
+  return spec.aoa_class(az_index, el_index)
 
 
 def class_angles_deg(aoa: np.ndarray) -> np.ndarray:
   """AoA class (n,) -> (azimuth, elevation) in degrees, float32 (n, 2)."""
-  aoa = np.asarray(aoa)
-  return np.stack([ANGLE_GRID_DEG[aoa // NUM_ANGLES], ANGLE_GRID_DEG[aoa % NUM_ANGLES]], axis=-1)
+  az_index, el_index = spec.axis_indices(np.asarray(aoa))
+  return np.stack([ANGLE_GRID_DEG[az_index], ANGLE_GRID_DEG[el_index]], axis=-1)
 
 
 def label_schedule(start: int, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,9 +16,9 @@ import sys
 import h5py
 import numpy as np
 
-from ssl_jax.data import simulate
+from ssl_jax.data import spec
 
-REQUIRED_KEYS = ('iq_data', 'modulation', 'angles')
+REQUIRED_KEYS = spec.HDF5_DATASETS
 ANGLE_TOLERANCE_DEG = 0.5  # how far an angle may sit from its grid point (servo readout rounding)
 
 
@@ -49,22 +49,24 @@ def read_dataset(path: str, dataset: h5py.Dataset, selection=slice(None)) -> np.
 
 def check_labels(path: str, modulation: np.ndarray, angles: np.ndarray, start: int = 0) -> None:
   """Raises ValueError naming the first example whose modulation or angle is out of range or off the grid."""
-  bad = np.flatnonzero((modulation < 0) | (modulation >= simulate.NUM_MODULATIONS))
+  bad = np.flatnonzero((modulation < 0) | (modulation >= spec.NUM_MODULATIONS))
   if bad.size:
     i = bad[0]
     raise ValueError(f'{path}: modulation[{start + i}] = {modulation[i]} is out of range '
-                     f'[0, {simulate.NUM_MODULATIONS}) ({bad.size} such examples)')
+                     f'[0, {spec.NUM_MODULATIONS}) ({bad.size} such examples)')
   finite = np.isfinite(angles).all(axis=1)
   if not finite.all():
     i = np.flatnonzero(~finite)[0]
     raise ValueError(f'{path}: angles[{start + i}] = {angles[i].tolist()} is not finite')
-  index = (angles - simulate.ANGLE_GRID_DEG[0]) / 10.0
-  off = (np.abs(index - np.rint(index)) * 10.0 > ANGLE_TOLERANCE_DEG) | (index < -0.05) | (index > 14.05)
+  index = spec.grid_index(angles)
+  off = ((np.abs(index - np.rint(index)) * spec.ANGLE_STEP_DEG > ANGLE_TOLERANCE_DEG) | (index < -0.05)
+         | (index > spec.NUM_ANGLES - 1 + 0.05))
   if off.any():
     example, column = np.argwhere(off)[0]
     name = ('azimuth', 'elevation')[column]
     raise ValueError(f'{path}: angles[{start + example}] {name} = {angles[example, column]} deg is not on the AoA '
-                     f'grid (-70..70 in 10 deg steps, tolerance {ANGLE_TOLERANCE_DEG}) ({int(off.any(1).sum())} such examples)')
+                     f'grid ({spec.ANGLE_MIN_DEG}..{spec.ANGLE_MAX_DEG} in {spec.ANGLE_STEP_DEG} deg steps, '
+                     f'tolerance {ANGLE_TOLERANCE_DEG}) ({int(off.any(1).sum())} such examples)')
 
 
 def check_iq(path: str, iq: np.ndarray, start: int = 0) -> None:
@@ -85,8 +87,8 @@ def check_structure(path: str, f: h5py.File, length: int | None = None) -> FileS
   for name, ds in zip(REQUIRED_KEYS, (iq, modulation, angles)):
     if not isinstance(ds, h5py.Dataset):
       raise ValueError(f'{path}: {name!r} is a {type(ds).__name__}, not a dataset')
-  if iq.ndim != 4 or iq.shape[1:3] != (simulate.NUM_ANTENNAS, 2):
-    raise ValueError(f'{path}: iq_data has shape {iq.shape}, expected (n, 4, 2, L)')
+  if iq.ndim != 4 or iq.shape[1:3] != (spec.NUM_ANTENNAS, spec.NUM_IQ):
+    raise ValueError(f'{path}: iq_data has shape {iq.shape}, expected (n, {spec.NUM_ANTENNAS}, {spec.NUM_IQ}, L)')
   if modulation.ndim != 1:
     raise ValueError(f'{path}: modulation has shape {modulation.shape}, expected (n,)')
   if angles.ndim != 2 or angles.shape[1] != 2:

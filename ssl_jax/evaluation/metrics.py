@@ -1,7 +1,7 @@
 """Evaluation metrics: classification accuracy and the AoA angular error in degrees.
 
 AoA classes index a grid of azimuth and elevation, each -70..70 deg in 10 deg steps:
-`class = az_index * 15 + el_index` with `index = (angle_deg + 70) / 10` (ssl_jax's order; docs/study.md).
+`class = az_index * 15 + el_index` with `index = (angle_deg + 70) / 10` (`ssl_jax.data.spec`).
 
 AoA MAE (`aoa_mae_deg`) is defined as the mean over examples of the mean of the absolute azimuth error
 and the absolute elevation error, `mean_i (|az_pred - az_true| + |el_pred - el_true|) / 2`, where the
@@ -12,10 +12,9 @@ great-circle angle between the two directions is also available (`great_circle_d
 
 import numpy as np
 
-AOA_GRID_DEG = np.arange(-70.0, 70.0 + 1e-9, 10.0)  # 15 angles per axis
-NUM_AOA_CLASSES = AOA_GRID_DEG.size ** 2  # 225
-MODULATIONS = ('bpsk', 'cw', 'pam4', 'qam16', 'qam64', 'qpsk', 'sine')
-NUM_MODULATION_CLASSES = len(MODULATIONS)
+from ssl_jax.data import spec
+
+AOA_GRID_DEG = np.asarray(spec.ANGLE_GRID_DEG, np.float64)  # spec's grid as an array, for indexing
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -34,11 +33,11 @@ def aoa_class_to_angles_deg(classes: np.ndarray) -> np.ndarray:
   classes = np.asarray(classes)
   if classes.ndim != 1 or not np.issubdtype(classes.dtype, np.integer):
     raise ValueError(f'classes must be integer (n,), got {classes.dtype} {classes.shape}')
-  if classes.size and (classes.min() < 0 or classes.max() >= NUM_AOA_CLASSES):
-    raise ValueError(f'classes must lie in [0, {NUM_AOA_CLASSES}), got range '
+  if classes.size and (classes.min() < 0 or classes.max() >= spec.NUM_AOA_CLASSES):
+    raise ValueError(f'classes must lie in [0, {spec.NUM_AOA_CLASSES}), got range '
                      f'[{classes.min()}, {classes.max()}]')
-  num_per_axis = AOA_GRID_DEG.size
-  return np.stack([AOA_GRID_DEG[classes // num_per_axis], AOA_GRID_DEG[classes % num_per_axis]], axis=1)
+  az_index, el_index = spec.axis_indices(classes)
+  return np.stack([AOA_GRID_DEG[az_index], AOA_GRID_DEG[el_index]], axis=1)
 
 
 def aoa_mae_deg(predicted_classes: np.ndarray, angles_deg: np.ndarray) -> float:

@@ -22,14 +22,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ssl_jax.data import spec
 from ssl_jax.evaluation import budgets as budgets_lib
 from ssl_jax.evaluation import clustering
 from ssl_jax.evaluation import embeddings as embeddings_lib
 from ssl_jax.evaluation import metrics
 from ssl_jax.evaluation import probe as probe_lib
 from ssl_jax.evaluation import supervised as supervised_lib
-
-INPUT_CHANNELS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +39,8 @@ class Task:
 
 
 TASKS = {
-    'aoa': Task('aoa', 'aoa', metrics.NUM_AOA_CLASSES),
-    'amc': Task('amc', 'modulation', metrics.NUM_MODULATION_CLASSES),
+    'aoa': Task('aoa', 'aoa', spec.NUM_AOA_CLASSES),
+    'amc': Task('amc', 'modulation', spec.NUM_MODULATIONS),
 }
 
 
@@ -125,7 +124,7 @@ def random_init_variables(encoder: nn.Module, data_config: ml_collections.Config
   The BatchNorm running statistics stay at their initial values (mean 0, variance 1), so the frozen
   random encoder is evaluated exactly as initialised; the probe's standardisation absorbs the scale.
   """
-  x = jnp.zeros((1, int(data_config.length), INPUT_CHANNELS), jnp.float32)
+  x = jnp.zeros((1, int(data_config.length), spec.NUM_CHANNELS), jnp.float32)
   variables = encoder.init(jax.random.key(seed), x, train=False)
   return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
 

@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 from ssl_jax import augment, losses
+from ssl_jax.data import spec
 
 PyTree = Any
 Schedule = Callable[[jax.Array], jax.Array]
@@ -73,7 +74,7 @@ def view_keys(rng: jax.Array, step: jax.Array) -> ViewKeys:
 def init_variables(networks: Networks, rng: jax.Array, input_length: int) -> tuple[dict, dict]:
   """Initial (params, batch_stats), each a dict keyed by network name."""
   enc_key, head_key, pred_key = jax.random.split(rng, 3)
-  x = jnp.zeros((2, input_length, 8), jnp.float32)
+  x = jnp.zeros((2, input_length, spec.NUM_CHANNELS), jnp.float32)
   enc_vars = networks.encoder.init(enc_key, x, train=False)
   h = jnp.zeros((2, networks.encoder.apply(enc_vars, x, train=False).shape[-1]), jnp.float32)
   head_vars = networks.head.init(head_key, h)

@@ -47,9 +47,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.data import spec
 from ssl_jax.models import layers
 
-INPUT_CHANNELS = 8
+INPUT_CHANNELS = spec.NUM_CHANNELS
 MIN_TIME = 32
 # torchvision's channel tables: stem, stage2, stage3, stage4, final conv.
 STAGE_OUT_CHANNELS = {
