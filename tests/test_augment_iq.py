@@ -102,7 +102,7 @@ def test_noise_reaches_the_target_snr():
   normalised = noise / np.sqrt(power * 10.0**-1.0)[:, None, None]
   np.testing.assert_allclose(np.mean(normalised**2, axis=(0, 1)), 1.0, atol=6 * np.sqrt(2 / (batch * time)))
   # A range: the per-example SNRs are uniform in [0, 20] dB (spread of the estimate: 10 log10(e) sqrt(2/M)).
-  y = augment.add_noise_to_snr(jax.random.key(7), x, (0.0, 20.0))
+  y = jax.jit(lambda k, x: augment.add_noise_to_snr(k, x, (0.0, 20.0)))(jax.random.key(7), x)
   snr = 10 * np.log10(power / np.mean((np.asarray(y, np.float64) - np.asarray(x, np.float64))**2, axis=(1, 2)))
   spread = 10 * np.log10(np.e) * np.sqrt(2 / m)
   assert snr.min() > -6 * spread and snr.max() < 20 + 6 * spread
@@ -156,7 +156,7 @@ def test_gradients_flow_through_the_augmentations():
   x = _signal(14, batch=4, time=8)
   on = augment.IQAugmentations(cyclic_shift=True, rotate_90=True, common_phase=True, max_frequency_shift=0.05,
                                snr_db=(10.0, 20.0))
-  grad = jax.grad(lambda x: jnp.sum(augment.iq_augment(jax.random.key(0), x, on)**2))(x)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(augment.iq_augment(jax.random.key(0), x, on)**2)))(x)
   assert np.all(np.isfinite(grad)) and np.any(grad)
 
 

@@ -236,8 +236,8 @@ def test_reductions_equal_nt_xent_and_info_nce(tau):
     for dtype, eps in ((np.float64, EPS64), (np.float32, EPS32)):
       with jax.enable_x64(dtype == np.float64):
         a, b = z_a.astype(dtype), z_b.astype(dtype)
-        got, got_grad = jax.value_and_grad(got_fn)(a, b)
-        want, want_grad = jax.value_and_grad(want_fn)(a, b)
+        got, got_grad = jax.jit(jax.value_and_grad(got_fn))(a, b)
+        want, want_grad = jax.jit(jax.value_and_grad(want_fn))(a, b)
       # Two computations of one value in one dtype: each within the bound, so twice the bound apart.
       np.testing.assert_allclose(float(got), float(want), rtol=0,
                                  atol=2 * _value_tol(tau, 0.0, 1.0, 8, float(want), eps))
@@ -263,9 +263,9 @@ def test_clamp_is_a_log_space_max():
   for tau in (0.5, 0.01):
     want, wa, wb, info = np_debiased_nt_xent(z_a, z_b, tau, 0.9, 0.5)
     assert info['clamped'] == 12, info  # every anchor clamped: loss = log(1 + N e^{-1/τ - p})
-    loss, (ga, gb) = jax.value_and_grad(
+    loss, (ga, gb) = jax.jit(jax.value_and_grad(
         lambda a, b: losses_debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=0.9, beta=0.5),
-        argnums=(0, 1))(z_a, z_b)
+        argnums=(0, 1)))(z_a, z_b)
     np.testing.assert_allclose(float(loss), want, rtol=0, atol=_value_tol(tau, 0.5, 1.0, 8, want))
     bound = _grad_bound(info['dlogits'], tau, 0.5, 1.0, 8, True)
     _assert_grad(ga, wa, z_a, bound[:6])
@@ -277,14 +277,14 @@ def test_extreme_logits_stay_finite():
   z = np.full((4, 8), 1e4, np.float32)
   queue = np.tile(np.eye(8, dtype=np.float32)[:1], (6, 1))
   for tau_plus, beta in ((0.0, 0.0), (0.1, 1.0), (0.5, 5.0)):
-    loss, grad = jax.value_and_grad(lambda z: losses_debiased.debiased_nt_xent(
-        z, z, temperature=0.01, tau_plus=tau_plus, beta=beta))(z)
+    loss, grad = jax.jit(jax.value_and_grad(lambda z: losses_debiased.debiased_nt_xent(
+        z, z, temperature=0.01, tau_plus=tau_plus, beta=beta)))(z)
     want, _, _, info = np_debiased_nt_xent(z, z, 0.01, tau_plus, beta)
     np.testing.assert_allclose(float(loss), want, rtol=0,
                                atol=_value_tol(0.01, beta, info['kappa'], 8, want))
     assert np.all(np.isfinite(grad))
-    loss, grad = jax.value_and_grad(lambda z: losses_debiased.debiased_info_nce(
-        z, z, queue, temperature=0.01, tau_plus=tau_plus, beta=beta))(z)
+    loss, grad = jax.jit(jax.value_and_grad(lambda z: losses_debiased.debiased_info_nce(
+        z, z, queue, temperature=0.01, tau_plus=tau_plus, beta=beta)))(z)
     assert np.isfinite(float(loss)) and np.all(np.isfinite(grad))
 
 

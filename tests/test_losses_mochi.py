@@ -109,8 +109,8 @@ def test_float64_matches_reference_to_rounding():
     q64, k64, queue64 = (jnp.asarray(x, jnp.float64) for x in (q, k, queue))
     fn = lambda q: losses_mochi.mochi_info_nce(
         q, k64, queue64, losses_mochi.synthesize_hard_negatives(q, queue64, draws, num_hard=4), temperature=0.1)
-    loss, dq = jax.value_and_grad(fn)(q64)
-    synthetic = losses_mochi.synthesize_hard_negatives(q64, queue64, draws, num_hard=4)
+    loss, dq = jax.jit(jax.value_and_grad(fn))(q64)
+    synthetic = jax.jit(lambda q: losses_mochi.synthesize_hard_negatives(q, queue64, draws, num_hard=4))(q64)
     assert synthetic.dtype == jnp.float64
   np.testing.assert_allclose(np.asarray(synthetic), want_synthetic, rtol=0, atol=1e-14)
   np.testing.assert_allclose(float(loss), want, rtol=1e-13)

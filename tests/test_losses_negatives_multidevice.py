@@ -17,9 +17,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 NUM_DEVICES = 4
 
 
+@pytest.mark.slow  # ~40 programs compiled in one subprocess: minutes on 2 busy cores
 def test_sharded_equals_global():
   env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={NUM_DEVICES}',
              JAX_PLATFORMS='cpu')
