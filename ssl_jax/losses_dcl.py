@@ -25,7 +25,10 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses as _losses
+from ssl_jax.losses import in_batch_logits, l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses.py.
+from ssl_jax.losses import (  # pylint: disable=protected-access
+    _check_pair, _check_temperature, _compute_dtype, _gather, _global_mean, _shard_info, _MASK_LOGIT)
 
 
 def negative_von_mises_fisher_weights(u_a: jax.Array, u_b: jax.Array, *, sigma: float,
@@ -43,44 +46,31 @@ def negative_von_mises_fisher_weights(u_a: jax.Array, u_b: jax.Array, *, sigma: 
   if isinstance(sigma, (int, float)) and not sigma > 0:
     raise ValueError(f'sigma must be > 0; got {sigma}.')
   n_local = u_a.shape[0]
-  num_devices, offset = _losses._shard_info(axis_name, n_local)  # pylint: disable=protected-access
+  num_devices, offset = _shard_info(axis_name, n_local)
   cos = jnp.sum(jax.lax.stop_gradient(u_a) * jax.lax.stop_gradient(u_b), axis=1)
-  cos = _losses._gather(cos, axis_name)  # pylint: disable=protected-access
+  cos = _gather(cos, axis_name)
   weights = 2.0 - (n_local * num_devices) * jax.nn.softmax(cos / sigma)
   return jax.lax.dynamic_slice_in_dim(weights, offset, n_local) if axis_name is not None else weights
 
 
 def _decoupled(z_a: jax.Array, z_b: jax.Array, temperature: float, sigma: Optional[float],
                axis_name: Optional[str]) -> jax.Array:
-  _losses._check_pair('z_a', z_a, 'z_b', z_b)  # pylint: disable=protected-access
-  _losses._check_temperature(temperature)  # pylint: disable=protected-access
-  dtype = _losses._compute_dtype(z_a, z_b)  # pylint: disable=protected-access
-  n_local = z_a.shape[0]
-  u_a = _losses.l2_normalize(z_a.astype(dtype))
-  u_b = _losses.l2_normalize(z_b.astype(dtype))
-  num_devices, offset = _losses._shard_info(axis_name, n_local)  # pylint: disable=protected-access
-  n_global = n_local * num_devices
+  _check_pair('z_a', z_a, 'z_b', z_b)
+  _check_temperature(temperature)
+  dtype = _compute_dtype(z_a, z_b)
+  u_a = l2_normalize(z_a.astype(dtype))
+  u_b = l2_normalize(z_b.astype(dtype))
+  logits, positive, negative_mask, n_global = in_batch_logits(u_a, u_b, temperature, axis_name)
   if n_global < 2:
     raise ValueError(f'DCL needs a global batch of at least 2 pairs (it has no negatives otherwise); '
                      f'got {n_global}.')
-
-  anchors = jnp.concatenate([u_a, u_b], axis=0)
-  gather = _losses._gather  # pylint: disable=protected-access
-  columns = jnp.concatenate([gather(u_a, axis_name), gather(u_b, axis_name)], axis=0)
-  logits = anchors @ columns.T / temperature  # (2 n_local, 2 n_global)
-  rows = jnp.arange(n_local) + offset
-  self_col = jnp.concatenate([rows, rows + n_global])
-  positive_col = jnp.concatenate([rows + n_global, rows])
-  col = jnp.arange(2 * n_global)[None, :]
-  negative_mask = (col != self_col[:, None]) & (col != positive_col[:, None])
-  positive = jnp.take_along_axis(logits, positive_col[:, None], axis=1)[:, 0]
   if sigma is not None:
     weights = negative_von_mises_fisher_weights(u_a, u_b, sigma=sigma, axis_name=axis_name)
     positive = positive * jnp.concatenate([weights, weights]).astype(dtype)
-  negatives = jax.nn.logsumexp(jnp.where(negative_mask, logits, jnp.asarray(_losses._MASK_LOGIT, dtype)),  # pylint: disable=protected-access
+  negatives = jax.nn.logsumexp(jnp.where(negative_mask, logits, jnp.asarray(_MASK_LOGIT, dtype)),
                                axis=1)
   local_sum = jnp.sum(negatives - positive)
-  return _losses._global_mean(local_sum, 2 * n_global, axis_name)  # pylint: disable=protected-access
+  return _global_mean(local_sum, 2 * n_global, axis_name)
 
 
 def dcl(z_a: jax.Array, z_b: jax.Array, *, temperature: float, axis_name: Optional[str] = None) -> jax.Array:

@@ -37,13 +37,14 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses as _losses
-
-_MASK = _losses._MASK_LOGIT  # pylint: disable=protected-access
+from ssl_jax.losses import in_batch_logits, l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses.py.
+from ssl_jax.losses import (  # pylint: disable=protected-access
+    _check_matrix, _check_pair, _check_temperature, _compute_dtype, _global_mean, _shard_info, _MASK_LOGIT)
 
 
 def _check_hyperparameters(temperature, tau_plus, beta) -> None:
-  _losses._check_temperature(temperature)  # pylint: disable=protected-access
+  _check_temperature(temperature)
   if not isinstance(tau_plus, (int, float)) or isinstance(tau_plus, bool) or not 0.0 <= tau_plus < 1.0:
     raise ValueError(f'tau_plus (class prior) must be a float in [0, 1); got {tau_plus!r}.')
   if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta >= 0.0:
@@ -71,8 +72,8 @@ def log_negative_term(positive: jax.Array, negatives: jax.Array, negative_mask: 
     s = negatives
     log_w = jax.nn.log_softmax(beta * negatives, axis=1)
   else:
-    s = jnp.where(negative_mask, negatives, jnp.asarray(_MASK, dtype))
-    log_w = jax.nn.log_softmax(jnp.where(negative_mask, beta * negatives, jnp.asarray(_MASK, dtype)), axis=1)
+    s = jnp.where(negative_mask, negatives, jnp.asarray(_MASK_LOGIT, dtype))
+    log_w = jax.nn.log_softmax(jnp.where(negative_mask, beta * negatives, jnp.asarray(_MASK_LOGIT, dtype)), axis=1)
   log_x = log_n + jax.nn.logsumexp(log_w + s, axis=1)
   log_y = jnp.log(jnp.asarray(tau_plus, dtype)) + log_n + positive
   diff = log_y - log_x
@@ -103,32 +104,18 @@ def debiased_nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float, tau_
   Returns:
     Scalar loss in float32 (float64 for float64 inputs).
   """
-  _losses._check_pair('z_a', z_a, 'z_b', z_b)  # pylint: disable=protected-access
+  _check_pair('z_a', z_a, 'z_b', z_b)
   _check_hyperparameters(temperature, tau_plus, beta)
-  dtype = _losses._compute_dtype(z_a, z_b)  # pylint: disable=protected-access
-  n_local = z_a.shape[0]
-  u_a = _losses.l2_normalize(z_a.astype(dtype))
-  u_b = _losses.l2_normalize(z_b.astype(dtype))
-  num_devices, offset = _losses._shard_info(axis_name, n_local)  # pylint: disable=protected-access
-  n_global = n_local * num_devices
+  dtype = _compute_dtype(z_a, z_b)
+  u_a = l2_normalize(z_a.astype(dtype))
+  u_b = l2_normalize(z_b.astype(dtype))
+  logits, positive, negative_mask, n_global = in_batch_logits(u_a, u_b, temperature, axis_name)
   if n_global < 2:
     raise ValueError(f'debiased_nt_xent needs a global batch of at least 2 pairs (negatives); got {n_global}.')
-
-  anchors = jnp.concatenate([u_a, u_b], axis=0)
-  gather = _losses._gather  # pylint: disable=protected-access
-  columns = jnp.concatenate([gather(u_a, axis_name), gather(u_b, axis_name)], axis=0)
-  logits = anchors @ columns.T / temperature  # (2 n_local, 2 n_global)
-
-  rows = jnp.arange(n_local) + offset
-  self_col = jnp.concatenate([rows, rows + n_global])
-  positive_col = jnp.concatenate([rows + n_global, rows])
-  col = jnp.arange(2 * n_global)[None, :]
-  negative_mask = (col != self_col[:, None]) & (col != positive_col[:, None])
-  positive = jnp.take_along_axis(logits, positive_col[:, None], axis=1)[:, 0]
   log_ng = log_negative_term(positive, logits, negative_mask, num_negatives=2 * n_global - 2,
                              temperature=temperature, tau_plus=tau_plus, beta=beta)
   local_sum = jnp.sum(jax.nn.softplus(log_ng - positive))
-  return _losses._global_mean(local_sum, 2 * n_global, axis_name)  # pylint: disable=protected-access
+  return _global_mean(local_sum, 2 * n_global, axis_name)
 
 
 def debiased_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperature: float,
@@ -151,19 +138,19 @@ def debiased_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperatu
   Returns:
     Scalar loss.
   """
-  _losses._check_pair('q', q, 'k', k)  # pylint: disable=protected-access
-  _losses._check_matrix('queue', queue, dim=q.shape[1])  # pylint: disable=protected-access
+  _check_pair('q', q, 'k', k)
+  _check_matrix('queue', queue, dim=q.shape[1])
   _check_hyperparameters(temperature, tau_plus, beta)
   if queue.shape[0] < 1:
     raise ValueError(f'queue must hold at least one negative; got shape {queue.shape}.')
-  dtype = _losses._compute_dtype(q, k, queue)  # pylint: disable=protected-access
-  u_q = _losses.l2_normalize(q.astype(dtype))
-  u_k = jax.lax.stop_gradient(_losses.l2_normalize(k.astype(dtype)))
+  dtype = _compute_dtype(q, k, queue)
+  u_q = l2_normalize(q.astype(dtype))
+  u_k = jax.lax.stop_gradient(l2_normalize(k.astype(dtype)))
   queue = jax.lax.stop_gradient(queue.astype(dtype))
   positive = jnp.sum(u_q * u_k, axis=1) / temperature
   negatives = u_q @ queue.T / temperature
   log_ng = log_negative_term(positive, negatives, None, num_negatives=queue.shape[0],
                              temperature=temperature, tau_plus=tau_plus, beta=beta)
-  num_devices, _ = _losses._shard_info(axis_name, q.shape[0])  # pylint: disable=protected-access
+  num_devices, _ = _shard_info(axis_name, q.shape[0])
   local_sum = jnp.sum(jax.nn.softplus(log_ng - positive))
-  return _losses._global_mean(local_sum, q.shape[0] * num_devices, axis_name)  # pylint: disable=protected-access
+  return _global_mean(local_sum, q.shape[0] * num_devices, axis_name)

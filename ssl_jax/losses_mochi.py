@@ -22,7 +22,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses as _losses
+from ssl_jax.losses import l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses.py.
+from ssl_jax.losses import (  # pylint: disable=protected-access
+    _check_matrix, _check_pair, _check_temperature, _compute_dtype, _cross_entropy, _global_mean, _shard_info)
 
 
 class MochiDraws(NamedTuple):
@@ -54,7 +57,7 @@ def draw_mochi(key: jax.Array, batch_size: int, *, num_hard: int, num_mix: int, 
   each device keeps its rows (global rows `d * batch_size ...`), so they do not depend on the device count.
   """
   _check_counts(num_hard, num_mix, num_query_mix)
-  num_devices, offset = _losses._shard_info(axis_name, batch_size)  # pylint: disable=protected-access
+  num_devices, offset = _shard_info(axis_name, batch_size)
   n = batch_size * num_devices
   k_first, k_second, k_alpha, k_query, k_beta = jax.random.split(key, 5)
   first = jax.random.randint(k_first, (n, num_mix), 0, max(num_hard, 1), jnp.int32)
@@ -90,8 +93,8 @@ def synthesize_hard_negatives(q: jax.Array, queue: jax.Array, draws: MochiDraws,
   Returns:
     Unit-norm rows in the compute dtype, under stop_gradient.
   """
-  _losses._check_matrix('q', q)  # pylint: disable=protected-access
-  _losses._check_matrix('queue', queue, dim=q.shape[1])  # pylint: disable=protected-access
+  _check_matrix('q', q)
+  _check_matrix('queue', queue, dim=q.shape[1])
   num_mix, num_query_mix = draws.alpha.shape[1], draws.beta.shape[1]
   _check_counts(num_hard, num_mix, num_query_mix)
   for name, x, cols in (('mix_first', draws.mix_first, num_mix), ('mix_second', draws.mix_second, num_mix),
@@ -99,8 +102,8 @@ def synthesize_hard_negatives(q: jax.Array, queue: jax.Array, draws: MochiDraws,
                         ('beta', draws.beta, num_query_mix)):
     if tuple(x.shape) != (q.shape[0], cols):
       raise ValueError(f'draws.{name} must have shape {(q.shape[0], cols)} (queries, mixes); got {tuple(x.shape)}.')
-  dtype = _losses._compute_dtype(q, queue)  # pylint: disable=protected-access
-  u_q = jax.lax.stop_gradient(_losses.l2_normalize(q.astype(dtype)))
+  dtype = _compute_dtype(q, queue)
+  u_q = jax.lax.stop_gradient(l2_normalize(q.astype(dtype)))
   queue = jax.lax.stop_gradient(queue.astype(dtype))
   if num_mix + num_query_mix == 0:
     return jnp.zeros((q.shape[0], 0, q.shape[1]), dtype)
@@ -114,7 +117,7 @@ def synthesize_hard_negatives(q: jax.Array, queue: jax.Array, draws: MochiDraws,
   mixes = alpha * rows(draws.mix_first) + (1 - alpha) * rows(draws.mix_second)
   query_mixes = beta * u_q[:, None, :] + (1 - beta) * rows(draws.query_mix)
   synthetic = jnp.concatenate([mixes, query_mixes], axis=1)
-  return jax.lax.stop_gradient(_losses.l2_normalize(synthetic))
+  return jax.lax.stop_gradient(l2_normalize(synthetic))
 
 
 def mochi_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, synthetic: jax.Array, *, temperature: float,
@@ -132,19 +135,19 @@ def mochi_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, synthetic: jax.
   Returns:
     Scalar loss.
   """
-  _losses._check_pair('q', q, 'k', k)  # pylint: disable=protected-access
-  _losses._check_matrix('queue', queue, dim=q.shape[1])  # pylint: disable=protected-access
+  _check_pair('q', q, 'k', k)
+  _check_matrix('queue', queue, dim=q.shape[1])
   shape = getattr(synthetic, 'shape', None)
   if shape is None or len(shape) != 3 or shape[0] != q.shape[0] or shape[2] != q.shape[1]:
     raise ValueError(f'synthetic must have shape ({q.shape[0]}, m, {q.shape[1]}); got shape {shape}.')
-  _losses._check_temperature(temperature)  # pylint: disable=protected-access
-  dtype = _losses._compute_dtype(q, k, queue, synthetic)  # pylint: disable=protected-access
-  u_q = _losses.l2_normalize(q.astype(dtype))
-  u_k = jax.lax.stop_gradient(_losses.l2_normalize(k.astype(dtype)))
+  _check_temperature(temperature)
+  dtype = _compute_dtype(q, k, queue, synthetic)
+  u_q = l2_normalize(q.astype(dtype))
+  u_k = jax.lax.stop_gradient(l2_normalize(k.astype(dtype)))
   queue = jax.lax.stop_gradient(queue.astype(dtype))
   synthetic = jax.lax.stop_gradient(synthetic.astype(dtype))
   logits = jnp.concatenate([jnp.sum(u_q * u_k, axis=1, keepdims=True), u_q @ queue.T,
                             jnp.einsum('nd,nmd->nm', u_q, synthetic)], axis=1) / temperature
-  local_sum = jnp.sum(_losses._cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))  # pylint: disable=protected-access
-  num_devices, _ = _losses._shard_info(axis_name, q.shape[0])  # pylint: disable=protected-access
-  return _losses._global_mean(local_sum, q.shape[0] * num_devices, axis_name)  # pylint: disable=protected-access
+  local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
+  num_devices, _ = _shard_info(axis_name, q.shape[0])
+  return _global_mean(local_sum, q.shape[0] * num_devices, axis_name)

@@ -5,12 +5,12 @@ per crop (the caller keeps the prototypes' rows unit norm).
 
 Sinkhorn-Knopp (`sinkhorn_knopp`) turns the scores of a batch of B samples into soft codes Q, `(B, K)`, an
 approximate equipartition of the samples over the K prototypes: starting from `Q ∝ exp(scores / ε)`, it
-alternately rescales every prototype's total over the batch to one common value and every sample's total
-over the prototypes to 1/B (`iterations` rounds), then returns `B · Q` (every row sums to 1). It runs without gradient, in (at least)
-float32, and entirely in log space: `log Q` is renormalised with log-sum-exps, so no `exp(score / ε)` can
-overflow whatever ε. With `axis_name` the column sums (and the initial total) are taken over the global
-batch with collectives (`pmax` / `psum`), so the codes equal the codes of one device holding the
-concatenated batch; row sums are per sample and stay local.
+alternately rescales every prototype's total over the batch to one common value and every sample's
+total over the prototypes to 1/B (`iterations` rounds), then returns `B · Q` (every row sums to 1). It
+runs without gradient, in (at least) float32, and entirely in log space: `log Q` is renormalised with
+log-sum-exps, so no `exp(score / ε)` can overflow whatever ε. With `axis_name` the column sums (and the
+initial total) are taken over the global batch with collectives (`pmax` / `psum`), so the codes equal the
+codes of one device holding the concatenated batch; row sums are per sample and stay local.
 
 Swapped prediction (`swav_loss`): for each crop `i` in `code_crops` its codes `q_i` (Sinkhorn on its
 scores, plus an optional queue of past scores that enter the sums and are then dropped) are predicted from
@@ -27,7 +27,9 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses as _losses
+# The validation and cross-device helpers shared with ssl_jax/losses.py.
+from ssl_jax.losses import (  # pylint: disable=protected-access
+    _check_matrix, _check_temperature, _compute_dtype, _global_mean, _shard_info)
 
 
 def _global_logsumexp(x: jax.Array, axis, axis_name: Optional[str]) -> jax.Array:
@@ -52,13 +54,13 @@ def sinkhorn_knopp(scores: jax.Array, *, epsilon: float = 0.05, iterations: int 
   Returns:
     `(n, K)` codes in float32 (float64 for float64 scores); each row sums to 1 when iterations >= 1.
   """
-  _losses._check_matrix('scores', scores)  # pylint: disable=protected-access
+  _check_matrix('scores', scores)
   if isinstance(epsilon, (int, float)) and not epsilon > 0:
     raise ValueError(f'epsilon must be > 0; got {epsilon}.')
   if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
     raise ValueError(f'iterations must be an int >= 0; got {iterations!r}.')
-  dtype = _losses._compute_dtype(scores)  # pylint: disable=protected-access
-  num_devices, _ = _losses._shard_info(axis_name, scores.shape[0])  # pylint: disable=protected-access
+  dtype = _compute_dtype(scores)
+  num_devices, _ = _shard_info(axis_name, scores.shape[0])
   log_batch = math.log(scores.shape[0] * num_devices)
   log_q = jax.lax.stop_gradient(scores).astype(dtype) / epsilon
   log_q = log_q - _global_logsumexp(log_q, None, axis_name)  # Q /= sum(Q)
@@ -72,7 +74,7 @@ def _check_crops(name: str, crops: Sequence[jax.Array], shape: Optional[tuple[in
   if isinstance(crops, (str, bytes)) or not isinstance(crops, Sequence):
     raise ValueError(f'{name} must be a sequence of (batch, num_prototypes) arrays; got {type(crops).__name__}.')
   for i, crop in enumerate(crops):
-    _losses._check_matrix(f'{name}[{i}]', crop)  # pylint: disable=protected-access
+    _check_matrix(f'{name}[{i}]', crop)
     if shape is None:
       shape = tuple(crop.shape)
     elif tuple(crop.shape) != shape:
@@ -109,11 +111,11 @@ def swav_loss(code_crops: Sequence[jax.Array], other_crops: Sequence[jax.Array] 
         len(queue_scores) != len(code_crops)):
       raise ValueError(f'queue_scores must hold one array per code crop ({len(code_crops)}); got {queue_scores!r}.')
     for i, queue in enumerate(queue_scores):
-      _losses._check_matrix(f'queue_scores[{i}]', queue, dim=shape[1])  # pylint: disable=protected-access
-  _losses._check_temperature(temperature)  # pylint: disable=protected-access
-  dtype = _losses._compute_dtype(*code_crops, *other_crops)  # pylint: disable=protected-access
+      _check_matrix(f'queue_scores[{i}]', queue, dim=shape[1])
+  _check_temperature(temperature)
+  dtype = _compute_dtype(*code_crops, *other_crops)
   n_local = shape[0]
-  num_devices, _ = _losses._shard_info(axis_name, n_local)  # pylint: disable=protected-access
+  num_devices, _ = _shard_info(axis_name, n_local)
   log_predictions = [jax.nn.log_softmax(c.astype(dtype) / temperature, axis=1)
                      for c in (*code_crops, *other_crops)]
 
@@ -125,4 +127,4 @@ def swav_loss(code_crops: Sequence[jax.Array], other_crops: Sequence[jax.Array] 
                            axis_name=axis_name)[:n_local].astype(dtype)
     cross_entropy = sum(-jnp.sum(codes * log_predictions[v]) for v in range(num_crops) if v != i)
     total = total + cross_entropy / (num_crops - 1)
-  return _losses._global_mean(total, n_local * num_devices * len(code_crops), axis_name)  # pylint: disable=protected-access
+  return _global_mean(total, n_local * num_devices * len(code_crops), axis_name)

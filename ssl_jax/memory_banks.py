@@ -36,7 +36,10 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses as _losses
+from ssl_jax.losses import l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses.py.
+from ssl_jax.losses import (  # pylint: disable=protected-access
+    _check_matrix, _check_pair, _check_temperature, _compute_dtype, _cross_entropy, _gather, _global_mean, _shard_info)
 
 
 def _check_indices(name: str, indices: jax.Array, batch: int) -> None:
@@ -50,7 +53,7 @@ def init_bank(key: jax.Array, size: int, dim: int, dtype=jnp.float32) -> jax.Arr
   """`(size, dim)` random unit-norm rows (both banks start from these)."""
   if not isinstance(size, int) or size < 1 or not isinstance(dim, int) or dim < 1:
     raise ValueError(f'size and dim must be positive ints; got size={size!r}, dim={dim!r}.')
-  return _losses.l2_normalize(jax.random.normal(key, (size, dim), dtype))
+  return l2_normalize(jax.random.normal(key, (size, dim), dtype))
 
 
 # ---------------------------------------------------------------- instance discrimination
@@ -69,7 +72,7 @@ def sample_bank_negatives(key: jax.Array, positive_indices: jax.Array, *, num_ex
     raise ValueError(f'num_negatives must be an int >= 1; got {num_negatives!r}.')
   n_local = getattr(positive_indices, 'shape', (None,))[0]
   _check_indices('positive_indices', positive_indices, n_local)
-  num_devices, offset = _losses._shard_info(axis_name, n_local)  # pylint: disable=protected-access
+  num_devices, offset = _shard_info(axis_name, n_local)
   draws = jax.random.randint(key, (n_local * num_devices, num_negatives), 0, num_examples - 1, jnp.int32)
   if axis_name is not None:
     draws = jax.lax.dynamic_slice_in_dim(draws, offset, n_local)
@@ -92,23 +95,23 @@ def memory_bank_info_nce(q: jax.Array, positive_indices: jax.Array, negative_ind
   Returns:
     Scalar loss.
   """
-  _losses._check_matrix('q', q)  # pylint: disable=protected-access
-  _losses._check_matrix('bank', bank, dim=q.shape[1])  # pylint: disable=protected-access
+  _check_matrix('q', q)
+  _check_matrix('bank', bank, dim=q.shape[1])
   _check_indices('positive_indices', positive_indices, q.shape[0])
   shape = getattr(negative_indices, 'shape', None)
   if (shape is None or len(shape) != 2 or shape[0] != q.shape[0] or shape[1] < 1
       or not jnp.issubdtype(negative_indices.dtype, jnp.integer)):
     raise ValueError(f'negative_indices must be an integer array of shape ({q.shape[0]}, K >= 1); got shape {shape}.')
-  _losses._check_temperature(temperature)  # pylint: disable=protected-access
-  dtype = _losses._compute_dtype(q, bank)  # pylint: disable=protected-access
-  u_q = _losses.l2_normalize(q.astype(dtype))
+  _check_temperature(temperature)
+  dtype = _compute_dtype(q, bank)
+  u_q = l2_normalize(q.astype(dtype))
   bank = jax.lax.stop_gradient(bank.astype(dtype))
   positive = jnp.sum(u_q * bank[positive_indices], axis=1, keepdims=True)
   negatives = jnp.einsum('nd,nkd->nk', u_q, bank[negative_indices])
   logits = jnp.concatenate([positive, negatives], axis=1) / temperature
-  local_sum = jnp.sum(_losses._cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))  # pylint: disable=protected-access
-  num_devices, _ = _losses._shard_info(axis_name, q.shape[0])  # pylint: disable=protected-access
-  return _losses._global_mean(local_sum, q.shape[0] * num_devices, axis_name)  # pylint: disable=protected-access
+  local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
+  num_devices, _ = _shard_info(axis_name, q.shape[0])
+  return _global_mean(local_sum, q.shape[0] * num_devices, axis_name)
 
 
 def update_memory_bank(bank: jax.Array, indices: jax.Array, embeddings: jax.Array, *, momentum: float = 0.5,
@@ -125,19 +128,19 @@ def update_memory_bank(bank: jax.Array, indices: jax.Array, embeddings: jax.Arra
   Returns:
     The updated bank (same shape and dtype); rows of examples not in the batch are unchanged.
   """
-  _losses._check_matrix('bank', bank)  # pylint: disable=protected-access
-  _losses._check_matrix('embeddings', embeddings, dim=bank.shape[1])  # pylint: disable=protected-access
+  _check_matrix('bank', bank)
+  _check_matrix('embeddings', embeddings, dim=bank.shape[1])
   _check_indices('indices', indices, embeddings.shape[0])
   if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
     raise ValueError(f'momentum must be a float in [0, 1); got {momentum!r}.')
-  dtype = _losses._compute_dtype(bank, embeddings)  # pylint: disable=protected-access
-  v = jax.lax.stop_gradient(_losses.l2_normalize(embeddings.astype(dtype)))
-  gather = _losses._gather  # pylint: disable=protected-access
+  dtype = _compute_dtype(bank, embeddings)
+  v = jax.lax.stop_gradient(l2_normalize(embeddings.astype(dtype)))
+  gather = _gather
   indices, v = gather(indices.astype(jnp.int32), axis_name), gather(v, axis_name)
   same = (indices[:, None] == indices[None, :]).astype(dtype)  # (batch, batch) duplicates
   mean_v = (same @ v) / jnp.sum(same, axis=1, keepdims=True)
   old = jax.lax.stop_gradient(bank.astype(dtype))[indices]
-  new = _losses.l2_normalize(momentum * old + (1.0 - momentum) * mean_v)
+  new = l2_normalize(momentum * old + (1.0 - momentum) * mean_v)
   return jnp.asarray(bank).at[indices].set(new.astype(bank.dtype))
 
 
@@ -158,17 +161,17 @@ def nt_xent_fifo_bank(z_a: jax.Array, z_b: jax.Array, bank: jax.Array, *, temper
   Returns:
     Scalar loss.
   """
-  _losses._check_pair('z_a', z_a, 'z_b', z_b)  # pylint: disable=protected-access
-  _losses._check_matrix('bank', bank, dim=z_a.shape[1])  # pylint: disable=protected-access
-  _losses._check_temperature(temperature)  # pylint: disable=protected-access
-  dtype = _losses._compute_dtype(z_a, z_b, bank)  # pylint: disable=protected-access
-  u_a = _losses.l2_normalize(z_a.astype(dtype))
-  u_b = _losses.l2_normalize(z_b.astype(dtype))
+  _check_pair('z_a', z_a, 'z_b', z_b)
+  _check_matrix('bank', bank, dim=z_a.shape[1])
+  _check_temperature(temperature)
+  dtype = _compute_dtype(z_a, z_b, bank)
+  u_a = l2_normalize(z_a.astype(dtype))
+  u_b = l2_normalize(z_b.astype(dtype))
   bank = jax.lax.stop_gradient(bank.astype(dtype))
   logits = jnp.concatenate([jnp.sum(u_a * u_b, axis=1, keepdims=True), u_a @ bank.T], axis=1) / temperature
-  local_sum = jnp.sum(_losses._cross_entropy(logits, jnp.zeros((z_a.shape[0],), jnp.int32)))  # pylint: disable=protected-access
-  num_devices, _ = _losses._shard_info(axis_name, z_a.shape[0])  # pylint: disable=protected-access
-  return _losses._global_mean(local_sum, z_a.shape[0] * num_devices, axis_name)  # pylint: disable=protected-access
+  local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((z_a.shape[0],), jnp.int32)))
+  num_devices, _ = _shard_info(axis_name, z_a.shape[0])
+  return _global_mean(local_sum, z_a.shape[0] * num_devices, axis_name)
 
 
 def fifo_bank_update(bank: jax.Array, pointer: jax.Array, z: jax.Array, *,
@@ -184,13 +187,13 @@ def fifo_bank_update(bank: jax.Array, pointer: jax.Array, z: jax.Array, *,
   Returns:
     `(bank, (pointer + global batch) % size)`.
   """
-  _losses._check_matrix('bank', bank)  # pylint: disable=protected-access
-  _losses._check_matrix('z', z, dim=bank.shape[1])  # pylint: disable=protected-access
-  num_devices, _ = _losses._shard_info(axis_name, z.shape[0])  # pylint: disable=protected-access
+  _check_matrix('bank', bank)
+  _check_matrix('z', z, dim=bank.shape[1])
+  num_devices, _ = _shard_info(axis_name, z.shape[0])
   size, batch = bank.shape[0], z.shape[0] * num_devices
   if batch > size:
     raise ValueError(f'the FIFO bank ({size} rows) must hold at least one global batch ({batch} rows).')
-  rows = _losses._gather(jax.lax.stop_gradient(_losses.l2_normalize(z)), axis_name)  # pylint: disable=protected-access
+  rows = _gather(jax.lax.stop_gradient(l2_normalize(z)), axis_name)
   pointer = jnp.asarray(pointer, jnp.int32)
   positions = (pointer + jnp.arange(batch, dtype=jnp.int32)) % size
   bank = jnp.asarray(bank)

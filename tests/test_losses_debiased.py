@@ -22,7 +22,6 @@ largest κ over the anchors whose unclamped estimate is used). With δ' = (1 + 2
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
