@@ -336,7 +336,7 @@ class IQAugmentations:
         raise ValueError(f'snr_db must be None or a (low, high) tuple of floats with low <= high; got {snr!r}.')
 
   @property
-  def any(self) -> bool:
+  def any_enabled(self) -> bool:
     return (self.cyclic_shift or self.rotate_90 or self.common_phase or self.max_frequency_shift > 0
             or self.snr_db is not None)
 

@@ -140,7 +140,8 @@ def test_rotate_iq_90_is_exact_with_uniform_quadrants():
 def test_default_augmentations_are_identity_and_all_on_keeps_shape_and_covariance():
   x = _signal(12)
   key = jax.random.key(13)
-  assert not augment.IQAugmentations().any
+  assert not augment.IQAugmentations().any_enabled
+  assert augment.IQAugmentations(rotate_90=True).any_enabled
   np.testing.assert_array_equal(np.asarray(augment.iq_augment(key, x, augment.IQAugmentations())), x)
   aoa_safe = augment.IQAugmentations(cyclic_shift=True, rotate_90=True, common_phase=True, max_frequency_shift=0.05)
   y = jax.jit(lambda k, x: augment.iq_augment(k, x, aoa_safe))(key, x)
