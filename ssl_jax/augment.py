@@ -191,3 +191,168 @@ def view_keys(key: jax.Array):
   """
   length_a, length_b, example_a, example_b = jax.random.split(key, 4)
   return (length_a, example_a), (length_b, example_b)
+
+
+# ---------------------------------------------------------------- label-preserving IQ augmentations
+#
+# Each is a pure, jittable function `(key, x (batch, time, 8), ...) -> same shape and dtype`, with one random
+# draw per example (drawn for the global batch with `axis_name`, as `random_crop`), and each is off unless a
+# caller applies it (`IQAugmentations()` applies none). Antenna `a`'s complex baseband sample is
+# `z_a(t) = x[..., 2a] + 1j * x[..., 2a + 1]`.
+#
+# What they keep. The angle of arrival lives in the phase DIFFERENCES between antennas: for a plane wave
+# z_a(t) = s(t) e^{j phi_a(theta)}, so the spatial covariance R_ab = sum_t z_a(t) conj(z_b(t)) carries
+# e^{j(phi_a - phi_b)}. Any factor common to all antennas at each time t, c(t) z_a(t) with |c(t)| = 1,
+# leaves every product z_a(t) conj(z_b(t)), hence R and the AoA, unchanged: a common phase rotation
+# (c = e^{j theta}), a carrier-frequency shift (c(t) = e^{j 2 pi f t}) and a 90-degree IQ rotation
+# (c = j^k). The cyclic time shift permutes time identically on all antennas (R unchanged; it does put
+# a phase/symbol discontinuity at the wrap point). Added noise lowers the SNR (R gains sigma^2 I).
+#
+# A PER-ANTENNA phase change (a different theta_a per antenna) multiplies R_ab by e^{j(theta_a - theta_b)}:
+# it moves the steering vector to another angle and destroys the AoA label. None of these functions does
+# that; do not build one for AoA runs. (It, and per-antenna gains, are at most a calibration-error
+# augmentation for AMC.)
+
+
+def _iq_parts(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(batch, time, 8)` -> I and Q, each `(batch, time, 4)`."""
+  parts = x.reshape(x.shape[:2] + (NUM_ANTENNAS, 2))
+  return parts[..., 0], parts[..., 1]
+
+
+def _from_iq(i: jax.Array, q: jax.Array) -> jax.Array:
+  return jnp.stack([i, q], axis=-1).reshape(i.shape[:2] + (NUM_CHANNELS,))
+
+
+def _rotate(x: jax.Array, angle: jax.Array) -> jax.Array:
+  """Multiplies every antenna's complex sample by e^{j angle}; `angle` broadcasts to `(batch, time, 1)`."""
+  i, q = _iq_parts(x)
+  cos, sin = jnp.cos(angle).astype(x.dtype), jnp.sin(angle).astype(x.dtype)
+  return _from_iq(cos * i - sin * q, sin * i + cos * q)
+
+
+def common_phase_rotation(key: jax.Array, x: jax.Array, axis_name: Optional[str] = None) -> jax.Array:
+  """Rotates all antennas of an example by one phase theta ~ U[0, 2 pi): z_a -> e^{j theta} z_a (keeps AoA)."""
+  _check_input(x)
+  theta = _local_draws(lambda shape: jax.random.uniform(key, shape, jnp.float32, 0.0, 2 * jnp.pi),
+                       x.shape[0], axis_name)
+  return _rotate(x, theta[:, None, None])
+
+
+def carrier_frequency_shift(key: jax.Array, x: jax.Array, max_cycles_per_sample: float,
+                            axis_name: Optional[str] = None) -> jax.Array:
+  """Shifts an example's carrier by f ~ U[-max, max] cycles per sample: z_a(t) -> e^{j 2 pi f t} z_a(t).
+
+  The same f for all antennas (keeps AoA); t = 0 at the first sample of `x`. `max_cycles_per_sample` in
+  [0, 0.5] (0 returns x).
+  """
+  _check_input(x)
+  if (not isinstance(max_cycles_per_sample, (int, float)) or isinstance(max_cycles_per_sample, bool)
+      or not 0.0 <= max_cycles_per_sample <= 0.5):
+    raise ValueError(f'max_cycles_per_sample must be a float in [0, 0.5]; got {max_cycles_per_sample!r}.')
+  if max_cycles_per_sample == 0:
+    return x
+  freq = _local_draws(lambda shape: jax.random.uniform(key, shape, jnp.float32, -max_cycles_per_sample,
+                                                       max_cycles_per_sample), x.shape[0], axis_name)
+  t = jnp.arange(x.shape[1], dtype=jnp.float32)
+  return _rotate(x, (2 * jnp.pi * freq[:, None] * t[None, :])[..., None])
+
+
+def add_noise_to_snr(key: jax.Array, x: jax.Array, snr_db: tuple[float, float],
+                     axis_name: Optional[str] = None) -> jax.Array:
+  """Adds complex white Gaussian noise at an SNR ~ U[snr_db] dB relative to the example's own power.
+
+  Per example, with P = mean over time and antennas of |z_a(t)|^2 and an SNR s drawn uniformly in
+  `snr_db = (low, high)`, adds independent N(0, P 10^(-s/10) / 2) noise to every I and Q value (all
+  antennas, all time), i.e. noise of power P / 10^(s/10) per complex sample: the output's SNR with respect
+  to the input signal is s (the input's own noise comes on top, so the total SNR is lower than both). An
+  all-zero example stays zero.
+  """
+  _check_input(x)
+  try:
+    low, high = (float(v) for v in snr_db)
+  except (TypeError, ValueError):
+    raise ValueError(f'snr_db must be a (low, high) pair of floats in dB; got {snr_db!r}.') from None
+  if not (abs(low) < float('inf') and abs(high) < float('inf') and low <= high):  # also rejects NaN
+    raise ValueError(f'snr_db must be finite with low <= high; got {snr_db!r}.')
+  snr_key, noise_key = jax.random.split(key)
+  snr = _local_draws(lambda shape: jax.random.uniform(snr_key, shape, jnp.float32, low, high),
+                     x.shape[0], axis_name)
+  example_keys = _local_draws(lambda shape: jax.random.split(noise_key, shape[0]), x.shape[0], axis_name)
+  noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], jnp.float32))(example_keys)
+  # Per real component: variance P 10^(-s/10) / 2 = mean(x^2) 10^(-s/10), since P = 2 mean(x^2).
+  std = jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(1, 2)) * 10.0**(-snr / 10.0))
+  return (x.astype(jnp.float32) + std[:, None, None] * noise).astype(x.dtype)
+
+
+def cyclic_time_shift(key: jax.Array, x: jax.Array, axis_name: Optional[str] = None) -> jax.Array:
+  """Rolls each example in time by d ~ U{0, ..., time - 1} samples, all antennas alike: x[t] -> x[t - d]."""
+  _check_input(x)
+  shift = _local_draws(lambda shape: jax.random.randint(key, shape, 0, x.shape[1]), x.shape[0], axis_name)
+  return jax.vmap(lambda xi, d: jnp.roll(xi, d, axis=0))(x, shift)
+
+
+def rotate_iq_90(key: jax.Array, x: jax.Array, axis_name: Optional[str] = None) -> jax.Array:
+  """Rotates each example by k · 90 degrees, k ~ U{0, 1, 2, 3}, all antennas alike: z_a -> j^k z_a.
+
+  Exact (a swap and sign flips of I and Q, no rounding). Meant for modulation (AMC) runs, where the
+  square / PSK constellations are symmetric under it; being common to all antennas it is a special case of
+  `common_phase_rotation` and keeps the AoA too.
+  """
+  _check_input(x)
+  k = _local_draws(lambda shape: jax.random.randint(key, shape, 0, 4), x.shape[0], axis_name)[:, None, None]
+  i, q = _iq_parts(x)
+  rotated_i = jnp.where(k == 0, i, jnp.where(k == 1, -q, jnp.where(k == 2, -i, q)))
+  rotated_q = jnp.where(k == 0, q, jnp.where(k == 1, i, jnp.where(k == 2, -q, -i)))
+  return _from_iq(rotated_i, rotated_q)
+
+
+@dataclasses.dataclass(frozen=True)
+class IQAugmentations:
+  """Which label-preserving IQ augmentations a view gets; the defaults apply none.
+
+  Applied by `iq_augment` in this order: cyclic time shift, 90-degree rotation, common phase rotation,
+  carrier-frequency shift, noise (last, so its SNR is relative to the transformed signal).
+  """
+  cyclic_shift: bool = False
+  rotate_90: bool = False
+  common_phase: bool = False
+  max_frequency_shift: float = 0.0  # cycles per sample, in [0, 0.5]; 0 = off
+  snr_db: Optional[tuple[float, float]] = None  # (low, high) dB; None = off
+
+  def __post_init__(self):
+    for name in ('cyclic_shift', 'rotate_90', 'common_phase'):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f'{name} must be a bool; got {getattr(self, name)!r}.')
+    f = self.max_frequency_shift
+    if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0.0 <= f <= 0.5:
+      raise ValueError(f'max_frequency_shift must be a float in [0, 0.5] cycles per sample; got {f!r}.')
+    if self.snr_db is not None:
+      snr = self.snr_db
+      if (not isinstance(snr, tuple) or len(snr) != 2
+          or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in snr)
+          or not snr[0] <= snr[1]):
+        raise ValueError(f'snr_db must be None or a (low, high) tuple of floats with low <= high; got {snr!r}.')
+
+  @property
+  def any_enabled(self) -> bool:
+    return (self.cyclic_shift or self.rotate_90 or self.common_phase or self.max_frequency_shift > 0
+            or self.snr_db is not None)
+
+
+def iq_augment(key: jax.Array, x: jax.Array, augmentations: IQAugmentations,
+               axis_name: Optional[str] = None) -> jax.Array:
+  """Applies the augmentations switched on in `augmentations` (see `IQAugmentations`); none: returns x."""
+  _check_input(x)
+  shift_key, rotate_key, phase_key, frequency_key, noise_key = jax.random.split(key, 5)
+  if augmentations.cyclic_shift:
+    x = cyclic_time_shift(shift_key, x, axis_name)
+  if augmentations.rotate_90:
+    x = rotate_iq_90(rotate_key, x, axis_name)
+  if augmentations.common_phase:
+    x = common_phase_rotation(phase_key, x, axis_name)
+  if augmentations.max_frequency_shift > 0:
+    x = carrier_frequency_shift(frequency_key, x, augmentations.max_frequency_shift, axis_name)
+  if augmentations.snr_db is not None:
+    x = add_noise_to_snr(noise_key, x, augmentations.snr_db, axis_name)
+  return x

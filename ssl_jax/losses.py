@@ -95,6 +95,38 @@ def _global_mean(local_sum: jax.Array, global_count: int, axis_name) -> jax.Arra
   return local_sum / global_count
 
 
+def in_batch_logits(u_a: jax.Array, u_b: jax.Array, temperature: float,
+                    axis_name: Optional[str]) -> tuple[jax.Array, jax.Array, jax.Array, int]:
+  """SimCLR's in-batch logits of this device's 2n views against all 2N views of the global batch.
+
+  Rows are the local anchors `[u_a; u_b]`; columns the gathered `[u_a of all devices; u_b of all devices]`
+  (see the module docstring for the row order). For the losses that treat the positive and the negatives
+  separately (`losses_debiased`, `losses_dcl`).
+
+  Args:
+    u_a, u_b: `(n, dim)` unit-norm views of this device's pairs.
+    temperature: τ.
+    axis_name: batch axis, or None on one device.
+
+  Returns:
+    `(logits (2n, 2N) = cos / τ, positive (2n,) logits of each anchor's other view,
+    negative_mask (2n, 2N) True on the 2N - 2 negatives of each anchor, N)`.
+  """
+  n_local = u_a.shape[0]
+  num_devices, offset = _shard_info(axis_name, n_local)
+  n_global = n_local * num_devices
+  anchors = jnp.concatenate([u_a, u_b], axis=0)
+  columns = jnp.concatenate([_gather(u_a, axis_name), _gather(u_b, axis_name)], axis=0)
+  logits = anchors @ columns.T / temperature
+  rows = jnp.arange(n_local) + offset
+  self_col = jnp.concatenate([rows, rows + n_global])
+  positive_col = jnp.concatenate([rows + n_global, rows])
+  col = jnp.arange(2 * n_global)[None, :]
+  negative_mask = (col != self_col[:, None]) & (col != positive_col[:, None])
+  positive = jnp.take_along_axis(logits, positive_col[:, None], axis=1)[:, 0]
+  return logits, positive, negative_mask, n_global
+
+
 def nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float,
             axis_name: Optional[str] = None) -> jax.Array:
   """SimCLR's NT-Xent loss over the 2N views of the (global) batch.

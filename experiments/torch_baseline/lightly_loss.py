@@ -9,7 +9,9 @@ fails. `NTXentLoss` itself needs only three of lightly's files:
   lightly/models/modules/memory_bank.py    MemoryBankModule (MoCo's queue)
   lightly/loss/ntx_ent_loss.py             NTXentLoss
 
-`load_ntxent_loss_class` executes exactly those three files, unmodified, from the installed package. While
+`load_ntxent_loss_class` executes exactly those three files, unmodified, from the installed package
+(`load_dcl_loss_classes` and `load_swav_loss` do the same for `lightly/loss/dcl_loss.py` and
+`lightly/loss/swav_loss.py`, which import nothing more of lightly than `lightly/utils/dist.py`). While
 it does, `sys.modules` holds empty stand-in package objects for `lightly`, `lightly.utils`,
 `lightly.models`, `lightly.models.modules` and `lightly.loss` (their `__path__` is the installed
 directory, their `__init__.py` is never run) and, for `lightly.models.utils`, a module whose only member
@@ -44,27 +46,44 @@ def _concat_all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def load_ntxent_loss_class() -> type:
-  """lightly's `NTXentLoss` class, executed from the installed files (see the module docstring)."""
+def _load_lightly_module(name: str) -> types.ModuleType:
+  """Executes lightly's file `name` (and the two it may import, `_FILES[:2]`) without lightly's __init__s."""
   root = _lightly_dir()
-  saved = {name: mod for name, mod in sys.modules.items() if name == 'lightly' or name.startswith('lightly.')}
-  for name in saved:
-    del sys.modules[name]
+  saved = {key: mod for key, mod in sys.modules.items() if key == 'lightly' or key.startswith('lightly.')}
+  for key in saved:
+    del sys.modules[key]
   try:
-    for name in _PACKAGES:
-      package = types.ModuleType(name)
-      package.__path__ = [os.path.join(root, *name.split('.')[1:])]
-      sys.modules[name] = package
+    for package_name in _PACKAGES:
+      package = types.ModuleType(package_name)
+      package.__path__ = [os.path.join(root, *package_name.split('.')[1:])]
+      sys.modules[package_name] = package
     model_utils = types.ModuleType('lightly.models.utils')
     model_utils.concat_all_gather = _concat_all_gather
     sys.modules['lightly.models.utils'] = model_utils
     sys.modules['lightly.models'].utils = model_utils
-    modules = [importlib.import_module(name) for name in _FILES]
-    return modules[-1].NTXentLoss
+    modules = [importlib.import_module(n) for n in (*_FILES[:2], name)]
+    return modules[-1]
   finally:
-    for name in [n for n in sys.modules if n == 'lightly' or n.startswith('lightly.')]:
-      del sys.modules[name]
+    for key in [n for n in sys.modules if n == 'lightly' or n.startswith('lightly.')]:
+      del sys.modules[key]
     sys.modules.update(saved)
+
+
+def load_ntxent_loss_class() -> type:
+  """lightly's `NTXentLoss` class, executed from the installed files (see the module docstring)."""
+  return _load_lightly_module('lightly.loss.ntx_ent_loss').NTXentLoss
+
+
+def load_dcl_loss_classes() -> tuple[type, type]:
+  """lightly's `(DCLLoss, DCLWLoss)` from `lightly/loss/dcl_loss.py` (imports only `lightly.utils.dist`)."""
+  module = _load_lightly_module('lightly.loss.dcl_loss')
+  return module.DCLLoss, module.DCLWLoss
+
+
+def load_swav_loss() -> tuple[type, object]:
+  """lightly's `(SwaVLoss, sinkhorn)` from `lightly/loss/swav_loss.py` (imports only torch)."""
+  module = _load_lightly_module('lightly.loss.swav_loss')
+  return module.SwaVLoss, module.sinkhorn
 
 
 def ntxent_loss(temperature: float, memory_bank_size: int = 0, dim: int | None = None) -> torch.nn.Module:
