@@ -3,7 +3,9 @@
 `check_pretrain_config(config)` checks a pretraining config (`configs/base.py` and the method files) and
 `check_probe_config(probe_config)` an evaluation config (`configs/probe.py`). Each collects every value
 out of range and raises one `ConfigError` that lists them, one line per key, with the value and the
-allowed range, e.g. `config.batch_size = 1: must be >= 2 ...`. Nothing here touches data or devices.
+allowed range, e.g. `config.batch_size = 1: must be an integer >= 2 ...`. `check_pretrain_run(config,
+workdir)` adds the run's paths (`ssl_jax.path_checks`: the workdir, the real recordings' directory).
+Nothing here reads data or touches devices.
 
 The rules that are not plain ranges:
 - `num_train_steps`: >= 1 trains that many steps; -1 (the default) trains `num_epochs` epochs of the train

@@ -64,6 +64,7 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   if seed < 0:
     raise ValueError(f'--seed must be >= 0, got {seed}')
   step = path_checks.check_trained_workdir(workdir, step)
+  path_checks.check_workdir(os.path.dirname(results_path(workdir)), 'the results directory')
   config, encoder, variables = checkpointing.load_encoder(workdir, step)
   data = data or evaluation.PipelineData(config.data, probe_config.embed_batch_size)
   unavailable = evaluation.unavailable_numbers(data.labels('train'), probe_config)

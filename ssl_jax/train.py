@@ -81,7 +81,12 @@ def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterato
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason)."""
+  """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason).
+
+  Before the data is built, the config and paths are checked (`config_checks`) and a resume's config
+  against the stored one (`resume_checks`: a change is refused, or applied on purpose and recorded);
+  before anything compiles, a checkpoint past the run's total steps is refused.
+  """
   config_checks.check_pretrain_run(config, workdir)
   resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Before the data is built.
   mesh = parallel.create_mesh()
