@@ -68,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Schedule and optimiser.
   config.num_epochs = 400
-  config.num_train_steps = -1  # > 0 overrides num_epochs
+  config.num_train_steps = -1  # >= 1: train that many steps; -1: train num_epochs epochs (0 is refused)
   config.batch_size = 256  # samples per global step (2 * batch_size views)
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'sgd'  # 'sgd' (momentum, coupled L2 decay, as torch.optim.SGD) | 'lars'
@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 2
   config.progress_bar = True
+  # Keys a resume may change on purpose, comma-separated: 'num_train_steps' and/or 'num_epochs'. The steps
+  # after the restored one follow the new schedule; the change is recorded (ssl_jax/resume_checks.py).
+  config.allow_resume_changes = ''
 
   # Multi-host (empty: single process).
   config.distributed = ml_collections.ConfigDict()

@@ -17,7 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.tasks = ('aoa', 'amc')
   config.budgets = (1, 10, 100, 200, 500)  # labelled train examples per class
   config.num_seeds = 3  # label sets and heads per budget (mean ± std)
-  config.skip_unavailable_budgets = True  # a budget above the smallest train class: skip, not fail
+  # A budget the train split cannot serve (above its smallest class, or a class absent) is an error that
+  # names it; True skips it instead, with the reason in the results and a warning.
+  config.skip_unavailable_budgets = False
   config.embed_batch_size = 256  # examples per frozen-encoder call
 
   # Head training (on frozen, standardised embeddings): AdamW, cosine lr, fixed step count.

@@ -3,14 +3,26 @@
 Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method, default simclr).
 """
 
+from absl import flags
 import ml_collections
 
 from configs import moco as moco_config
 from configs import simclr as simclr_config
 
 
+PRESETS = {'simclr': simclr_config, 'moco': moco_config}
+
+
 def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
-  config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
+  """The smoke config of `method`; an unknown one raises absl's IllegalFlagValueError naming the choices.
+
+  (Not a ValueError: the config flag would print a ValueError with its traceback instead of the message.)
+  """
+  if method not in PRESETS:
+    raise flags.IllegalFlagValueError(
+        f'configs/smoke.py: unknown preset {method!r}; choose one of {sorted(PRESETS)} '
+        '(e.g. --config=configs/smoke.py:moco)')
+  config = PRESETS[method].get_config()
   config.data.length = 64
   config.model.stage_repeats = (1, 1, 1)  # same block types, a fraction of the compile time
   config.data.examples_per_class = 2

@@ -73,6 +73,39 @@ def make_config(args: argparse.Namespace, method: str):
   return config
 
 
+# Flag -> the config key it sets (make_config), to name the flag in a config error.
+_FLAG_OF_KEY = {'batch_size': '--batch_size', 'data.length': '--length', 'augment.crop_lengths': '--crop_length',
+                'augment.antenna_dropout': '--antenna_dropout', 'model.stage_repeats': '--stage_repeats',
+                'optim.learning_rate': '--learning_rate', 'num_train_steps': '--steps'}
+
+
+def check_args(args: argparse.Namespace) -> None:
+  """Every flag before any work; raises SystemExit with a message naming the flag."""
+  methods = [m for m in args.methods.split(',') if m]
+  unknown = [m for m in methods if m not in ('simclr', 'moco')]
+  if not methods or unknown:
+    raise SystemExit(f'error: --methods {args.methods!r}: choose from simclr, moco (comma-separated)')
+  try:
+    tuple(int(r) for r in args.stage_repeats.split(','))
+  except ValueError:
+    raise SystemExit(f'error: --stage_repeats must be 3 comma-separated integers, got {args.stage_repeats!r}') from None
+  if args.warmup < 0:
+    raise SystemExit(f'error: --warmup must be >= 0, got {args.warmup}')
+  if args.crop_length < 0:
+    raise SystemExit(f'error: --crop_length must be >= 0 (0: no crop), got {args.crop_length}')
+  from ssl_jax import config_checks, path_checks
+  for method in methods:
+    problems = config_checks.pretrain_config_problems(make_config(args, method))
+    if problems:
+      named = [next((f'{flag}: {p}' for key, flag in _FLAG_OF_KEY.items() if p.startswith(f'config.{key} ')), p)
+               for p in problems]
+      raise SystemExit(f'error: the flags give an invalid {method} config:\n' + '\n'.join(f'  {p}' for p in named))
+  try:
+    path_checks.check_workdir(args.out, '--out')
+  except path_checks.PathError as e:
+    raise SystemExit(f'error: {e}') from None
+
+
 def simulated_batches(config, steps: int) -> np.ndarray:
   """`(steps, batch, length, 8)` simulated AoAM examples (random classes)."""
   from ssl_jax.data import simulate
@@ -226,6 +259,7 @@ def main() -> None:
   for backend in backends:
     if backend not in BACKENDS:
       raise SystemExit(f'--backends: unknown {backend!r}; choose from {BACKENDS}')
+  check_args(args)
   results = {}
   for method in args.methods.split(','):
     results[method] = {}

@@ -8,7 +8,9 @@ also each with MTC alone), probes each at
 every label budget (several seeds), probes a randomly initialised encoder, trains the supervised
 baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`, `DIR/report.md` (the
 study's three tables beside its published numbers) and PNG plots. Reruns resume: finished pretraining
-runs are reused from `DIR/runs/`.
+runs are reused from `DIR/runs/`; a rerun whose runs differ from those stored there (another --steps,
+--seed, --moco_variant ...) is refused before any work, naming the workdir and the keys (use another
+--out, or delete the run to retrain it). Every config is checked before the first run starts.
 
 Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
 `cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps, MoCo v3 unless
@@ -221,7 +223,41 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
     config.supervised.budgets = (1, 10, 100)
     config.supervised.num_seeds = 1
     config.supervised.max_steps = 3000  # as many steps as pretraining
+  else:  # full: the study's budgets; the simulated train split holds 200 per class, so 500 is reported skipped.
+    config.skip_unavailable_budgets = True
   return config
+
+
+def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collections.ConfigDict,
+                out_dir: str) -> None:
+  """Everything a study can be refused for, before any work: each run's config, the probe config, the
+  budgets against the simulated examples per class, and finished or partial runs in `out_dir/runs/` that
+  were trained with other settings (a rerun with another --steps, say), which would be reused under
+  the new settings' name. Raises ValueError naming the run, the workdir and the keys that differ.
+  """
+  from ssl_jax import config_checks, path_checks, resume_checks
+  path_checks.check_workdir(out_dir, '--out')
+  config_checks.check_probe_config(probes)
+  for name, config in configs.items():
+    try:
+      config_checks.check_pretrain_config(config)
+    except config_checks.ConfigError as e:
+      raise ValueError(f'run {name}: {e}') from None
+    per_class = config.data.examples_per_class
+    budgets = sorted(set(probes.budgets) | set(probes.supervised.budgets if probes.supervised.enabled else ()))
+    too_large = [b for b in budgets if b > per_class]
+    if too_large and not probes.skip_unavailable_budgets:
+      raise ValueError(f'run {name}: budgets {too_large} per class exceed the {per_class} simulated train examples '
+                       'per class; lower the budgets or set probe_config.skip_unavailable_budgets')
+    workdir = os.path.join(out_dir, 'runs', name)
+    if not os.path.exists(workdir):
+      continue
+    try:
+      resume_checks.check_workdir_resume(workdir, config)
+    except ValueError as e:
+      raise ValueError(f'{workdir!r} holds a run {name} trained with other settings than this study asks for, '
+                       f'so its results would be labelled wrongly; use another --out, or delete {workdir!r} '
+                       f'to retrain it.\n{e}') from None
 
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
@@ -248,16 +284,26 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
 
+  data_dir = data_dir or os.path.join(out_dir, 'tfds')
+  configs = {}
+  for method, augment, antenna_dropout in runs_for(mtc_only):
+    config = pretrain_config(method, augment, scale, antenna_dropout, short_run_moco, moco_variant)
+    config.seed = seed
+    if steps is not None:
+      set_steps(config, steps)
+    set_data(config, data_dir, data_source, manual_dir)
+    configs[run_name(method, augment, antenna_dropout)] = config
+  probes = probe_config(scale)
+  check_study(configs, probes, out_dir)
+
   os.makedirs(out_dir, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
-  data_dir = data_dir or os.path.join(out_dir, 'tfds')
   started = time.perf_counter()
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
                              'short_run_moco': short_run_moco,
                              'moco_variant': moco_variant, 'data': data, 'runs': {},
                              'timing_s': {}}
-  probes = probe_config(scale)
   results['probe_config'] = json.loads(probes.to_json_best_effort())
   projections = {}
 
@@ -270,11 +316,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
 
   for method, augment, antenna_dropout in runs_for(mtc_only):
     name = run_name(method, augment, antenna_dropout)
-    config = pretrain_config(method, augment, scale, antenna_dropout, short_run_moco, moco_variant)
-    config.seed = seed
-    if steps is not None:
-      set_steps(config, steps)
-    set_data(config, data_dir, data_source, manual_dir)
+    config = configs[name]
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
     t0 = time.perf_counter()
@@ -343,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
   except DataError as e:
     print(f'[study] error: {e}', file=sys.stderr)
     return 2
+  except (ValueError, FileNotFoundError) as e:
+    print(f'[study] error: {e}', file=sys.stderr)
+    return 1
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 

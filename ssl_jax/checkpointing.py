@@ -1,10 +1,10 @@
 """The one checkpoint helper: orbax `CheckpointManager` over the whole train state, plus the run config.
 
-A pretraining workdir holds `config.json` (the run's config, written once at the start) and
+A pretraining workdir holds `config.json` (the run's config, written at the start; a resume that changes
+it on purpose rewrites it, with the history, see `ssl_jax.resume_checks`) and
 `checkpoints/<step>/` (orbax). Orbax writes each step into a temporary directory and renames it only once
 complete, so a crash or kill mid-save leaves at most a temporary directory that is never restored; the
-last complete step is. Resuming refuses a workdir whose config differs in anything that shapes the state
-(method, model, queue, optimiser), naming the key.
+last complete step is.
 """
 
 import json
@@ -17,10 +17,6 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 PyTree = Any
-
-# Keys whose values fix the structure or shapes of the train state: a checkpoint is only compatible with
-# a config that agrees on all of them.
-STATE_DEFINING_KEYS = ('method', 'model', 'moco.variant', 'moco.queue_size', 'optim.name', 'temperature')
 
 
 def config_path(workdir: str) -> str:
@@ -50,28 +46,6 @@ def _lists_to_tuples(tree):
   if isinstance(tree, list):
     return tuple(_lists_to_tuples(v) for v in tree)
   return tree
-
-
-def _lookup(config: Any, dotted: str) -> Any:
-  node = config
-  for part in dotted.split('.'):
-    if isinstance(node, (dict, ml_collections.ConfigDict)) and part in node:
-      node = node[part]
-    else:
-      return None
-  return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
-
-
-def check_compatible(saved: ml_collections.ConfigDict, requested: ml_collections.ConfigDict,
-                     workdir: str) -> None:
-  """Raises ValueError naming the first state-defining key where the two configs differ."""
-  saved_json = json.loads(saved.to_json_best_effort())
-  requested_json = json.loads(requested.to_json_best_effort())
-  for key in STATE_DEFINING_KEYS:
-    a, b = _lookup(saved_json, key), _lookup(requested_json, key)
-    if a != b:
-      raise ValueError(f'{workdir!r} holds a checkpoint of another run: config.{key} is {a!r} there but '
-                       f'{b!r} now. Use a new --workdir, or the same config to resume.')
 
 
 def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:

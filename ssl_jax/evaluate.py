@@ -6,8 +6,11 @@
 Loads the (query/online) encoder of the workdir's latest checkpoint, reads the data the run was trained
 on (`config.data`), and runs `ssl_jax.evaluation.evaluate_encoder` on it; with `probe_config.random_init`
 also on a randomly initialised encoder, with `probe_config.supervised.enabled` also the supervised
-baseline. The results file is written atomically (temporary file, then rename). Exits 1 with a message
-when DIR holds no checkpoint.
+baseline. The results file is written atomically (temporary file, then rename). Exits 1 with a message,
+before any probing, when the probe config is out of range, DIR holds no checkpoint (at --step), or the
+train split cannot serve a requested budget (a class with fewer examples than the budget, or none):
+`--probe_config.skip_unavailable_budgets=True` skips those budgets instead, each named in a warning and
+in the results' `skipped` list.
 """
 
 import json
@@ -51,15 +54,29 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   """Evaluates the encoder of `workdir`, writes `workdir/eval/results.json`, returns the results.
 
   `data` (an `ssl_jax.evaluation.EvalData`) overrides where the splits are read from (tests).
-  Raises FileNotFoundError when `workdir` has no config or checkpoint.
+  Raises ValueError (or FileNotFoundError) before any probing when the probe config is out of range, the
+  workdir holds no config or no checkpoint at `step`, or the train split cannot serve a requested budget
+  (unless `probe_config.skip_unavailable_budgets`: then the budgets are skipped, each with a warning).
   """
-  from ssl_jax import checkpointing  # Local imports: flag parsing and --help stay fast.
+  from ssl_jax import checkpointing, config_checks, path_checks  # Local imports: --help stays fast.
   from ssl_jax import evaluation
+  config_checks.check_probe_config(probe_config)
+  if seed < 0:
+    raise ValueError(f'--seed must be >= 0, got {seed}')
+  step = path_checks.check_trained_workdir(workdir, step)
+  path_checks.check_workdir(os.path.dirname(results_path(workdir)), 'the results directory')
   config, encoder, variables = checkpointing.load_encoder(workdir, step)
-  if step is None:
-    checkpointer = checkpointing.Checkpointer(workdir)
-    step = checkpointer.latest_step()
-    checkpointer.close()
+  data = data or evaluation.PipelineData(config.data, probe_config.embed_batch_size)
+  unavailable = evaluation.unavailable_numbers(data.labels('train'), probe_config)
+  if unavailable and not probe_config.skip_unavailable_budgets:
+    raise ValueError(
+        f'the train split of {workdir!r} cannot serve every requested budget:\n' +
+        '\n'.join(f'  {reason}' for reason in unavailable) +
+        '\nAsk for smaller budgets (--probe_config.budgets=...), or skip these with '
+        '--probe_config.skip_unavailable_budgets=True.')
+  for reason in unavailable:
+    logging.warning('skipped (probe_config.skip_unavailable_budgets): %s', reason)
+    print(f'warning: skipped: {reason}', file=sys.stderr)
   results = {
       'workdir': os.path.abspath(workdir),
       'method': config.get('method'),
@@ -67,6 +84,7 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
       'seed': seed,
       'data_config': json.loads(config.data.to_json_best_effort()),
       'probe_config': json.loads(probe_config.to_json_best_effort()),
+      'skipped': unavailable,
   }
   logging.info('probing the pretrained encoder of %s', workdir)
   results['pretrained'] = evaluation.evaluate_encoder(encoder, variables, config.data, probe_config,

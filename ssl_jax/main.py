@@ -25,19 +25,27 @@ flags.DEFINE_enum('host_allocator', host_allocator.DEFAULT_POLICY, list(host_all
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _fail(error: Exception) -> None:
+  logging.error('%s', error)
+  print(f'error: {error}', file=sys.stderr)
+  sys.exit(1)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
   logging.info('%s', host_allocator.configure(FLAGS.host_allocator))  # Before JAX starts its backend.
-  from ssl_jax import parallel
-  parallel.initialize_distributed(FLAGS.config.distributed)  # Before anything touches the devices.
+  from ssl_jax import config_checks, parallel
+  try:
+    config_checks.check_pretrain_run(FLAGS.config, FLAGS.workdir)  # A bad value is a message, before any work.
+    parallel.initialize_distributed(FLAGS.config.distributed)  # Before anything touches the devices.
+  except ValueError as e:
+    _fail(e)
   from ssl_jax import train
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    _fail(e)
   print(json.dumps(summary))
 
 

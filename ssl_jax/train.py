@@ -19,7 +19,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from ssl_jax import augment, checkpointing, metrics_writer, methods, optim, parallel
+from ssl_jax import augment, checkpointing, config_checks, metrics_writer, methods, optim, parallel
+from ssl_jax import resume_checks
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
 
@@ -52,18 +53,6 @@ class _StopRequest:
         signal.signal(s, handler)
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks values the step functions would otherwise trip over later with a less helpful message."""
-  if config.batch_size <= 0:
-    raise ValueError(f'config.batch_size must be positive, got {config.batch_size}')
-  if config.temperature <= 0:
-    raise ValueError(f'config.temperature must be positive, got {config.temperature}')
-  if config.num_train_steps <= 0 and config.num_epochs <= 0:
-    raise ValueError('set config.num_epochs or config.num_train_steps to a positive value '
-                     f'(got {config.num_epochs} and {config.num_train_steps})')
-  methods.get_method(config.method)
-
-
 def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict[str, Any]:
   """Networks, optimiser, schedules, initial state (replicated on the mesh) and the parallel step."""
   method = methods.get_method(config.method)
@@ -92,25 +81,33 @@ def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterato
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason)."""
-  validate_config(config)
+  """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason).
+
+  Before the data is built, the config and paths are checked (`config_checks`) and a resume's config
+  against the stored one (`resume_checks`: a change is refused, or applied on purpose and recorded);
+  before anything compiles, a checkpoint past the run's total steps is refused.
+  """
+  config_checks.check_pretrain_run(config, workdir)
+  resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Before the data is built.
   mesh = parallel.create_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
   is_chief = jax.process_index() == 0
 
   num_train = pipeline.num_examples(config.data, 'train')
   steps_per_epoch = max(num_train // config.batch_size, 1)
+  resume_checks.check_steps_left(workdir, common.total_steps(config, steps_per_epoch))
   built = build(config, mesh, steps_per_epoch)
   state, step_fn, num_steps = built['state'], built['step_fn'], built['num_steps']
 
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   if checkpointer.latest_step() is not None:
-    checkpointing.check_compatible(checkpointing.read_config(workdir), config, workdir)
     state = checkpointer.restore(state)
     logging.info('Resumed %s from step %d', workdir, checkpointer.latest_step())
   elif is_chief:
     checkpointing.write_config(workdir, config)
   start_step = int(jax.device_get(state.step))
+  if resume_changes and is_chief:
+    resume_checks.record_changes(workdir, config, resume_changes, start_step)
   run_rng = jax.device_get(state.rng)  # Fixed for the run; with the step it gives the views' keys.
   policy = augment.AugmentPolicy.from_config(config.augment)
 

@@ -30,6 +30,7 @@ def make_split(rng, per_class):
 def tiny_probe_config():
   config = probe_config_lib.get_config()
   config.budgets = (1, 2, 200)
+  config.skip_unavailable_budgets = True  # 200 per class: more than the train split holds
   config.num_seeds = 2
   config.embed_batch_size = 64
   config.probe.num_steps = 20

@@ -12,17 +12,24 @@ Command line (a pretraining workdir <-> a torch encoder `state_dict` file):
   python experiments/torch_baseline/convert.py to_flax --state_dict=encoder.pt --config=configs/simclr.py \
       --workdir=NEW_RUN
 
-`to_flax` writes a workdir that `ssl_jax.checkpointing.load_encoder` (and so `ssl_jax.evaluate`) reads: the
-run config and a step-0 checkpoint of the method's initial state with the encoder replaced by the torch
-weights.
+`to_flax` writes a new workdir that `ssl_jax.checkpointing.load_encoder` (and so `ssl_jax.evaluate`) reads:
+the run config and a step-0 checkpoint of the method's initial state with the encoder replaced by the torch
+weights. It refuses a --workdir that is not empty (it never writes into a run). Both commands check their
+inputs first and exit 1 with a message (a workdir without a checkpoint, a missing step, a bad --out).
 """
 
 import collections
+import os
+import pickle
 import re
+import sys
 from typing import Any, Mapping
 
-import numpy as np
-import torch
+if __name__ == '__main__':  # Run as a script: the checkout (configs/, ssl_jax/) goes first on the path.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 PyTree = Any
 
@@ -201,9 +208,15 @@ def workdir_to_state_dict(workdir: str, step: int | None = None):
 
 
 def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdir: str, seed: int = 0) -> None:
-  """Writes a workdir (config + step-0 checkpoint) whose encoder is `state_dict`; see the module docstring."""
+  """Writes a new workdir (config + step-0 checkpoint) whose encoder is `state_dict`; see the module docstring.
+
+  Raises ValueError when `workdir` is not empty (a run is never overwritten), `config` is out of range,
+  or the state_dict does not fit `config.model`.
+  """
   import jax
-  from ssl_jax import checkpointing, methods, optim
+  from ssl_jax import checkpointing, config_checks, methods, optim, path_checks
+  path_checks.check_nothing_to_overwrite(workdir, '--workdir')
+  config_checks.check_pretrain_config(config)
   encoder = encoder_to_flax(state_dict)
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
@@ -237,20 +250,34 @@ def _check_same_structure(expected: PyTree, got: PyTree, what: str) -> None:
 
 def main(argv: list[str]) -> None:
   from absl import flags
+  from ssl_jax import config_checks, path_checks
   flags_ = flags.FLAGS
   if len(argv) != 2 or argv[1] not in ('to_torch', 'to_flax'):
     raise SystemExit(f'usage: convert.py to_torch|to_flax [flags]; got {argv[1:]}')
-  if argv[1] == 'to_torch':
-    if not flags_.workdir or not flags_.out:
-      raise SystemExit('to_torch needs --workdir and --out')
-    _, state_dict = workdir_to_state_dict(flags_.workdir, flags_.step)
-    torch.save(state_dict, flags_.out)
-    print(f'wrote {len(state_dict)} tensors to {flags_.out}')
-  else:
-    if not flags_.state_dict or flags_.config is None or not flags_.workdir:
-      raise SystemExit('to_flax needs --state_dict, --config and --workdir')
-    state_dict_to_workdir(torch.load(flags_.state_dict, weights_only=True), flags_.config, flags_.workdir)
-    print(f'wrote {flags_.workdir}')
+  try:  # Every input and output checked before anything is loaded or written.
+    if argv[1] == 'to_torch':
+      if not flags_.workdir or not flags_.out:
+        raise SystemExit('to_torch needs --workdir and --out')
+      path_checks.check_trained_workdir(flags_.workdir, flags_.step)
+      path_checks.check_output_file(flags_.out, '--out')
+      _, state_dict = workdir_to_state_dict(flags_.workdir, flags_.step)
+      torch.save(state_dict, flags_.out)
+      print(f'wrote {len(state_dict)} tensors to {flags_.out}')
+    else:
+      if not flags_.state_dict or flags_.config is None or not flags_.workdir:
+        raise SystemExit('to_flax needs --state_dict, --config and --workdir')
+      path_checks.check_input_file(flags_.state_dict, '--state_dict')
+      config_checks.check_pretrain_config(flags_.config)
+      path_checks.check_new_workdir(flags_.workdir, '--workdir')
+      try:
+        state_dict = torch.load(flags_.state_dict, weights_only=True)
+      except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f'--state_dict {flags_.state_dict!r} is not a torch state_dict file: {e}') from None
+      state_dict_to_workdir(state_dict, flags_.config, flags_.workdir)
+      print(f'wrote {flags_.workdir}')
+  except (ValueError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 if __name__ == '__main__':

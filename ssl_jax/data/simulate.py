@@ -551,14 +551,23 @@ def main(argv: list[str] | None = None) -> int:
   per_class = args.examples_per_class
   if per_class is None:
     per_class = TEST_EXAMPLES_PER_CLASS if args.split == 'test' else 200
-  try:
+  from ssl_jax import path_checks  # Local: the simulator library itself needs no path checks.
+  try:  # Every argument and the output path before the first example is drawn.
+    if per_class < 1:
+      raise ValueError(f'--examples_per_class must be >= 1, got {per_class}')
+    if args.seed < 0:
+      raise ValueError(f'--seed must be >= 0, got {args.seed}')
     config = SimConfig(length=args.length, snr_db_low=args.snr_db_low, snr_db_high=args.snr_db_high,
                        num_reflections=args.num_reflections, iq_imbalance=not args.no_iq_imbalance,
                        environment=args.environment, nuisances=args.nuisances)
+    path_checks.check_output_file(args.out, '--out')
     write_hdf5(args.out, args.split, per_class, config, args.seed)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except OSError as e:  # The disk filled up, or the path changed under us: nothing is left behind.
+    print(f'error: cannot write --out {args.out!r}: {e}', file=sys.stderr)
+    return 1
   print(f'wrote {num_split_examples(per_class)} {args.split} examples (L={args.length}) to {args.out}')
   return 0
 

@@ -4,7 +4,8 @@ Layout: `iq_data` float (n, 4, 2, L) (antenna, I/Q, time), `modulation` int (n,)
 `angles` numeric (n, 2) = (azimuth, elevation) in degrees on the -70..70 grid in 10 deg steps.
 Every problem is a ValueError that names the file and what is wrong.
 
-CLI: `python -m ssl_jax.data.validate FILE.h5 [FILE.h5 ...] [--length L]`, exit status 1 on the first bad file.
+CLI: `python -m ssl_jax.data.validate FILE.h5 [FILE.h5 ...] [--length L]`, exit status 1 on the first bad file
+(or one that is missing or a directory), 2 on a bad --length.
 """
 
 from __future__ import annotations
@@ -143,8 +144,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('files', nargs='+')
   parser.add_argument('--length', type=int, default=None, help='required example length L')
   args = parser.parse_args(argv)
+  if args.length is not None and args.length < 1:
+    print(f'error: --length must be >= 1, got {args.length}', file=sys.stderr)
+    return 2
+  from ssl_jax import path_checks  # Local: the library functions above need no path checks.
   for path in args.files:
     try:
+      path_checks.check_input_file(path, 'file')
       summary = validate_file(path, args.length)
     except ValueError as e:
       print(f'error: {e}', file=sys.stderr)

@@ -7,8 +7,9 @@ the raw train split in memory) plus the test split, then trains every probe on t
 
 Label sets: for probe seed `s` (0..num_seeds-1) and run seed `seed`, `sample_budget(train labels,
 budget, seed=seed * 1000 + s)`; budgets are nested per seed, and every encoder probed with the same
-`seed` sees the same label sets (paired comparison). A budget larger than the smallest class is skipped
-with the reason recorded in the results (or raises, if `probe_config.skip_unavailable_budgets` is False).
+`seed` sees the same label sets (paired comparison). A budget larger than the smallest class raises,
+unless `probe_config.skip_unavailable_budgets` is True: then it is skipped with the reason recorded in the
+results (`unavailable_numbers` lists them all up front).
 """
 
 import dataclasses
@@ -133,18 +134,48 @@ def _budget_seed(seed: int, probe_seed: int) -> int:
   return seed * 1000 + probe_seed
 
 
+def unavailable_reason(train_labels: Mapping[str, np.ndarray], task: Task, budget: int) -> str | None:
+  """Why `budget` labels per class cannot be drawn for `task` (a class short of examples), or None."""
+  labels = np.asarray(train_labels[task.label_key])
+  counts = np.bincount(labels, minlength=task.num_classes)[:task.num_classes] if labels.size else (
+      np.zeros(task.num_classes, np.int64))
+  if budget <= counts.min():
+    return None
+  absent = np.flatnonzero(counts == 0)
+  if absent.size:
+    shown = ', '.join(str(c) for c in absent[:10]) + (', ...' if absent.size > 10 else '')
+    return (f'{task.name}: budget {budget} per class cannot be drawn: {absent.size} of {task.num_classes} '
+            f'classes have no train examples (class {shown})')
+  return (f'{task.name}: budget {budget} per class exceeds the smallest train class '
+          f'({int(counts.min())} examples, class {int(np.argmin(counts))})')
+
+
+def unavailable_numbers(train_labels: Mapping[str, np.ndarray], probe_config) -> list[str]:
+  """Every probe (and, when enabled, supervised) budget of `probe_config` the train labels cannot serve."""
+  reasons = []
+  for task in _tasks(probe_config):
+    for budget in probe_config.budgets:
+      reason = unavailable_reason(train_labels, task, int(budget))
+      if reason:
+        reasons.append(f'probe {reason}')
+    if probe_config.supervised.enabled:
+      for budget in probe_config.supervised.budgets:
+        reason = unavailable_reason(train_labels, task, int(budget))
+        if reason:
+          reasons.append(f'supervised {reason}')
+  return reasons
+
+
 def plan_label_sets(train_labels: Mapping[str, np.ndarray], task: Task, budget_list, num_seeds: int,
                     seed: int, skip_unavailable: bool) -> dict:
   """`{budget: (num_seeds, budget * classes) indices}` or `{budget: 'reason skipped'}`."""
   labels = np.asarray(train_labels[task.label_key])
-  available = budgets_lib.max_per_class(labels, task.num_classes)
   plan = {}
   for budget in budget_list:
-    if budget > available:
-      reason = (f'{task.name}: budget {budget} per class exceeds the smallest train class '
-                f'({available} examples)')
+    reason = unavailable_reason(train_labels, task, int(budget))
+    if reason:
       if not skip_unavailable:
-        raise ValueError(reason)
+        raise ValueError(f'{reason}; set probe_config.skip_unavailable_budgets=True to skip it')
       plan[int(budget)] = reason
       continue
     plan[int(budget)] = np.stack([

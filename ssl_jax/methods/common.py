@@ -182,7 +182,7 @@ def embedding_std(z: jax.Array, axis_name: str | None) -> jax.Array:
 
 
 def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-  """`num_train_steps` when positive, else `num_epochs * steps_per_epoch`."""
+  """`num_train_steps` when >= 1, else (-1) `num_epochs * steps_per_epoch` (config_checks refuses others)."""
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
   return int(round(config.num_epochs * steps_per_epoch))

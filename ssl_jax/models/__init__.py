@@ -16,6 +16,7 @@ from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
 
 ENCODER_NAMES = ('shufflenet_v2_05',)
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+DTYPES = tuple(_DTYPES)  # config.model.dtype values
 
 
 def _get(model_config: Any, key: str) -> Any:

@@ -1,0 +1,342 @@
+"""Whole-config checks that every entry point makes before any expensive work (data, compile, training).
+
+`check_pretrain_config(config)` checks a pretraining config (`configs/base.py` and the method files) and
+`check_probe_config(probe_config)` an evaluation config (`configs/probe.py`). Each collects every value
+out of range and raises one `ConfigError` that lists them, one line per key, with the value and the
+allowed range, e.g. `config.batch_size = 1: must be an integer >= 2 ...`. `check_pretrain_run(config,
+workdir)` adds the run's paths (`ssl_jax.path_checks`: the workdir, the real recordings' directory).
+Nothing here reads data or touches devices.
+
+The rules that are not plain ranges:
+- `num_train_steps`: >= 1 trains that many steps; -1 (the default) trains `num_epochs` epochs of the train
+  split; any other value (0 above all) is refused rather than read as "use the epochs".
+- `batch_size`: >= 2 wherever the loss takes its negatives from the batch (SimCLR, MoCo v3: one example
+  has no negative and its loss is exactly 0) or standardises over it (`model.projection_norm='batch'`);
+  MoCo v2 with the plain projection takes its negatives from the queue and may run with 1.
+- `moco.queue_size` (MoCo v2): a positive multiple of `batch_size`, so that FIFO writes never wrap.
+- `augment.crop_lengths`: positive, and none above `data.length` (a longer crop could only be the whole
+  example, which is what a crop of `data.length` says).
+- `allow_resume_changes`: keys a resume may change on purpose (see `ssl_jax.resume_checks`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import ml_collections
+
+from ssl_jax import methods, models, path_checks
+from ssl_jax.data import simulate
+from ssl_jax.evaluation import clustering, suite
+
+SOURCES = ('simulated', 'real')
+MOCO_VARIANTS = ('v2', 'v3')
+OPTIMIZERS = ('sgd', 'lars')  # ssl_jax.optim.create_optimizer
+LR_SCALINGS = ('none', 'linear')  # ssl_jax.optim.peak_learning_rate
+LR_SCHEDULES = ('cosine', 'constant')  # ssl_jax.optim.learning_rate_schedule
+LENGTH_DISPATCHES = ('host', 'switch')  # ssl_jax.methods.common.crop_lengths_for_step
+MIN_LENGTH = 16  # the aoam builder's (and the simulator's) shortest example
+# Keys a resume may change on purpose when `config.allow_resume_changes` names them (resume_checks).
+RESUME_CHANGEABLE_KEYS = ('num_train_steps', 'num_epochs')
+
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+  """One or more config values are out of range; the message names each key, its value and the range."""
+
+  def __init__(self, problems: Sequence[str], what: str = 'config'):
+    self.problems = tuple(problems)
+    super().__init__(f'invalid {what} ({len(self.problems)} problem{"s" if len(self.problems) > 1 else ""}):\n'
+                     + '\n'.join(f'  {p}' for p in self.problems))
+
+
+def lookup(config: Any, dotted: str, default: Any = _MISSING) -> Any:
+  """`config.a.b` for `dotted='a.b'`; `default` (or a missing marker) where a part is absent."""
+  node = config
+  for part in dotted.split('.'):
+    if isinstance(node, (dict, ml_collections.ConfigDict)) and part in node:
+      node = node[part]
+    else:
+      return default
+  return node
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Rules:
+  """Collects problems of one config; `prefix` names it in messages (`config.` / `probe_config.`)."""
+
+  def __init__(self, config: Any, prefix: str):
+    self.config = config
+    self.prefix = prefix
+    self.problems: list[str] = []
+
+  def value(self, key: str) -> Any:
+    return lookup(self.config, key)
+
+  def fail(self, key: str, message: str) -> None:
+    value = self.value(key)
+    shown = '<missing>' if value is _MISSING else repr(value)
+    self.problems.append(f'{self.prefix}{key} = {shown}: {message}')
+
+  def present(self, key: str) -> bool:
+    if self.value(key) is _MISSING:
+      self.problems.append(f'{self.prefix}{key} is missing')
+      return False
+    return True
+
+  def int_range(self, key: str, low: int | None = None, high: int | None = None, why: str = '') -> bool:
+    """An int in [low, high] (either bound optional); True when it is."""
+    if not self.present(key):
+      return False
+    value = self.value(key)
+    ok = _is_int(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+      if low is None and high is None:
+        bounds = 'an integer'
+      elif high is None:
+        bounds = f'an integer >= {low}'
+      elif low is None:
+        bounds = f'an integer <= {high}'
+      else:
+        bounds = f'an integer in [{low}, {high}]'
+      self.fail(key, f'must be {bounds}{why}')
+    return ok
+
+  def number(self, key: str, *, low: float | None = None, high: float | None = None,
+             low_open: bool = False, high_open: bool = False, why: str = '') -> bool:
+    """A finite number in the interval given by the bounds (open or closed ends); True when it is."""
+    if not self.present(key):
+      return False
+    value = self.value(key)
+    ok = _is_number(value)
+    if ok and low is not None:
+      ok = value > low if low_open else value >= low
+    if ok and high is not None:
+      ok = value < high if high_open else value <= high
+    if not ok:
+      if low is not None and high is not None:
+        interval = f'in {"(" if low_open else "["}{low:g}, {high:g}{")" if high_open else "]"}'
+      elif low is not None:
+        interval = f'{">" if low_open else ">="} {low:g}'
+      elif high is not None:
+        interval = f'{"<" if high_open else "<="} {high:g}'
+      else:
+        interval = 'finite'
+      self.fail(key, f'must be a finite number {interval}{why}')
+    return ok
+
+  def choice(self, key: str, choices: Sequence[Any], required: bool = True) -> bool:
+    if self.value(key) is _MISSING:
+      return self.present(key) if required else True
+    if self.value(key) not in choices:
+      self.fail(key, f'must be one of {tuple(choices)}')
+      return False
+    return True
+
+  def boolean(self, key: str) -> bool:
+    if not self.present(key):
+      return False
+    if not isinstance(self.value(key), bool):
+      self.fail(key, 'must be True or False')
+      return False
+    return True
+
+  def int_sequence(self, key: str, *, low: int, count: int | None = None, high: int | None = None,
+                   why: str = '') -> bool:
+    """A non-empty list/tuple of ints, each in [low, high] (and exactly `count` of them if given)."""
+    if not self.present(key):
+      return False
+    value = self.value(key)
+    ok = (isinstance(value, (list, tuple)) and len(value) > 0 and (count is None or len(value) == count)
+          and all(_is_int(v) and v >= low and (high is None or v <= high) for v in value))
+    if not ok:
+      what = f'{count} integers' if count is not None else 'a non-empty tuple of integers'
+      bounds = f'>= {low}' if high is None else f'in [{low}, {high}]'
+      self.fail(key, f'must be {what}, each {bounds}{why}')
+    return ok
+
+
+def _method_uses_batch_negatives(config: Any) -> bool:
+  """SimCLR and MoCo v3 take every negative from the batch; MoCo v2 from its queue."""
+  return lookup(config, 'method') == 'simclr' or lookup(config, 'moco.variant', 'v2') == 'v3'
+
+
+def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Every out-of-range value of a pretraining config, as messages (empty: the config is valid)."""
+  r = _Rules(config, 'config.')
+  method_ok = r.choice('method', tuple(methods.METHODS))
+  r.int_range('seed', 0)
+
+  # Data.
+  source_ok = r.choice('data.source', SOURCES)
+  length_ok = r.int_range('data.length', MIN_LENGTH)
+  if source_ok and r.value('data.source') == 'simulated':
+    r.int_range('data.examples_per_class', 1)
+    r.int_range('data.test_examples_per_class', 1)
+    r.int_range('data.sim_seed', 0)
+    if r.number('data.snr_db_low') and r.number('data.snr_db_high'):
+      if r.value('data.snr_db_low') > r.value('data.snr_db_high'):
+        r.fail('data.snr_db_low', f'must be <= config.data.snr_db_high = {r.value("data.snr_db_high")!r}')
+    r.choice('data.environment', simulate.ENVIRONMENTS, required=False)
+    r.choice('data.nuisances', simulate.NUISANCE_SCOPES, required=False)
+  if source_ok and r.value('data.source') == 'real':
+    manual_dir = r.value('data.manual_dir')
+    if not manual_dir:
+      r.fail('data.manual_dir', "must name the directory holding train.h5 and test.h5 when "
+             "config.data.source = 'real'")
+  r.int_range('data.prefetch', 1)
+
+  # Model.
+  r.choice('model.name', models.ENCODER_NAMES)
+  if r.present('model.width_multiplier') and r.value('model.width_multiplier') != 0.5:
+    r.fail('model.width_multiplier', 'must be 0.5 (the only ShuffleNetV2 width implemented)')
+  r.choice('model.depthwise_impl', models.DEPTHWISE_IMPLS)
+  r.choice('model.batch_norm_impl', models.BATCH_NORM_IMPLS, required=False)
+  r.choice('model.projection_norm', models.PROJECTION_NORMS, required=False)
+  r.choice('model.dtype', models.DTYPES)
+  if r.value('model.stage_repeats') is not _MISSING:
+    r.int_sequence('model.stage_repeats', low=1, count=3)
+  r.int_range('model.output_dim', 1)
+  r.int_range('model.hidden_dim', 1)
+
+  r.number('temperature', low=0.0, low_open=True, why=' (the logits are similarities / temperature)')
+
+  # Augmentation.
+  r.boolean('augment.enabled')
+  high = r.value('data.length') if length_ok else None
+  r.int_sequence('augment.crop_lengths', low=1, high=high,
+                 why=' (no crop can be longer than config.data.length)' if high is not None else '')
+  r.number('augment.antenna_dropout', low=0.0, high=1.0, high_open=True,
+           why=' (the probability of dropping each antenna)')
+  r.choice('augment.length_dispatch', LENGTH_DISPATCHES)
+
+  # Schedule: how long, in what batches.
+  if r.present('num_train_steps'):
+    steps = r.value('num_train_steps')
+    if not (_is_int(steps) and (steps >= 1 or steps == -1)):
+      r.fail('num_train_steps', 'must be >= 1 (train that many steps), or -1 to train config.num_epochs '
+             'epochs; 0 is not a length')
+    elif steps == -1:
+      r.number('num_epochs', low=0.0, low_open=True,
+               why=' (config.num_train_steps = -1 trains config.num_epochs epochs)')
+  batch_low = 1
+  why = ''
+  if method_ok and _method_uses_batch_negatives(config):
+    batch_low, why = 2, (' (the negatives come from the batch: with 1 example there are none and the loss is 0)')
+  elif lookup(config, 'model.projection_norm', 'none') == 'batch':
+    batch_low, why = 2, " (model.projection_norm = 'batch' standardises over the batch)"
+  batch_ok = r.int_range('batch_size', batch_low, why=why)
+
+  # Optimiser.
+  r.choice('optim.name', OPTIMIZERS)
+  r.number('optim.learning_rate', low=0.0, low_open=True)
+  r.choice('optim.lr_scaling', LR_SCALINGS)
+  r.number('optim.momentum', low=0.0, high=1.0, high_open=True)
+  r.number('optim.weight_decay', low=0.0)
+  r.number('optim.warmup_epochs', low=0.0)
+  r.choice('optim.schedule', LR_SCHEDULES)
+
+  # MoCo.
+  if method_ok and r.value('method') == 'moco':
+    variant_ok = r.choice('moco.variant', MOCO_VARIANTS)
+    r.number('moco.momentum', low=0.0, high=1.0, why=' (the EMA weight of the key encoder)')
+    r.boolean('moco.momentum_cosine')
+    if variant_ok and r.value('moco.variant') == 'v2' and r.int_range('moco.queue_size', 1) and batch_ok:
+      if r.value('moco.queue_size') % r.value('batch_size'):
+        r.fail('moco.queue_size', f'must be a multiple of config.batch_size = {r.value("batch_size")} '
+               '(whole batches of keys enter and leave the queue)')
+
+  # Loop.
+  r.int_range('log_every_steps', 1)
+  r.int_range('checkpoint_every_steps', 1)
+  r.int_range('keep_checkpoints', 1, why=' (how many checkpoints stay on disk; 0 would keep none)')
+  r.boolean('progress_bar')
+  allowed = lookup(config, 'allow_resume_changes', '')
+  if not isinstance(allowed, str):
+    r.fail('allow_resume_changes', f'must be a comma-separated string of keys from {RESUME_CHANGEABLE_KEYS}')
+  else:
+    unknown = [k for k in split_keys(allowed) if k not in RESUME_CHANGEABLE_KEYS]
+    if unknown:
+      r.fail('allow_resume_changes', f'names {unknown}; a resume may change only {RESUME_CHANGEABLE_KEYS} '
+             '(everything else defines the run: start a new --workdir)')
+
+  # Multi-host.
+  if r.int_range('distributed.num_processes', 1):
+    processes = r.value('distributed.num_processes')
+    r.int_range('distributed.process_id', 0, processes - 1)
+    if processes > 1 and not r.value('distributed.coordinator_address'):
+      r.fail('distributed.coordinator_address',
+             f'must be host:port of process 0 when config.distributed.num_processes = {processes}')
+  return r.problems
+
+
+def split_keys(text: str) -> list[str]:
+  """'a, b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
+  return [part.strip() for part in text.split(',') if part.strip()]
+
+
+def check_pretrain_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError listing every out-of-range value of a pretraining config."""
+  problems = pretrain_config_problems(config)
+  if problems:
+    raise ConfigError(problems)
+
+
+def check_pretrain_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`check_pretrain_config`, then the run's paths: the workdir and the real recordings' directory."""
+  check_pretrain_config(config)
+  path_checks.check_data_inputs(config.data)
+  path_checks.check_workdir(workdir)
+
+
+def probe_config_problems(probe_config: ml_collections.ConfigDict) -> list[str]:
+  """Every out-of-range value of an evaluation config (`configs/probe.py`)."""
+  r = _Rules(probe_config, 'probe_config.')
+  if r.present('tasks'):
+    tasks = r.value('tasks')
+    if not (isinstance(tasks, (list, tuple)) and tasks and all(t in suite.TASKS for t in tasks)):
+      r.fail('tasks', f'must be a non-empty tuple of tasks from {tuple(suite.TASKS)}')
+  r.int_sequence('budgets', low=1, why=' (labelled train examples per class)')
+  r.int_range('num_seeds', 1)
+  r.boolean('skip_unavailable_budgets')
+  r.int_range('embed_batch_size', 1)
+  r.int_range('probe.num_steps', 1)
+  r.int_range('probe.batch_size', 1)
+  r.number('probe.learning_rate', low=0.0, low_open=True)
+  r.number('probe.weight_decay', low=0.0)
+  r.number('probe.std_floor', low=0.0)
+  for task in suite.TASKS:
+    if r.value(f'heads.{task}') is not _MISSING:
+      r.int_range(f'heads.{task}.hidden_dim', 0, why=' (0: a linear head)')
+  r.choice('clustering.normalize', clustering.NORMALIZATIONS)
+  r.int_range('clustering.max_examples', why=' (<= 0: all test examples)')
+  r.boolean('random_init')
+  if r.boolean('supervised.enabled') and r.value('supervised.enabled'):
+    r.int_sequence('supervised.budgets', low=1)
+    r.int_range('supervised.num_seeds', 1)
+    r.number('supervised.learning_rate', low=0.0, low_open=True)
+    r.number('supervised.weight_decay', low=0.0)
+    r.int_range('supervised.batch_size', 1)
+    r.number('supervised.epochs', low=0.0, low_open=True)
+    if r.int_range('supervised.min_steps', 1) and r.int_range('supervised.max_steps', 1):
+      if r.value('supervised.min_steps') > r.value('supervised.max_steps'):
+        r.fail('supervised.min_steps', f'must be <= probe_config.supervised.max_steps = '
+               f'{r.value("supervised.max_steps")}')
+    r.int_range('supervised.warmup_steps', 0)
+  return r.problems
+
+
+def check_probe_config(probe_config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError listing every out-of-range value of an evaluation config."""
+  problems = probe_config_problems(probe_config)
+  if problems:
+    raise ConfigError(problems, what='probe_config')

@@ -1,0 +1,200 @@
+"""Whole-config checks (ssl_jax.config_checks) and path checks (ssl_jax.path_checks): no false alarms on the
+shipped configs, and every out-of-range value named with its key and range, all at once."""
+
+import os
+
+import pytest
+from absl import flags
+
+from configs import moco as moco_config
+from configs import probe as probe_config_lib
+from configs import simclr as simclr_config
+from configs import smoke
+from experiments import study
+from ssl_jax import config_checks, path_checks
+
+
+def _set(config, dotted, value):
+  node = config
+  *path, last = dotted.split('.')
+  for part in path:
+    node = node[part]
+  node[last] = value
+  return config
+
+
+def _problems(preset='simclr', **overrides):
+  config = smoke.get_config(preset)
+  for key, value in overrides.items():
+    _set(config, key.replace('__', '.'), value)
+  return config_checks.pretrain_config_problems(config)
+
+
+def test_shipped_configs_are_valid():
+  configs = [smoke.get_config('simclr'), smoke.get_config('moco'), simclr_config.get_config(),
+             moco_config.get_config()]
+  for scale in study.SCALES:
+    for method, augment, antenna_dropout in study.runs_for(mtc_only=True):
+      configs.append(study.pretrain_config(method, augment, scale, antenna_dropout))
+    configs.append(study.pretrain_config('moco', True, scale, short_run_moco=scale != 'full'))
+  for config in configs:
+    assert config_checks.pretrain_config_problems(config) == [], config.method
+  for scale in study.SCALES:
+    assert config_checks.probe_config_problems(study.probe_config(scale)) == [], scale
+  assert config_checks.probe_config_problems(probe_config_lib.get_config()) == []
+
+
+@pytest.mark.parametrize('method, overrides, expected', [
+    # The probe list: each of these ran (or crashed after compiling) before.
+    ('simclr', {'batch_size': 1}, 'config.batch_size = 1: must be an integer >= 2'),
+    ('simclr', {'log_every_steps': 0}, 'config.log_every_steps = 0: must be an integer >= 1'),
+    ('simclr', {'checkpoint_every_steps': 0}, 'config.checkpoint_every_steps = 0: must be an integer >= 1'),
+    ('simclr', {'num_train_steps': 0}, 'config.num_train_steps = 0: must be >= 1'),
+    ('simclr', {'keep_checkpoints': 0}, 'config.keep_checkpoints = 0: must be an integer >= 1'),
+    # And the rest of the config.
+    ('simclr', {'num_train_steps': -2}, 'config.num_train_steps = -2: must be >= 1'),
+    ('simclr', {'num_train_steps': -1, 'num_epochs': 0}, 'config.num_epochs = 0: must be a finite number > 0'),
+    ('simclr', {'temperature': 0.0}, 'config.temperature = 0.0: must be a finite number > 0'),
+    ('simclr', {'temperature': float('nan')}, 'config.temperature = nan: must be a finite number > 0'),
+    ('simclr', {'augment__crop_lengths': (32, 128)}, 'config.augment.crop_lengths = (32, 128): must be a '
+     'non-empty tuple of integers, each in [1, 64]'),
+    ('simclr', {'augment__crop_lengths': ()}, 'config.augment.crop_lengths = ()'),
+    ('simclr', {'augment__antenna_dropout': 1.0}, 'config.augment.antenna_dropout = 1.0: must be a finite number '
+     'in [0, 1)'),
+    ('simclr', {'augment__length_dispatch': 'jit'}, "config.augment.length_dispatch = 'jit': must be one of"),
+    ('simclr', {'data__length': 8}, 'config.data.length = 8: must be an integer >= 16'),
+    ('simclr', {'data__examples_per_class': 0}, 'config.data.examples_per_class = 0'),
+    ('simclr', {'data__snr_db_low': 40.0}, 'config.data.snr_db_low = 40.0: must be <= config.data.snr_db_high'),
+    ('simclr', {'data__source': 'real'}, "config.data.manual_dir = '': must name the directory"),
+    ('simclr', {'data__source': 'file'}, "config.data.source = 'file': must be one of ('simulated', 'real')"),
+    ('simclr', {'seed': -1}, 'config.seed = -1: must be an integer >= 0'),
+    ('simclr', {'method': 'byol'}, "config.method = 'byol': must be one of"),
+    ('simclr', {'model__stage_repeats': (1, 0, 1)}, 'config.model.stage_repeats = (1, 0, 1): must be 3 integers'),
+    ('simclr', {'model__dtype': 'float64'}, "config.model.dtype = 'float64': must be one of"),
+    ('simclr', {'model__output_dim': 0}, 'config.model.output_dim = 0'),
+    ('simclr', {'optim__learning_rate': 0.0}, 'config.optim.learning_rate = 0.0: must be a finite number > 0'),
+    ('simclr', {'optim__momentum': 1.0}, 'config.optim.momentum = 1.0: must be a finite number in [0, 1)'),
+    ('simclr', {'optim__weight_decay': -1e-4}, 'config.optim.weight_decay = -0.0001: must be a finite number >= 0'),
+    ('simclr', {'optim__warmup_epochs': -1.0}, 'config.optim.warmup_epochs = -1.0'),
+    ('simclr', {'optim__schedule': 'step'}, "config.optim.schedule = 'step': must be one of"),
+    ('simclr', {'allow_resume_changes': 'batch_size'}, "config.allow_resume_changes = 'batch_size': names "
+     "['batch_size']; a resume may change only ('num_train_steps', 'num_epochs')"),
+    ('simclr', {'distributed__num_processes': 2, 'distributed__process_id': 2},
+     'config.distributed.process_id = 2: must be an integer in [0, 1]'),
+    ('simclr', {'distributed__num_processes': 2}, "config.distributed.coordinator_address = '': must be host:port"),
+    ('moco', {'moco__queue_size': 40}, 'config.moco.queue_size = 40: must be a multiple of config.batch_size = 16'),
+    ('moco', {'moco__momentum': 1.5}, 'config.moco.momentum = 1.5: must be a finite number in [0, 1]'),
+    ('moco', {'moco__variant': 'v1'}, "config.moco.variant = 'v1': must be one of ('v2', 'v3')"),
+    ('moco', {'moco__variant': 'v3', 'batch_size': 1}, 'config.batch_size = 1: must be an integer >= 2'),
+    ('moco', {'model__projection_norm': 'batch', 'batch_size': 1, 'moco__queue_size': 64},
+     "config.batch_size = 1: must be an integer >= 2 (model.projection_norm = 'batch'"),
+])
+def test_each_bad_value_is_named_with_its_range(method, overrides, expected):
+  problems = _problems(method, **overrides)
+  assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_moco_v2_takes_negatives_from_its_queue_and_may_run_one_example_per_step():
+  assert _problems('moco', batch_size=1) == []
+
+
+def test_every_problem_is_reported_at_once():
+  config = smoke.get_config('simclr')
+  for key, value in {'batch_size': 1, 'log_every_steps': 0, 'checkpoint_every_steps': 0, 'num_train_steps': 0,
+                     'keep_checkpoints': 0}.items():
+    config[key] = value
+  with pytest.raises(config_checks.ConfigError) as info:
+    config_checks.check_pretrain_config(config)
+  assert len(info.value.problems) == 5
+  for key in ('batch_size', 'log_every_steps', 'checkpoint_every_steps', 'num_train_steps', 'keep_checkpoints'):
+    assert f'config.{key} = ' in str(info.value)
+  assert isinstance(info.value, ValueError)  # Entry points turn ValueErrors into messages.
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    ({'budgets': (1, 0)}, 'probe_config.budgets = (1, 0): must be a non-empty tuple of integers, each >= 1'),
+    ({'tasks': ('snr',)}, "probe_config.tasks = ('snr',): must be a non-empty tuple of tasks from ('aoa', 'amc')"),
+    ({'num_seeds': 0}, 'probe_config.num_seeds = 0'),
+    ({'embed_batch_size': 0}, 'probe_config.embed_batch_size = 0'),
+    ({'probe.num_steps': 0}, 'probe_config.probe.num_steps = 0'),
+    ({'probe.learning_rate': -1.0}, 'probe_config.probe.learning_rate = -1.0'),
+    ({'heads.aoa.hidden_dim': -1}, 'probe_config.heads.aoa.hidden_dim = -1'),
+    ({'clustering.normalize': 'cosine'}, "probe_config.clustering.normalize = 'cosine'"),
+    ({'supervised.enabled': True, 'supervised.min_steps': 700}, 'probe_config.supervised.min_steps = 700: must be '
+     '<= probe_config.supervised.max_steps = 600'),
+])
+def test_probe_config_values_are_named(overrides, expected):
+  config = probe_config_lib.get_config()
+  for key, value in overrides.items():
+    _set(config, key, value)
+  problems = config_checks.probe_config_problems(config)
+  assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_unknown_smoke_preset_is_a_flag_error_naming_the_choices():
+  with pytest.raises(flags.IllegalFlagValueError, match=r"unknown preset 'byol'; choose one of \['moco', 'simclr'\]"):
+    smoke.get_config('byol')
+
+
+def test_workdir_paths(tmp_path):
+  a_file = tmp_path / 'file'
+  a_file.write_text('x')
+  with pytest.raises(path_checks.PathError, match='is a file, not a directory'):
+    path_checks.check_workdir(str(a_file))
+  with pytest.raises(path_checks.PathError, match='cannot be created: .* is a file'):
+    path_checks.check_workdir(str(a_file / 'run'))
+  path_checks.check_workdir(str(tmp_path / 'new' / 'run'))  # Creatable: fine.
+  (tmp_path / 'run').mkdir()
+  path_checks.check_new_workdir(str(tmp_path / 'run'))  # Empty: fine.
+  (tmp_path / 'run' / 'config.json').write_text('{}')
+  with pytest.raises(path_checks.PathError, match=r"is not empty \(it holds config.json\)"):
+    path_checks.check_new_workdir(str(tmp_path / 'run'))
+
+
+@pytest.mark.skipif(hasattr(os, 'geteuid') and os.geteuid() == 0, reason='root writes anywhere')
+def test_unwritable_paths_are_named(tmp_path):
+  locked = tmp_path / 'locked'
+  locked.mkdir()
+  locked.chmod(0o500)
+  try:
+    with pytest.raises(path_checks.PathError, match='no write permission'):
+      path_checks.check_output_file(str(locked / 'x.h5'))
+    with pytest.raises(path_checks.PathError, match='no write permission'):
+      path_checks.check_workdir(str(locked / 'run'))
+  finally:
+    locked.chmod(0o700)
+
+
+def test_output_and_input_files(tmp_path):
+  with pytest.raises(path_checks.PathError, match='is a directory; give a file path'):
+    path_checks.check_output_file(str(tmp_path))
+  (tmp_path / 'f').write_text('x')
+  with pytest.raises(path_checks.PathError, match='cannot be created: .* is a file'):
+    path_checks.check_output_file(str(tmp_path / 'f' / 'out.h5'))
+  path_checks.check_output_file(str(tmp_path / 'new' / 'out.h5'))
+  with pytest.raises(path_checks.PathError, match='does not exist'):
+    path_checks.check_input_file(str(tmp_path / 'missing.pt'), '--state_dict')
+  with pytest.raises(path_checks.PathError, match='is a directory, not a file'):
+    path_checks.check_input_file(str(tmp_path), '--state_dict')
+
+
+def test_real_data_directory(tmp_path):
+  data = smoke.get_config('simclr').data
+  data.source = 'real'
+  data.manual_dir = str(tmp_path / 'missing')
+  with pytest.raises(path_checks.PathError, match=r"manual_dir .* '.*missing' does not exist"):
+    path_checks.check_data_inputs(data)
+  data.manual_dir = str(tmp_path)
+  (tmp_path / 'train.h5').write_text('')
+  with pytest.raises(path_checks.PathError, match=r"lacks \['test.h5'\]"):
+    path_checks.check_data_inputs(data)
+
+
+def test_trained_workdir_and_its_steps(tmp_path):
+  with pytest.raises(path_checks.PathError, match='does not exist'):
+    path_checks.check_trained_workdir(str(tmp_path / 'nope'))
+  with pytest.raises(path_checks.PathError, match='not a pretraining workdir'):
+    path_checks.check_trained_workdir(str(tmp_path))
+  (tmp_path / 'config.json').write_text('{}')
+  with pytest.raises(path_checks.PathError, match='no checkpoint under'):
+    path_checks.check_trained_workdir(str(tmp_path))
