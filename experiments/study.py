@@ -186,6 +186,14 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
+  from ssl_jax import workdir_lock
+  with workdir_lock.WorkdirLock(out_dir):  # One study per output directory (each run also locks its own).
+    return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, steps=steps, mtc_only=mtc_only,
+                      short_run_moco=short_run_moco, moco_variant=moco_variant)
+
+
+def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int | None, mtc_only: bool,
+               short_run_moco: bool, moco_variant: str) -> dict[str, Any]:
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
@@ -268,10 +276,17 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
   print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
+  from ssl_jax import console
+  console.quiet_libraries()  # The libraries' INFO logs off, each warning once (ssl_jax/console.py).
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
-  run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-            mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
+  from ssl_jax import workdir_lock
+  try:
+    run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
+              mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
+  except workdir_lock.WorkdirBusyError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 
