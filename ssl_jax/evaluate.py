@@ -3,11 +3,14 @@
   python -m ssl_jax.evaluate --workdir=DIR [--probe_config=configs/probe.py] \
       [--probe_config.budgets=1,10] [--seed=0] [--step=N]
 
-Loads the (query/online) encoder of the workdir's latest checkpoint, reads the data the run was trained
+Loads the (query/online) encoder of the workdir's newest readable checkpoint (or `--step`), reads the data the run was trained
 on (`config.data`), and runs `ssl_jax.evaluation.evaluate_encoder` on it; with `probe_config.random_init`
 also on a randomly initialised encoder, with `probe_config.supervised.enabled` also the supervised
 baseline. The results file is written atomically (temporary file, then rename). Exits 1 with a message
-when DIR holds no checkpoint.
+when DIR holds no checkpoint, or no `--step` N ("no step N in DIR (have ...)").
+
+A workdir whose run is still writing can be evaluated: evaluation takes no lock and reads only finalized
+checkpoints (see `ssl_jax.checkpointing.restore_encoder`).
 """
 
 import json
@@ -55,11 +58,8 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   """
   from ssl_jax import checkpointing  # Local imports: flag parsing and --help stay fast.
   from ssl_jax import evaluation
-  config, encoder, variables = checkpointing.load_encoder(workdir, step)
-  if step is None:
-    checkpointer = checkpointing.Checkpointer(workdir)
-    step = checkpointer.latest_step()
-    checkpointer.close()
+  loaded = checkpointing.restore_encoder(workdir, step)
+  config, encoder, variables, step = loaded.config, loaded.module, loaded.variables, loaded.step
   results = {
       'workdir': os.path.abspath(workdir),
       'method': config.get('method'),
@@ -87,10 +87,12 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:  # absl's flag: --verbosity=0 shows the libraries' INFO logs.
+    from ssl_jax import console
+    console.quiet_libraries()
   try:
     run(FLAGS.workdir, FLAGS.probe_config, seed=FLAGS.seed, step=FLAGS.step)
   except (FileNotFoundError, ValueError) as e:
-    logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   print(results_path(FLAGS.workdir))
