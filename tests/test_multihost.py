@@ -123,3 +123,32 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   assert ckpt.steps() == [final]  # One checkpoint, saved by both processes together.
   ckpt.close()
   assert [r['step'] for r in metrics_writer.read_metrics(workdir)][-1] == final
+
+
+_STOP_PROBE = '''
+import os, signal, sys, time
+import jax
+from ssl_jax import train
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=1, process_id=0)
+stop = train._StopRequest(start_step=40, multi_process=True)
+stop.check_available()
+with stop.installed():
+  os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+  for step in range(41, 400):
+    time.sleep(0.05)
+    if stop.reason(step):
+      print('stopped after', step, stop.reason(step + 1), flush=True)
+      break
+'''
+
+
+@pytest.mark.parametrize('signal_name', ['SIGTERM', 'SIGINT'])
+def test_a_signal_reaches_the_preemption_service_when_the_run_has_processes(signal_name):
+  # A process started with jax.distributed stops through the service (SIGINT forwarded as SIGTERM): it
+  # stops after a step a few steps on, agreed with all processes, and only at that step.
+  proc = subprocess.run([sys.executable, '-c', _STOP_PROBE, f'127.0.0.1:{_free_port()}', signal_name],
+                        cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  words = proc.stdout.split()
+  assert words[:2] == ['stopped', 'after'] and 41 <= int(words[2]) < 400 and words[3] == 'None', proc.stdout
