@@ -15,6 +15,7 @@ silent fresh start. `restore_encoder` is the read side (evaluation): read-only, 
 import dataclasses
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -122,10 +123,10 @@ class UnreadableCheckpointError(ValueError):
   """A checkpoint step exists but cannot be restored (truncated or missing files, another run's state)."""
 
 
-def _one_line(error: BaseException, limit: int = 320) -> str:
-  """The first line of an orbax/TensorStore error, without the TensorStore spec dump that follows it."""
+def _one_line(error: BaseException, limit: int = 400) -> str:
+  """An orbax/TensorStore error on one line, without TensorStore's spec dump and driver nesting."""
   text = f'{error}'.split('[tensorstore_spec', 1)[0].split('See full TensorStore details', 1)[0]
-  text = ' '.join(text.split()) or type(error).__name__
+  text = re.sub(r'Error opening "\w+" driver: ', '', ' '.join(text.split())) or type(error).__name__
   if len(text) > limit:
     text = f'{text[:limit // 3]} ... {text[-(2 * limit // 3):]}'
   return text
@@ -142,9 +143,10 @@ def _quiet_closed_loop_echoes() -> None:
   """Drops the `RuntimeError('Event loop is closed')` echoes of a failed restore.
 
   When one TensorStore read of a restore fails, orbax closes its event loop while other reads are still in
-  flight; their completions then fail to reach the closed loop and Python prints each as an 'Exception
-  ignored' traceback. The failure itself has been reported; the echoes are noise. Installed once, after
-  the first failed restore; every other unraisable exception still reaches the previous hook.
+  flight; their completions then fail to reach the closed loop and Python prints each as an unraisable
+  exception's traceback (dozens of them). The failure itself is reported; the echoes are noise. Installed
+  once, before the first restore (the echoes come from other threads while the failure propagates);
+  every other unraisable exception still reaches the previous hook.
   """
   global _quieted_closed_loop_echoes
   if _quieted_closed_loop_echoes:
@@ -197,10 +199,10 @@ class Checkpointer:
 
   def _restore_step(self, like: PyTree, step: int) -> PyTree:
     abstract = jax.tree.map(_restore_target, _without_empty(like))
+    _quiet_closed_loop_echoes()
     try:
       restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # TensorStore raises bare Exceptions; orbax ValueError/KeyError/TypeError.
-      _quiet_closed_loop_echoes()
       raise UnreadableCheckpointError(
           f'checkpoint {self.directory}/{step} cannot be restored into this run\'s state (its files are '
           f'damaged or it holds another structure): {_one_line(e)}') from e

@@ -20,7 +20,6 @@ from typing import Any, Iterator, Optional
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
 from ssl_jax import augment, checkpointing, console as console_lib, metrics_writer, methods, optim, parallel
@@ -187,7 +186,6 @@ def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collecti
     where = checkpointer.set_aside(unreadable.step) if is_chief else 'unreadable_checkpoints/'
     message = (f'checkpoint {checkpointer.directory}/{unreadable.step} is unreadable ({unreadable.reason}); '
                f'resuming from step {restored.step} instead; the unreadable step is moved to {where}')
-    logging.warning('%s', message)
     console.line(f'WARNING: {message}')
   if restored.skipped:
     if jax.process_count() > 1:

@@ -162,3 +162,14 @@ def test_reader_sees_only_finalized_steps_and_leaves_a_save_in_progress_alone(tm
   with workdir_lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
     assert checkpointing.restore_encoder(workdir).step == 4
   assert os.path.isdir(in_progress)  # A writing manager would clean it up; the reader does not.
+
+
+def test_cli_unreadable_step_is_one_line(tmp_path):
+  workdir = _workdir_with_steps(tmp_path, [4, 6])
+  _damage(workdir, 6)
+  proc = subprocess.run([sys.executable, '-m', 'ssl_jax.evaluate', f'--workdir={workdir}', '--step=6'],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.startswith(f'error: checkpoint {workdir}/checkpoints/6 cannot be restored'), proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # No traceback, no 'Event loop is closed'.
+  assert 'is not valid for value of size 10' in proc.stderr  # The cause: the truncated file.
