@@ -17,6 +17,7 @@ Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -45,6 +46,20 @@ MTC_ONLY_RUNS = (('simclr', True, False), ('moco', True, False))
 def runs_for(mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
   """The pretraining runs: the study's four, plus the MTC-only pair when asked for."""
   return STUDY_RUNS + (MTC_ONLY_RUNS if mtc_only else ())
+
+
+def _holding_the_out_dir_lock(run):
+  """One study per output directory: `run(scale, out_dir, ...)` holds `out_dir`'s writer lock throughout.
+
+  A second study into the same directory raises `ssl_jax.workdir_lock.WorkdirBusyError` naming the first
+  (each pretraining run also holds the lock of its own workdir under `out_dir/runs/`).
+  """
+  @functools.wraps(run)
+  def locked(scale: str, out_dir: str, **kwargs) -> dict[str, Any]:
+    from ssl_jax import workdir_lock
+    with workdir_lock.WorkdirLock(out_dir):
+      return run(scale, out_dir, **kwargs)
+  return locked
 
 
 def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
@@ -171,6 +186,7 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
   return config
 
 
+@_holding_the_out_dir_lock
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False,
               moco_variant: str | None = None) -> dict[str, Any]:
@@ -186,14 +202,6 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
-  from ssl_jax import workdir_lock
-  with workdir_lock.WorkdirLock(out_dir):  # One study per output directory (each run also locks its own).
-    return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, steps=steps, mtc_only=mtc_only,
-                      short_run_moco=short_run_moco, moco_variant=moco_variant)
-
-
-def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int | None, mtc_only: bool,
-               short_run_moco: bool, moco_variant: str) -> dict[str, Any]:
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
@@ -280,16 +288,15 @@ def main(argv: list[str] | None = None) -> int:
   console.quiet_libraries()  # The libraries' INFO logs off, each warning once (ssl_jax/console.py).
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
-  from ssl_jax import workdir_lock
-  try:
-    run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-              mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
-  except workdir_lock.WorkdirBusyError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
+            mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  from ssl_jax import workdir_lock
+  try:
+    sys.exit(main())
+  except workdir_lock.WorkdirBusyError as e:
+    sys.exit(f'[study] error: {e}')
