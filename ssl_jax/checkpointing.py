@@ -14,6 +14,7 @@ silent fresh start. `restore_encoder` is the read side (evaluation): read-only, 
 
 import dataclasses
 import json
+import logging as logging_lib
 import os
 import re
 import sys
@@ -162,6 +163,19 @@ def _quiet_closed_loop_echoes() -> None:
   _quieted_closed_loop_echoes = True
 
 
+class _DropReadOnlyNotice(logging_lib.Filter):
+  """Drops orbax's warning that a read-only manager is read-only: a reader asks for that on purpose."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    return record.msg != 'Given directory is read only=%s'
+
+
+def _quiet_read_only_notice() -> None:
+  absl_logger = logging.get_absl_logger()
+  if not any(isinstance(f, _DropReadOnlyNotice) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropReadOnlyNotice())
+
+
 class Checkpointer:
   """Saves and restores the train state of one workdir (process 0 writes; all processes restore).
 
@@ -178,7 +192,8 @@ class Checkpointer:
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, 'checkpoints')
     if read_only:
-      options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False)
+      _quiet_read_only_notice()
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
     else:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True,
                                              cleanup_tmp_directories=True)

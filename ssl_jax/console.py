@@ -33,7 +33,9 @@ class _OncePerMessage(logging.Filter):
     return True
 
 
-_once = _OncePerMessage()
+def _show_each_message_once(handler: logging.Handler) -> None:
+  if not any(isinstance(f, _OncePerMessage) for f in handler.filters):
+    handler.addFilter(_OncePerMessage())  # One per handler: a record may pass through several.
 
 
 def quiet_libraries() -> None:
@@ -43,16 +45,18 @@ def quiet_libraries() -> None:
   unless the environment sets it).
   """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow_datasets as tfds  # First: importing it may add handlers to the root logger.
+  tfds.disable_progress_bar()
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
-  absl_logger = absl_logging.get_absl_logger()
-  if _once not in absl_logger.filters:
-    absl_logger.addFilter(_once)
-  for handler in (absl_logging.get_absl_handler(), *logging.getLogger().handlers):
-    if _once not in handler.filters:
-      handler.addFilter(_once)
-  import tensorflow_datasets as tfds
-  tfds.disable_progress_bar()
+  # Handlers, not loggers, so that JAX's many loggers are covered too. Every record reaches a root handler:
+  # absl's once app.run installed it; in a script without app.run (the study), the handler absl's first
+  # log call would add (basicConfig), added here first.
+  if not logging.root.handlers:
+    logging.basicConfig()
+  for handler in (absl_logging.get_absl_handler(), *logging.root.handlers):
+    if handler is not None:
+      _show_each_message_once(handler)
 
 
 class Console:

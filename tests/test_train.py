@@ -279,7 +279,9 @@ def test_default_console_is_a_header_a_line_per_interval_and_a_summary(data_dir,
   assert proc.returncode == 0, proc.stderr[-3000:]
   out, err = proc.stdout.splitlines(), proc.stderr.splitlines()
   assert len(out) + len(err) <= 40, '\n'.join(out + err)
-  assert not [line for line in err if line[:1] in 'IW' and line[1:5].isdigit()], proc.stderr  # absl INFO/WARNING
+  assert not [line for line in err if line[:1] == 'I' and line[1:5].isdigit()], proc.stderr  # No absl INFO.
+  warnings = [line.split('] ', 1)[-1] for line in err if line[:1] == 'W' and line[1:5].isdigit()]
+  assert len(warnings) == len(set(warnings)), proc.stderr  # Each warning once.
   assert [line for line in out if '[ssl_jax] step ' in line] == [
       next(line for line in out if f'[ssl_jax] step {s}/100 ' in line) for s in range(10, 101, 10)]
   for key in ('config: configs/smoke.py', f'workdir {workdir}', 'devices: ', 'data: aoam simulated'):
