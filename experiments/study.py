@@ -24,6 +24,7 @@ are written) before any training, and a problem exits with a message that names 
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -54,6 +55,20 @@ MTC_ONLY_RUNS = (('simclr', True, False), ('moco', True, False))
 def runs_for(mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
   """The pretraining runs: the study's four, plus the MTC-only pair when asked for."""
   return STUDY_RUNS + (MTC_ONLY_RUNS if mtc_only else ())
+
+
+def _holding_the_out_dir_lock(run):
+  """One study per output directory: `run(scale, out_dir, ...)` holds `out_dir`'s writer lock throughout.
+
+  A second study into the same directory raises `ssl_jax.workdir_lock.WorkdirBusyError` naming the first
+  (each pretraining run also holds the lock of its own workdir under `out_dir/runs/`).
+  """
+  @functools.wraps(run)
+  def locked(scale: str, out_dir: str, **kwargs) -> dict[str, Any]:
+    from ssl_jax import workdir_lock
+    with workdir_lock.WorkdirLock(out_dir):
+      return run(scale, out_dir, **kwargs)
+  return locked
 
 
 def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
@@ -260,6 +275,7 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
                        f'to retrain it.\n{e}') from None
 
 
+@_holding_the_out_dir_lock
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False,
               moco_variant: str | None = None, data_source: str = 'simulated',
@@ -376,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
   print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
+  from ssl_jax import console
+  console.quiet_libraries()  # The libraries' INFO logs off, each warning once (ssl_jax/console.py).
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   try:
@@ -393,4 +411,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  from ssl_jax import workdir_lock
+  try:
+    sys.exit(main())
+  except workdir_lock.WorkdirBusyError as e:
+    sys.exit(f'[study] error: {e}')

@@ -5,16 +5,26 @@ it on purpose rewrites it, with the history, see `ssl_jax.resume_checks`) and
 `checkpoints/<step>/` (orbax). Orbax writes each step into a temporary directory and renames it only once
 complete, so a crash or kill mid-save leaves at most a temporary directory that is never restored; the
 last complete step is.
+
+A finalized step can still be damaged afterwards (a truncated or deleted file). Restoring without a step
+takes the newest step that restores and reports each newer one it skipped; the writer then moves those
+to `unreadable_checkpoints/` (kept, out of orbax's sight). When no step restores it is an error, never a
+silent fresh start. `restore_encoder` is the read side (evaluation): read-only, finalized steps only.
 """
 
+import dataclasses
 import json
+import logging as logging_lib
 import os
+import re
+import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
 PyTree = Any
 
@@ -69,17 +79,106 @@ def _without_empty(tree: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if _is_empty(x) else x, tree)
 
 
-class Checkpointer:
-  """Saves and restores the train state of one workdir (process 0 writes; all processes restore)."""
+@dataclasses.dataclass(frozen=True)
+class Unreadable:
+  """A finalized checkpoint step that failed to restore, and why (one line)."""
+  step: int
+  reason: str
 
-  def __init__(self, workdir: str, *, keep: int = 2):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """What `Checkpointer.restore_newest` restored: the state, its step, the newer steps it had to skip."""
+  state: PyTree
+  step: int
+  skipped: tuple[Unreadable, ...] = ()
+
+
+class UnreadableCheckpointError(ValueError):
+  """A checkpoint step exists but cannot be restored (truncated or missing files, another run's state)."""
+
+
+def _one_line(error: BaseException, limit: int = 400) -> str:
+  """An orbax/TensorStore error on one line, without TensorStore's spec dump and driver nesting."""
+  text = f'{error}'.split('[tensorstore_spec', 1)[0].split('See full TensorStore details', 1)[0]
+  text = re.sub(r'Error opening "\w+" driver: ', '', ' '.join(text.split())) or type(error).__name__
+  if len(text) > limit:
+    text = f'{text[:limit // 3]} ... {text[-(2 * limit // 3):]}'
+  return text
+
+
+def _steps_text(steps) -> str:
+  return ', '.join(str(s) for s in sorted(steps)) or 'none'
+
+
+_quieted_closed_loop_echoes = False
+
+
+def _quiet_closed_loop_echoes() -> None:
+  """Drops the `RuntimeError('Event loop is closed')` echoes of a failed restore.
+
+  When one TensorStore read of a restore fails, orbax closes its event loop while other reads are still in
+  flight; their completions then fail to reach the closed loop and Python prints each as an unraisable
+  exception's traceback (dozens of them). The failure itself is reported; the echoes are noise. Installed
+  once, before the first restore (the echoes come from other threads while the failure propagates);
+  every other unraisable exception still reaches the previous hook.
+  """
+  global _quieted_closed_loop_echoes
+  if _quieted_closed_loop_echoes:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  _quieted_closed_loop_echoes = True
+
+
+class _DropReadOnlyNotice(logging_lib.Filter):
+  """Drops orbax's warning that a read-only manager is read-only: a reader asks for that on purpose."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    return record.msg != 'Given directory is read only=%s'
+
+
+def _quiet_read_only_notice() -> None:
+  absl_logger = logging.get_absl_logger()
+  if not any(isinstance(f, _DropReadOnlyNotice) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropReadOnlyNotice())
+
+
+class Checkpointer:
+  """Saves and restores the train state of one workdir (process 0 writes; all processes restore).
+
+  Only finalized steps are ever listed or restored: orbax writes a step into a temporary directory and
+  renames it when complete. `keep` is how many of the newest steps to keep; 0 keeps every step.
+  `read_only` (evaluation, which may read a workdir while its run writes it) never writes, deletes or
+  cleans up anything, not even the writer's temporary directories of a save in progress.
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 2, read_only: bool = False):
+    if keep < 0:
+      raise ValueError(f'config.keep_checkpoints={keep}: give how many of the newest checkpoints to keep '
+                       '(>= 1), or 0 to keep every checkpoint.')
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, 'checkpoints')
+    if read_only:
+      _quiet_read_only_notice()
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True,
+                                             cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def steps(self) -> list[int]:
+    """The finalized steps, oldest first."""
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: PyTree) -> None:
     """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk)."""
@@ -87,19 +186,69 @@ class Checkpointer:
       return
     self._manager.save(int(step), args=ocp.args.StandardSave(_without_empty(state)), force=True)
 
-  def restore(self, like: PyTree, step: int | None = None) -> PyTree:
-    """The state at `step` (default: latest) with the structure, shapes and shardings of `like`."""
-    step = self._manager.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint under {self.directory}')
+  def _restore_step(self, like: PyTree, step: int) -> PyTree:
     abstract = jax.tree.map(_restore_target, _without_empty(like))
+    _quiet_closed_loop_echoes()
     try:
       restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f'checkpoint {self.directory}/{step} does not match this run\'s state '
-                       f'(structure or shapes differ): {e}') from e
+    except Exception as e:  # TensorStore raises bare Exceptions; orbax ValueError/KeyError/TypeError.
+      raise UnreadableCheckpointError(
+          f'checkpoint {self.directory}/{step} cannot be restored into this run\'s state (its files are '
+          f'damaged or it holds another structure): {_one_line(e)}') from e
     return jax.tree.map(lambda saved, want: jnp.zeros(want.shape, want.dtype) if _is_empty(want) else saved,
                         restored, like)
+
+  def restore(self, like: PyTree, step: int | None = None) -> PyTree:
+    """The state at `step` with the structure, shapes and shardings of `like`.
+
+    `step=None`: the newest step that restores (see `restore_newest`). A given step must exist
+    (FileNotFoundError naming the steps there are) and be readable (UnreadableCheckpointError).
+    """
+    if step is None:
+      return self.restore_newest(like).state
+    if step not in self._manager.all_steps():
+      raise FileNotFoundError(f'no step {step} in {self.workdir} (have {_steps_text(self.steps())})')
+    return self._restore_step(like, step)
+
+  def restore_newest(self, like: PyTree) -> Restored:
+    """The newest step that restores, trying older ones when newer ones are unreadable.
+
+    Raises FileNotFoundError when there is no finalized step, and UnreadableCheckpointError (listing every
+    step and why) when none restores: a run never starts over silently from a workdir with checkpoints.
+    """
+    steps = self.steps()
+    if not steps:
+      raise FileNotFoundError(f'no checkpoint under {self.directory}')
+    skipped: list[Unreadable] = []
+    for step in reversed(steps):
+      try:
+        return Restored(self._restore_step(like, step), step, tuple(skipped))
+      except UnreadableCheckpointError as e:
+        skipped.append(Unreadable(step, _one_line(e.__cause__ or e)))
+    reasons = '; '.join(f'step {u.step}: {u.reason}' for u in skipped)
+    raise UnreadableCheckpointError(
+        f'no checkpoint in {self.directory} can be restored into this run\'s state ({reasons}). Nothing was '
+        'overwritten. If the files are damaged, move the checkpoints directory away to start over.')
+
+  def set_aside(self, step: int) -> str:
+    """Moves an unreadable step out of the checkpoints directory (to `WORKDIR/unreadable_checkpoints/`).
+
+    Kept for inspection, not deleted; out of orbax's sight, so that it neither counts as the latest step
+    nor blocks saving that step again. Returns the new path. Only the writing process calls this.
+    """
+    target_dir = os.path.join(self.workdir, 'unreadable_checkpoints')
+    os.makedirs(target_dir, exist_ok=True)
+    target = os.path.join(target_dir, str(step))
+    suffix = 1
+    while os.path.exists(target):
+      target = os.path.join(target_dir, f'{step}.{suffix}')
+      suffix += 1
+    os.rename(os.path.join(self.directory, str(step)), target)
+    return target
+
+  def reload(self) -> None:
+    """Re-reads the list of steps from disk (after `set_aside`, or to see a writer's new steps)."""
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -109,18 +258,50 @@ class Checkpointer:
     self._manager.close()
 
 
-def load_encoder(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
-  """(config, encoder module, {'params', 'batch_stats'}) of the query/online encoder of a workdir."""
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+  """The query/online encoder of a workdir's checkpoint: its run config, module, variables and step."""
+  config: ml_collections.ConfigDict
+  module: Any
+  variables: dict
+  step: int
+
+
+def restore_encoder(workdir: str, step: int | None = None) -> Encoder:
+  """The encoder at `step` (default: the newest step that restores) of a pretraining workdir.
+
+  Reads without the writer lock and writes nothing, so it may run while the workdir's run is writing:
+  it sees only finalized steps. A newer step that cannot be restored is reported (one warning line) and
+  skipped; a requested step that does not exist or cannot be restored is an error naming the steps there.
+  """
   from ssl_jax import methods, optim  # Local import: methods import models, which import this module's users.
   config = read_config(workdir)
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda step: 0.0)
   like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  checkpointer = Checkpointer(workdir)
-  if checkpointer.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint under {checkpointer.directory}: has {workdir!r} been trained?')
-  state = checkpointer.restore(like, step)
-  checkpointer.close()
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    if not checkpointer.steps():
+      raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
+    if step is None:
+      restored = checkpointer.restore_newest(like)
+      for unreadable in restored.skipped:
+        logging.warning('checkpoint %s/%d is unreadable, using step %d instead: %s', directory,
+                        unreadable.step, restored.step, unreadable.reason)
+      state, step = restored.state, restored.step
+    else:
+      state = checkpointer.restore(like, step)
+  finally:
+    checkpointer.close()
   variables = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
-  return config, networks.encoder, variables
+  return Encoder(config, networks.encoder, variables, int(step))
+
+
+def load_encoder(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
+  """(config, encoder module, {'params', 'batch_stats'}) of `restore_encoder(workdir, step)`."""
+  encoder = restore_encoder(workdir, step)
+  return encoder.config, encoder.module, encoder.variables

@@ -3,14 +3,17 @@
   python -m ssl_jax.evaluate --workdir=DIR [--probe_config=configs/probe.py] \
       [--probe_config.budgets=1,10] [--seed=0] [--step=N]
 
-Loads the (query/online) encoder of the workdir's latest checkpoint, reads the data the run was trained
+Loads the (query/online) encoder of the workdir's newest readable checkpoint (or `--step`), reads the data the run was trained
 on (`config.data`), and runs `ssl_jax.evaluation.evaluate_encoder` on it; with `probe_config.random_init`
 also on a randomly initialised encoder, with `probe_config.supervised.enabled` also the supervised
 baseline. The results file is written atomically (temporary file, then rename). Exits 1 with a message,
-before any probing, when the probe config is out of range, DIR holds no checkpoint (at --step), or the
-train split cannot serve a requested budget (a class with fewer examples than the budget, or none):
-`--probe_config.skip_unavailable_budgets=True` skips those budgets instead, each named in a warning and
-in the results' `skipped` list.
+before any probing, when the probe config is out of range, DIR holds no checkpoint (or no `--step` N: "no
+step N in DIR (have ...)"), or the train split cannot serve a requested budget (a class with fewer
+examples than the budget, or none): `--probe_config.skip_unavailable_budgets=True` skips those budgets
+instead, each named in a warning and in the results' `skipped` list.
+
+A workdir whose run is still writing can be evaluated: evaluation takes no lock and reads only finalized
+checkpoints (see `ssl_jax.checkpointing.restore_encoder`).
 """
 
 import json
@@ -63,9 +66,10 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   config_checks.check_probe_config(probe_config)
   if seed < 0:
     raise ValueError(f'--seed must be >= 0, got {seed}')
-  step = path_checks.check_trained_workdir(workdir, step)
+  path_checks.check_trained_workdir(workdir, step)
   path_checks.check_workdir(os.path.dirname(results_path(workdir)), 'the results directory')
-  config, encoder, variables = checkpointing.load_encoder(workdir, step)
+  loaded = checkpointing.restore_encoder(workdir, step)  # Without a step: the newest that restores.
+  config, encoder, variables, step = loaded.config, loaded.module, loaded.variables, loaded.step
   data = data or evaluation.PipelineData(config.data, probe_config.embed_batch_size)
   unavailable = evaluation.unavailable_numbers(data.labels('train'), probe_config)
   if unavailable and not probe_config.skip_unavailable_budgets:
@@ -105,10 +109,12 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:  # absl's flag: --verbosity=0 shows the libraries' INFO logs.
+    from ssl_jax import console
+    console.quiet_libraries()
   try:
     run(FLAGS.workdir, FLAGS.probe_config, seed=FLAGS.seed, step=FLAGS.step)
   except (FileNotFoundError, ValueError) as e:
-    logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   print(results_path(FLAGS.workdir))

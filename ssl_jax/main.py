@@ -2,15 +2,20 @@
 
   python -m ssl_jax.main --config=configs/moco.py --workdir=DIR [--config.key=value ...]
 
-Resumes automatically from the latest checkpoint in DIR. Multi-host: start one process per host with
-`--config.distributed.coordinator_address=HOST:PORT --config.distributed.num_processes=P
+Resumes automatically from the newest readable checkpoint in DIR. Multi-host: start one process per
+host with `--config.distributed.coordinator_address=HOST:PORT --config.distributed.num_processes=P
 --config.distributed.process_id=I`.
+
+One run writes into DIR at a time: a second launch exits 1 naming the process that holds DIR's lock
+(`ssl_jax/workdir_lock.py`). The console shows a short header, one line per log interval and a summary
+(the JSON summary is the last line of stdout); `--verbosity=0` (absl's flag) adds the libraries' INFO
+logs, `--verbosity=1` their DEBUG logs. Exits 1 with a one-line message on errors it can name.
 """
 
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from ssl_jax import host_allocator  # No JAX import: configure() must run before JAX starts its backend.
@@ -26,25 +31,37 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _fail(error: Exception) -> None:
-  logging.error('%s', error)
-  print(f'error: {error}', file=sys.stderr)
+  print(f'error: {error}', file=sys.stderr, flush=True)
   sys.exit(1)
+
+
+def _config_description() -> str:
+  """The config file and the keys overridden on the command line."""
+  overrides = config_flags.get_override_values(FLAGS['config'])
+  text = config_flags.get_config_filename(FLAGS['config'])
+  return text + (' with ' + ', '.join(f'{k}={v}' for k, v in overrides.items()) if overrides else '')
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
-  logging.info('%s', host_allocator.configure(FLAGS.host_allocator))  # Before JAX starts its backend.
+  allocator = host_allocator.configure(FLAGS.host_allocator)  # Before JAX starts its backend.
+  if not FLAGS['verbosity'].present:
+    from ssl_jax import console
+    console.quiet_libraries()  # Before TensorFlow is imported.
   from ssl_jax import config_checks, parallel
   try:
     config_checks.check_pretrain_run(FLAGS.config, FLAGS.workdir)  # A bad value is a message, before any work.
     parallel.initialize_distributed(FLAGS.config.distributed)  # Before anything touches the devices.
   except ValueError as e:
     _fail(e)
-  from ssl_jax import train
+  from ssl_jax import train, workdir_lock
+  import jax
+  if jax.process_index() == 0:
+    print(f'[ssl_jax] config: {_config_description()}\n[ssl_jax] {allocator}', flush=True)
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError, workdir_lock.WorkdirBusyError) as e:
     _fail(e)
   print(json.dumps(summary))
 

@@ -1,26 +1,29 @@
-"""The pretraining loop, top to bottom: mesh -> data -> state (or resume) -> step -> log -> checkpoint.
+"""The pretraining loop, top to bottom: lock -> mesh -> data -> state (or resume) -> step -> log -> checkpoint.
 
-`train_and_evaluate(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It resumes from
-the latest checkpoint in `workdir` automatically; because the input pipeline is resumable by step and the
-step is deterministic, a resumed run ends bit-identical (on CPU) to an uninterrupted one. SIGTERM/SIGINT
-save a checkpoint and stop cleanly; a non-finite loss stops the run with a clear message and keeps the last
-good checkpoint (no checkpoint is written after the first bad step).
+`train_and_evaluate(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It holds the
+workdir's writer lock for the whole run (`ssl_jax.workdir_lock`: a second run into the same workdir is
+refused, naming the process that writes there). It resumes from the newest checkpoint in `workdir` that
+restores (newer unreadable ones are reported and set aside, see `ssl_jax.checkpointing`), after dropping
+the metrics a killed run logged past that step, so every step is logged once. Because the input
+pipeline is resumable by step and the step is deterministic, a resumed run ends bit-identical (on CPU)
+to an uninterrupted one. SIGTERM/SIGINT save a checkpoint and stop cleanly, on every process of a
+multi-host run at the same step (`_StopRequest`); a non-finite loss stops the run with a clear message
+and keeps the last good checkpoint (no checkpoint is written after the first bad step).
 """
 
 import contextlib
 import math
 import signal
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
-from tqdm import tqdm
+from jax.experimental import multihost_utils
 
-from ssl_jax import augment, checkpointing, config_checks, metrics_writer, methods, optim, parallel
-from ssl_jax import resume_checks
+from ssl_jax import augment, checkpointing, config_checks, console as console_lib, metrics_writer, methods
+from ssl_jax import optim, parallel, resume_checks, workdir_lock
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
 
@@ -30,20 +33,52 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _StopRequest:
-  """Turns SIGTERM / SIGINT into a flag the loop checks between steps."""
+  """When to stop before the last step: after SIGTERM or SIGINT, at a step every process agrees on.
 
-  def __init__(self):
-    self.signal_name: str | None = None
+  One process: the signal sets a flag that the loop reads after each step. Several processes: a process
+  that stopped alone would leave the others waiting in the next collective, so the stop goes through
+  JAX's preemption service (the one orbax's `CheckpointManager.reached_preemption` asks), started by
+  `jax.distributed.initialize`: its notifier owns SIGTERM in every process; when one process receives
+  it, all of them agree on the next step that none has passed, and
+  `multihost_utils.reached_preemption_sync_point` turns true at that step in each. SIGINT (Ctrl-C) is
+  passed on to it as SIGTERM. The agreement is made once, when the signal comes; the check each step is
+  a local read, not a collective. Steps are counted from the run's start step, which every process
+  restored alike, so a signal before the first step stops after the first step.
+  """
 
-  def __call__(self, signum, frame):
-    self.signal_name = signal.Signals(signum).name
+  def __init__(self, start_step: int, multi_process: bool):
+    self._start_step = start_step
+    self._multi_process = multi_process
+    self._signal_name: Optional[str] = None
+
+  def _record(self, signum, frame) -> None:
+    self._signal_name = signal.Signals(signum).name
+
+  @staticmethod
+  def _forward_to_preemption_service(signum, frame) -> None:
+    signal.raise_signal(signal.SIGTERM)
+
+  def check_available(self) -> None:
+    """Raises ValueError when a multi-process run has no preemption service to agree on a stop."""
+    if not self._multi_process:
+      return
+    try:
+      multihost_utils.reached_preemption_sync_point(0)
+    except RuntimeError as e:
+      raise ValueError('a multi-process run needs JAX\'s preemption service to stop all processes at the '
+                       'same step on SIGTERM; it is off (jax_enable_preemption_service=False?): ' + str(e)) from e
 
   @contextlib.contextmanager
   def installed(self):
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    if self._multi_process:
+      handlers = {signal.SIGINT: self._forward_to_preemption_service}  # SIGTERM stays with the service.
+    else:
+      handlers = {signal.SIGTERM: self._record, signal.SIGINT: self._record}
+    previous = {}
     try:
-      for s in previous:
-        signal.signal(s, self)
+      for s, handler in handlers.items():
+        previous[s] = signal.getsignal(s)
+        signal.signal(s, handler)
     except ValueError:  # Not the main thread: signals cannot be caught here.
       previous = {}
     try:
@@ -51,6 +86,15 @@ class _StopRequest:
     finally:
       for s, handler in previous.items():
         signal.signal(s, handler)
+
+  def reason(self, step: int) -> Optional[str]:
+    """Why to stop after `step` ('SIGTERM', 'SIGINT'; 'preempted' on several processes), or None.
+
+    Multi-process: every process must call this after every step.
+    """
+    if self._multi_process:
+      return 'preempted' if multihost_utils.reached_preemption_sync_point(step - self._start_step) else None
+    return self._signal_name
 
 
 def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict[str, Any]:
@@ -80,48 +124,125 @@ def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterato
                                    num_local_devices=jax.local_device_count())
 
 
+def _agree_across_processes(value: int, what: str) -> None:
+  """Raises RuntimeError unless every process holds the same `value` (a no-op on one process)."""
+  if jax.process_count() == 1:
+    return
+  values = np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)
+  if np.any(values != values[0]):
+    raise RuntimeError(f'the processes disagree on {what}: {dict(enumerate(values.tolist()))}; do they all '
+                       'see the same workdir (a shared filesystem)?')
+
+
+def _lock_workdir(workdir: str) -> Optional[workdir_lock.WorkdirLock]:
+  """Process 0 takes the workdir's writer lock and tells the others whether it got it.
+
+  Returns the held lock on process 0, None elsewhere; raises WorkdirBusyError on every process when the
+  workdir is in use (ValueError when it is not a directory).
+  """
+  lock, error = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = workdir_lock.WorkdirLock(workdir).acquire()
+    except (workdir_lock.WorkdirBusyError, ValueError) as e:
+      error = e
+  if jax.process_count() > 1:
+    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if not locked and error is None:
+      raise workdir_lock.WorkdirBusyError(
+          f'process 0 could not take the writer lock of workdir {workdir!r} (its message names the run '
+          'that holds it); this process stops too.')
+  if error is not None:
+    raise error
+  return lock
+
+
+def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collections.ConfigDict,
+            workdir: str, console: console_lib.Console, is_chief: bool):
+  """(state, 'how the run starts') from the newest checkpoint that restores; the fresh state when none.
+
+  Unreadable newer steps are reported and, by process 0, moved out of the checkpoints directory.
+  """
+  if not checkpointer.steps():
+    if is_chief:
+      checkpointing.write_config(workdir, config)
+    return state, 'new run'
+  restored = checkpointer.restore_newest(state)
+  _agree_across_processes(restored.step, 'the checkpoint step they restored')
+  for unreadable in restored.skipped:
+    where = checkpointer.set_aside(unreadable.step) if is_chief else 'unreadable_checkpoints/'
+    message = (f'checkpoint {checkpointer.directory}/{unreadable.step} is unreadable ({unreadable.reason}); '
+               f'resuming from step {restored.step} instead; the unreadable step is moved to {where}')
+    console.line(f'WARNING: {message}')
+  if restored.skipped:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('ssl_jax: unreadable checkpoints set aside')
+    checkpointer.reload()
+  return restored.state, f'resuming from step {restored.step}'
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason).
 
   Before the data is built, the config and paths are checked (`config_checks`) and a resume's config
   against the stored one (`resume_checks`: a change is refused, or applied on purpose and recorded);
-  before anything compiles, a checkpoint past the run's total steps is refused.
+  before anything compiles, a checkpoint past the run's total steps is refused. Raises WorkdirBusyError
+  when another run writes into `workdir`, ValueError for a config that does not fit it,
+  NonFiniteLossError when the loss diverges.
   """
   config_checks.check_pretrain_run(config, workdir)
-  resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Before the data is built.
+  lock = _lock_workdir(workdir)
+  try:
+    return _train(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Under the lock, before the data.
+  is_chief = jax.process_index() == 0
+  console = console_lib.Console(enabled=is_chief)
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   mesh = parallel.create_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
-  is_chief = jax.process_index() == 0
 
   num_train = pipeline.num_examples(config.data, 'train')
   steps_per_epoch = max(num_train // config.batch_size, 1)
   resume_checks.check_steps_left(workdir, common.total_steps(config, steps_per_epoch))
   built = build(config, mesh, steps_per_epoch)
   state, step_fn, num_steps = built['state'], built['step_fn'], built['num_steps']
-
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state)
-    logging.info('Resumed %s from step %d', workdir, checkpointer.latest_step())
-  elif is_chief:
-    checkpointing.write_config(workdir, config)
+  state, how = _resume(checkpointer, state, config, workdir, console, is_chief)
   start_step = int(jax.device_get(state.step))
+  if is_chief:
+    dropped = metrics_writer.drop_after(workdir, start_step)
+    if dropped['jsonl_rows'] or dropped['tensorboard_events']:
+      how += (f"; dropped {dropped['jsonl_rows']} metric rows and {dropped['tensorboard_events']} TensorBoard "
+              f'events past step {start_step} (logged before the last run stopped)')
   if resume_changes and is_chief:
     resume_checks.record_changes(workdir, config, resume_changes, start_step)
   run_rng = jax.device_get(state.rng)  # Fixed for the run; with the step it gives the views' keys.
   policy = augment.AugmentPolicy.from_config(config.augment)
+  stop = _StopRequest(start_step, multi_process=jax.process_count() > 1)
+  stop.check_available()
+
+  devices = jax.devices()
+  console.line(f'{config.method} pretraining: workdir {checkpointer.workdir} ({how})')
+  console.line(f'devices: {len(devices)} x {devices[0].platform} over {jax.process_count()} process(es); '
+               f'batch {config.batch_size}, {num_steps} steps ({steps_per_epoch} per epoch)')
+  console.line(f'data: aoam {config.data.source}, L={config.data.length}, {num_train} train examples '
+               f"({config.data.data_dir or '~/tensorflow_datasets'})")
 
   writer = metrics_writer.MetricWriter(workdir, enabled=is_chief)
   batches = _host_batches(config, start_step)
   views_per_step = 2 * config.batch_size
   summary: dict[str, Any] = {'method': config.method, 'start_step': start_step, 'num_steps': num_steps,
                              'stop_reason': 'completed'}
-  progress = tqdm(total=num_steps, initial=start_step, desc=f'{config.method} pretraining', unit='step',
-                  disable=not (config.progress_bar and is_chief), dynamic_ncols=True)
+  progress = console.progress(total=num_steps, initial=start_step, desc=f'{config.method} pretraining',
+                              show=config.progress_bar)
   last_good_step = start_step
   window_start, window_steps = time.perf_counter(), 0
   last_metrics = None
-  stop = _StopRequest()
   with stop.installed():
     step = start_step
     while step < num_steps:
@@ -151,13 +272,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         scalars['epoch'] = step / steps_per_epoch
         writer.write(step, scalars)
         progress.set_postfix(loss=f'{loss:.4f}', views_s=f"{scalars['views_per_second']:.0f}")
+        console.line(f"step {step}/{num_steps}  loss {loss:.4f}  lr {scalars['learning_rate']:.3g}  "
+                     f"{scalars['views_per_second']:.0f} views/s")
         summary['views_per_second'] = scalars['views_per_second']
         window_start, window_steps = time.perf_counter(), 0
       if step % config.checkpoint_every_steps == 0:
         checkpointer.save(step, state)
-      if stop.signal_name is not None:
-        summary['stop_reason'] = stop.signal_name
-        logging.warning('%s received: saving step %d and stopping.', stop.signal_name, step)
+      reason = stop.reason(step)
+      if reason is not None:
+        summary['stop_reason'] = reason
+        console.line(f'{reason}: saving step {step} and stopping')
         break
   checkpointer.save(last_good_step, state)
   checkpointer.close()
@@ -166,4 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary['final_step'] = last_good_step
   if last_metrics is not None:
     summary['final_loss'] = float(last_metrics['loss'])
+  final_loss = f", loss {summary['final_loss']:.4f}" if 'final_loss' in summary else ''
+  console.line(f"{summary['stop_reason']} at step {last_good_step}/{num_steps}{final_loss}; checkpoint "
+               f'{checkpointer.directory}/{last_good_step}')
   return summary

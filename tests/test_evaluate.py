@@ -98,3 +98,78 @@ def test_cli_end_to_end_on_the_smoke_data(tmp_path):
   assert results['pretrained']['num_test'] == 225  # smoke: 1 test example per AoA class
   assert results['pretrained']['tasks']['aoa']['silhouette'] is None  # undefined at 1 per class
   assert 'random_init' not in results
+
+
+def _workdir_with_steps(tmp_path, steps):
+  """config.json and checkpoints at `steps` of an untrained smoke SimCLR state (keep: all of them)."""
+  config = smoke.get_config('simclr')
+  config.data.data_dir = str(tmp_path / 'tfds')
+  workdir = str(tmp_path / 'run')
+  checkpointing.write_config(workdir, config)
+  module = methods.get_method(config.method)
+  networks = module.create_networks(config, bn_axis_name=None)
+  state = module.init_state(config, networks, optim.create_optimizer(config.optim, lambda step: 0.0),
+                            jax.random.PRNGKey(0))
+  checkpointer = checkpointing.Checkpointer(workdir, keep=0)
+  for step in steps:
+    checkpointer.save(step, state.replace(step=step))
+  checkpointer.close()
+  return workdir
+
+
+def _damage(workdir, step):
+  """Truncates the data files of a finalized step (as a disk that filled up, or a partial copy, would)."""
+  data = os.path.join(workdir, 'checkpoints', str(step), 'default', 'd')
+  for name in os.listdir(data):
+    with open(os.path.join(data, name), 'r+b') as f:
+      f.truncate(10)
+
+
+def test_missing_step_is_named_with_the_steps_there(tmp_path):
+  workdir = _workdir_with_steps(tmp_path, [4, 6])
+  with pytest.raises(FileNotFoundError, match=rf'no step 99 in {workdir} \(have 4, 6\)'):
+    checkpointing.restore_encoder(workdir, 99)
+  assert checkpointing.restore_encoder(workdir, 4).step == 4
+
+
+def test_cli_missing_step_is_one_line(tmp_path):
+  workdir = _workdir_with_steps(tmp_path, [4, 6])
+  proc = subprocess.run([sys.executable, '-m', 'ssl_jax.evaluate', f'--workdir={workdir}', '--step=99'],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == f'error: no step 99 in {workdir} (have 4, 6)'
+
+
+def test_unreadable_latest_falls_back_to_the_newest_good_step(tmp_path, caplog):
+  workdir = _workdir_with_steps(tmp_path, [4, 6])
+  _damage(workdir, 6)
+  loaded = checkpointing.restore_encoder(workdir)
+  assert loaded.step == 4
+  assert any('checkpoints/6 is unreadable, using step 4' in r.getMessage() for r in caplog.records)
+  with pytest.raises(checkpointing.UnreadableCheckpointError, match='checkpoints/6 cannot be restored'):
+    checkpointing.restore_encoder(workdir, 6)  # Asked for by name: an error, no substitute.
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))  # The reader moves nothing.
+  _damage(workdir, 4)
+  with pytest.raises(checkpointing.UnreadableCheckpointError, match='step 6: .*; step 4: '):
+    checkpointing.restore_encoder(workdir)
+
+
+def test_reader_sees_only_finalized_steps_and_leaves_a_save_in_progress_alone(tmp_path):
+  from ssl_jax import workdir_lock
+  workdir = _workdir_with_steps(tmp_path, [4])
+  in_progress = os.path.join(workdir, 'checkpoints', '8.orbax-checkpoint-tmp-1234')
+  os.makedirs(in_progress)
+  with workdir_lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
+    assert checkpointing.restore_encoder(workdir).step == 4
+  assert os.path.isdir(in_progress)  # A writing manager would clean it up; the reader does not.
+
+
+def test_cli_unreadable_step_is_one_line(tmp_path):
+  workdir = _workdir_with_steps(tmp_path, [4, 6])
+  _damage(workdir, 6)
+  proc = subprocess.run([sys.executable, '-m', 'ssl_jax.evaluate', f'--workdir={workdir}', '--step=6'],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.startswith(f'error: checkpoint {workdir}/checkpoints/6 cannot be restored'), proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # No traceback, no 'Event loop is closed'.
+  assert 'is not valid for value of size 10' in proc.stderr  # The cause: the truncated file.

@@ -4,10 +4,13 @@ The two-process run and a single-process run on 2 emulated devices see the same 
 process reads its half), so their final checkpoints must agree to float tolerance.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -79,3 +82,73 @@ def test_two_processes_match_one(tmp_path):
   np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-4)
   for a, b in zip(jax.tree.leaves(_final_params(multi)), jax.tree.leaves(_final_params(single))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+
+
+def _wait_for_metrics(workdir, rows, proc, timeout=900):
+  deadline = time.time() + timeout
+  path = os.path.join(workdir, 'metrics.jsonl')
+  while not (os.path.exists(path) and len(metrics_writer.read_metrics(workdir)) >= rows):
+    assert proc.poll() is None and time.time() < deadline, 'the run ended or stalled before logging'
+    time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  config = smoke.get_config()
+  config.data.data_dir = data_dir
+  aoam.get_builder(config.data)
+  workdir = str(tmp_path / 'multi')
+  port = _free_port()
+  args = [a for a in _args(workdir, data_dir) if not a.startswith('--config.num_train_steps=')]
+  procs = [subprocess.Popen(args + [
+      '--config.num_train_steps=100000', '--config.checkpoint_every_steps=100000',
+      f'--config.distributed.coordinator_address=127.0.0.1:{port}', '--config.distributed.num_processes=2',
+      f'--config.distributed.process_id={i}'], cwd=REPO, env=_env(1), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    _wait_for_metrics(workdir, 2, procs[0])
+    procs[1].send_signal(signal.SIGTERM)  # One process only: the other learns it through the service.
+    outputs = [p.communicate(timeout=600) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+  assert [s['stop_reason'] for s in summaries] == ['preempted', 'preempted']
+  final = summaries[0]['final_step']
+  assert summaries[1]['final_step'] == final >= 2
+  ckpt = checkpointing.Checkpointer(workdir)
+  assert ckpt.steps() == [final]  # One checkpoint, saved by both processes together.
+  ckpt.close()
+  assert [r['step'] for r in metrics_writer.read_metrics(workdir)][-1] == final
+
+
+_STOP_PROBE = '''
+import os, signal, sys, time
+import jax
+from ssl_jax import train
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=1, process_id=0)
+stop = train._StopRequest(start_step=40, multi_process=True)
+stop.check_available()
+with stop.installed():
+  os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+  for step in range(41, 400):
+    time.sleep(0.05)
+    if stop.reason(step):
+      print('stopped after', step, stop.reason(step + 1), flush=True)
+      break
+'''
+
+
+@pytest.mark.parametrize('signal_name', ['SIGTERM', 'SIGINT'])
+def test_a_signal_reaches_the_preemption_service_when_the_run_has_processes(signal_name):
+  # A process started with jax.distributed stops through the service (SIGINT forwarded as SIGTERM): it
+  # stops after a step a few steps on, agreed with all processes, and only at that step.
+  proc = subprocess.run([sys.executable, '-c', _STOP_PROBE, f'127.0.0.1:{_free_port()}', signal_name],
+                        cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  words = proc.stdout.split()
+  assert words[:2] == ['stopped', 'after'] and 41 <= int(words[2]) < 400 and words[3] == 'None', proc.stdout

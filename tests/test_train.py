@@ -1,8 +1,10 @@
 """The pretraining loop end to end on the simulated data: metrics, checkpoints, exact resume, guards, CLI."""
 
+import glob
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +38,16 @@ def _config(method, data_dir, **overrides):
   return config
 
 
+def tensorboard_steps(workdir, tag='loss'):
+  """The steps of every `tag` event in the workdir's TensorBoard files, in file order (repeats kept)."""
+  import tensorflow as tf
+  steps = []
+  for path in sorted(glob.glob(os.path.join(workdir, 'tensorboard', '*tfevents*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      steps += [event.step for value in event.summary.value if value.tag == tag]
+  return steps
+
+
 def _restore(workdir, config, step=None):
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
@@ -64,7 +76,7 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
     assert records[-1]['queue_fill'] == pytest.approx(1.0) and 'momentum' in records[-1]
   assert os.listdir(os.path.join(straight, 'tensorboard'))
 
-  # Interrupt: a run that stopped after its step-4 checkpoint, then resumed to the end.
+  # Interrupt: a run that stopped after its step-4 checkpoint (having logged step 6), then resumed to the end.
   train.train_and_evaluate(config, resumed)
   shutil.rmtree(os.path.join(resumed, 'checkpoints', '6'))
   summary = train.train_and_evaluate(config, resumed)
@@ -72,6 +84,9 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   a, b = _restore(straight, config), _restore(resumed, config)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # Step 6 was logged before the interruption and again after the resume: once in each place.
+  assert [r['step'] for r in metrics_writer.read_metrics(resumed)] == [2, 4, 6]
+  assert tensorboard_steps(resumed) == tensorboard_steps(straight) == [2, 4, 6]
 
 
 def test_workdir_of_another_method_is_refused(data_dir, tmp_path):
@@ -96,6 +111,63 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path
   assert last is not None and last < 20
   state = _restore(workdir, config)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
+
+
+def _damage(workdir, step):
+  """Truncates the data files of a finalized checkpoint step (a full disk or a partial copy would)."""
+  data = os.path.join(workdir, 'checkpoints', str(step), 'default', 'd')
+  for name in os.listdir(data):
+    with open(os.path.join(data, name), 'r+b') as f:
+      f.truncate(10)
+
+
+def _steps(workdir):
+  ckpt = checkpointing.Checkpointer(workdir)
+  steps = ckpt.steps()
+  ckpt.close()
+  return steps
+
+
+def test_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumed(data_dir, tmp_path, capsys):
+  config = _config('simclr', data_dir)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  assert _steps(workdir) == [4, 6]
+  _damage(workdir, 6)
+  capsys.readouterr()
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary['start_step'] == 4 and summary['final_step'] == 6
+  out = capsys.readouterr().out
+  assert out.count(f"{os.path.join(workdir, 'checkpoints', '6')} is unreadable") == 1, out
+  assert 'resuming from step 4 instead' in out
+  assert os.listdir(os.path.join(workdir, 'unreadable_checkpoints')) == ['6']  # Kept, out of orbax's sight.
+  assert _steps(workdir) == [4, 6]
+  _restore(workdir, config, 6)  # The new step 6 reads back.
+  assert [r['step'] for r in metrics_writer.read_metrics(workdir)] == [2, 4, 6]
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path):
+  config = _config('simclr', data_dir)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  _damage(workdir, 4)
+  _damage(workdir, 6)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    metrics_before = f.read()
+  with pytest.raises(checkpointing.UnreadableCheckpointError, match=r'step 6: .*; step 4: .*Nothing was overwritten'):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '6']
+  assert not os.path.exists(os.path.join(workdir, 'unreadable_checkpoints'))
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert f.read() == metrics_before
+
+
+def test_keep_checkpoints_zero_keeps_every_checkpoint(data_dir, tmp_path):
+  workdir = str(tmp_path / 'all')
+  train.train_and_evaluate(_config('simclr', data_dir, checkpoint_every_steps=2, keep_checkpoints=0), workdir)
+  assert _steps(workdir) == [2, 4, 6]
+  with pytest.raises(ValueError, match='keep_checkpoints=-1'):
+    train.train_and_evaluate(_config('simclr', data_dir, keep_checkpoints=-1), str(tmp_path / 'negative'))
 
 
 def _main(args, **kwargs):
@@ -129,7 +201,89 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   summary = json.loads(out.strip().splitlines()[-1])
   assert summary['stop_reason'] == 'SIGTERM'
   if platform.system() == 'Linux':  # The default relaunched the process with mimalloc: same PID, signal received.
-    assert 'host allocator: mimalloc (' in err, err[-3000:]
+    assert 'host allocator: mimalloc (' in out, out[-3000:]
   ckpt = checkpointing.Checkpointer(workdir)
   assert ckpt.latest_step() == summary['final_step'] >= 1
   ckpt.close()
+
+
+def _wait_for(predicate, what, timeout=600):
+  deadline = time.time() + timeout
+  while not predicate():
+    assert time.time() < deadline, f'timed out waiting for {what}'
+    time.sleep(0.2)
+
+
+def _logged_steps(workdir):
+  path = os.path.join(workdir, 'metrics.jsonl')
+  return [r['step'] for r in metrics_writer.read_metrics(workdir)] if os.path.exists(path) else []
+
+
+@pytest.mark.slow
+def test_second_launch_is_refused_and_a_relaunch_after_kill_9_logs_each_step_once(data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  args = [sys.executable, '-m', 'ssl_jax.main', '--config=configs/smoke.py', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}', '--config.num_train_steps=100000',
+          '--config.checkpoint_every_steps=3', '--config.log_every_steps=1']
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+
+  def launch():
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+  first = launch()
+  try:
+    _wait_for(lambda: len(_logged_steps(workdir)) >= 1, 'the first run to log')
+    second = launch()
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 1, err[-3000:]
+    assert f'workdir {workdir!r} is in use' in err and f'pid {first.pid} on host' in err, err[-3000:]
+    assert len(err.strip().splitlines()) == 1, err[-3000:]
+    # Kill -9 just after a checkpoint step, so that steps past the checkpoint have been logged.
+    _wait_for(lambda: (_logged_steps(workdir) or [0])[-1] % 3 == 1 and _logged_steps(workdir)[-1] > 3,
+              'a step just past a checkpoint')
+    first.kill()
+  finally:
+    first.kill()
+    first.communicate()
+  killed_at = _logged_steps(workdir)[-1]
+  checkpoint = _steps(workdir)[-1]
+  assert checkpoint < killed_at  # Steps checkpoint+1 .. killed_at were logged and will be run again.
+
+  third = launch()
+  try:
+    _wait_for(lambda: len(_logged_steps(workdir)) >= killed_at + 2, 'the relaunch to log past the kill')
+    third.send_signal(signal.SIGTERM)
+    out, err = third.communicate(timeout=300)
+  finally:
+    third.kill()
+  assert third.returncode == 0, err[-3000:]
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary['start_step'] == checkpoint
+  dropped = re.search(r'dropped (\d+) metric rows', out)
+  assert dropped and int(dropped.group(1)) >= killed_at - checkpoint, out  # (+1 for a line cut by the kill)
+  steps = _logged_steps(workdir)
+  assert steps == list(range(1, summary['final_step'] + 1))  # Every step once, in order.
+  assert tensorboard_steps(workdir) == steps
+
+
+@pytest.mark.slow
+def test_default_console_is_a_header_a_line_per_interval_and_a_summary(data_dir, tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+  env.update(PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.run([sys.executable, '-m', 'ssl_jax.main', '--config=configs/smoke.py', f'--workdir={workdir}',
+                         f'--config.data.data_dir={data_dir}', '--config.num_train_steps=100',
+                         '--config.log_every_steps=10', '--config.checkpoint_every_steps=50',
+                         '--config.progress_bar=true'],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out, err = proc.stdout.splitlines(), proc.stderr.splitlines()
+  assert len(out) + len(err) <= 40, '\n'.join(out + err)
+  assert not [line for line in err if line[:1] == 'I' and line[1:5].isdigit()], proc.stderr  # No absl INFO.
+  warnings = [line.split('] ', 1)[-1] for line in err if line[:1] == 'W' and line[1:5].isdigit()]
+  assert len(warnings) == len(set(warnings)), proc.stderr  # Each warning once.
+  assert [line for line in out if '[ssl_jax] step ' in line] == [
+      next(line for line in out if f'[ssl_jax] step {s}/100 ' in line) for s in range(10, 101, 10)]
+  for key in ('config: configs/smoke.py', f'workdir {workdir}', 'devices: ', 'data: aoam simulated'):
+    assert any(key in line for line in out), (key, out)
+  assert json.loads(out[-1])['final_step'] == 100
