@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1  # > 0 overrides num_epochs
   config.batch_size = 256  # samples per global step (2 * batch_size views)
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'sgd'  # 'sgd' (momentum, coupled L2 decay, as torch.optim.SGD) | 'lars'
+  # SGD with momentum and coupled L2 decay, as torch.optim.SGD (ssl_jax/optim.py).
   config.optim.learning_rate = 0.01
   config.optim.lr_scaling = 'none'  # 'none' | 'linear' (lr = learning_rate * batch_size / 256)
   config.optim.momentum = 0.9

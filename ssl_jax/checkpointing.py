@@ -20,7 +20,7 @@ PyTree = Any
 
 # Keys whose values fix the structure or shapes of the train state: a checkpoint is only compatible with
 # a config that agrees on all of them.
-STATE_DEFINING_KEYS = ('method', 'model', 'moco.variant', 'moco.queue_size', 'optim.name', 'temperature')
+STATE_DEFINING_KEYS = ('method', 'model', 'moco.variant', 'moco.queue_size', 'temperature')
 
 
 def config_path(workdir: str) -> str:

@@ -54,8 +54,6 @@ def make_views(x: torch.Tensor, crop_length: int, antenna_dropout: float,
 
 
 def create_optimizer(model: nn.Module, optim_config: ml_collections.ConfigDict) -> torch.optim.SGD:
-  if optim_config.name != 'sgd':
-    raise ValueError(f"the torch baseline implements config.optim.name='sgd' only, got {optim_config.name!r}")
   return torch.optim.SGD(model.parameters(), lr=0.0, momentum=optim_config.momentum,
                          weight_decay=optim_config.weight_decay)
 
