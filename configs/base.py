@@ -33,7 +33,6 @@ def get_config() -> ml_collections.ConfigDict:
   # 'recording': SNR, carrier offset and the transmitter's settings are fixed per recording session
   # (position, modulation), examples are slices of it, as in the real AoAM; 'example': redrawn per example.
   config.data.nuisances = 'recording'
-  config.data.shuffle_buffer = 16_384
   config.data.prefetch = 2
 
   # Encoder and projection head.

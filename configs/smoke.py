@@ -15,7 +15,6 @@ def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
   config.model.stage_repeats = (1, 1, 1)  # same block types, a fraction of the compile time
   config.data.examples_per_class = 2
   config.data.test_examples_per_class = 1
-  config.data.shuffle_buffer = 512
   config.augment.crop_lengths = (32, 64)
   config.batch_size = 16
   config.num_train_steps = 6

@@ -126,7 +126,6 @@ def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: boo
   config.augment.crop_lengths = settings['crops']
   config.data.examples_per_class = settings['train']
   config.data.test_examples_per_class = settings['test']
-  config.data.shuffle_buffer = 1024
   config.batch_size = settings['batch']
   set_steps(config, settings['steps'])
   config.model.stage_repeats = settings['repeats']
