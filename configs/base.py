@@ -37,8 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Encoder and projection head.
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'shufflenet_v2_05'
-  config.model.width_multiplier = 0.5
   config.model.depthwise_impl = 'auto'  # 'auto' | 'shift' | 'grouped'
   # 'fused': BN + ReLU with a hand-written backward pass (faster on CPU); 'flax': nn.BatchNorm + nn.relu.
   config.model.batch_norm_impl = 'fused'

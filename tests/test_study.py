@@ -104,7 +104,7 @@ def test_committed_cpu_study_ran_the_cpu_defaults_and_clears_random_init():
     ran = run['config']
     assert ran['method'] == expected.method and ran['num_train_steps'] == expected.num_train_steps, name
     assert ran['batch_size'] == expected.batch_size and ran['data']['length'] == expected.data.length, name
-    for key in ('width_multiplier', 'output_dim', 'hidden_dim', 'projection_norm'):
+    for key in ('output_dim', 'hidden_dim', 'projection_norm'):
       assert ran['model'][key] == expected.model[key], (name, key)
     assert ran['augment']['enabled'] == expected.augment.enabled, name
     if run['method'] == 'moco':

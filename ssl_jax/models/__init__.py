@@ -14,7 +14,6 @@ from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, ba
 from ssl_jax.models.layers import BATCH_NORM_IMPLS, DEPTHWISE_IMPLS, BatchNorm, DepthwiseConv1D, channel_shuffle
 from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
 
-ENCODER_NAMES = ('shufflenet_v2_05',)
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
@@ -25,10 +24,7 @@ def _get(model_config: Any, key: str) -> Any:
 
 
 def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
-  """Encoder from `config.model` (name, width_multiplier, depthwise_impl, batch_norm_impl, dtype)."""
-  name = _get(model_config, 'name')
-  if name not in ENCODER_NAMES:
-    raise ValueError(f'model_config.name must be one of {ENCODER_NAMES}, got {name!r}')
+  """Encoder from `config.model` (depthwise_impl, batch_norm_impl, dtype, stage_repeats)."""
   depthwise_impl = _get(model_config, 'depthwise_impl')
   if depthwise_impl not in DEPTHWISE_IMPLS:
     raise ValueError(f'model_config.depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {depthwise_impl!r}')
@@ -38,13 +34,10 @@ def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> Shu
   dtype = _get(model_config, 'dtype')
   if dtype not in _DTYPES:
     raise ValueError(f'model_config.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}')
-  width = float(_get(model_config, 'width_multiplier'))
-  if width != 0.5:
-    raise ValueError(f'model_config.width_multiplier must be 0.5 for {name!r}, got {width}')
   stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
   if len(stage_repeats) != 3 or min(stage_repeats) < 1:
     raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
-  return ShuffleNetV2Encoder(width_multiplier=width, depthwise_impl=depthwise_impl,
+  return ShuffleNetV2Encoder(depthwise_impl=depthwise_impl,
                              bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats,
                              batch_norm_impl=batch_norm_impl)
 

@@ -51,13 +51,8 @@ from ssl_jax.models import layers
 
 INPUT_CHANNELS = 8
 MIN_TIME = 32
-# torchvision's channel tables: stem, stage2, stage3, stage4, final conv.
-STAGE_OUT_CHANNELS = {
-    0.5: (24, 48, 96, 192, 1024),
-    1.0: (24, 116, 232, 464, 1024),
-    1.5: (24, 176, 352, 704, 1024),
-    2.0: (24, 244, 488, 976, 2048),
-}
+# torchvision's channels at width 0.5: stem, stage2, stage3, stage4, final conv.
+STAGE_OUT_CHANNELS = (24, 48, 96, 192, 1024)
 STAGE_REPEATS = (4, 8, 4)
 
 
@@ -116,10 +111,9 @@ def validate_input(x: jax.Array) -> None:
 
 
 class ShuffleNetV2Encoder(nn.Module):
-  """1-D ShuffleNetV2 backbone. `(batch, time, 8)` -> `(batch, final channels)` (1024 at width 0.5).
+  """1-D ShuffleNetV2-0.5 backbone. `(batch, time, 8)` -> `(batch, 1024)`.
 
   Attributes:
-    width_multiplier: one of torchvision's widths 0.5, 1.0, 1.5, 2.0.
     depthwise_impl: 'auto' | 'shift' | 'grouped' (see `layers`); same parameters for every form.
     bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
       so each device normalises with global-batch statistics; None for per-call statistics.
@@ -127,7 +121,6 @@ class ShuffleNetV2Encoder(nn.Module):
     batch_norm_impl: 'fused' (BN + ReLU with a hand-written backward pass, ~10% faster train steps on
       CPU) or 'flax' (`nn.BatchNorm` + `nn.relu`); the same variables and, to float tolerance, results.
   """
-  width_multiplier: float = 0.5
   depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
@@ -137,11 +130,8 @@ class ShuffleNetV2Encoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     validate_input(x)
-    if self.width_multiplier not in STAGE_OUT_CHANNELS:
-      raise ValueError(f'width_multiplier must be one of {sorted(STAGE_OUT_CHANNELS)}, '
-                       f'got {self.width_multiplier}')
     layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
-    channels = STAGE_OUT_CHANNELS[self.width_multiplier]
+    channels = STAGE_OUT_CHANNELS
     bn = functools.partial(layers.batch_norm, impl=self.batch_norm_impl, use_running_average=not train,
                            axis_name=self.bn_axis_name, dtype=self.dtype)
     x = x.astype(self.dtype)
