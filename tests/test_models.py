@@ -1,5 +1,7 @@
 """Tests for ssl_jax.models: shapes, parameter count, depthwise forms, BatchNorm semantics, heads."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -346,11 +348,33 @@ def test_batch_norm_gradients_with_axis_name_are_those_of_the_global_batch():
   np.testing.assert_allclose(jnp.sum(sharded[2], 0), whole[2], rtol=1e-4, atol=1e-5)
 
 
-def test_encoder_batch_norm_forms_agree_and_are_checked():
-  """'fused' and 'flax' BN give the same variables, train-mode outputs, statistics and gradients."""
+class FlaxBatchNormReLU(nn.Module):
+  """The oracle for `layers.BatchNorm` inside the encoder: flax's `nn.BatchNorm`, then `nn.relu` if `relu`.
+
+  Same constructor as `layers.BatchNorm`, and the same variable names (the flax BN shares this scope).
+  """
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: str | None = None
+  relu: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    bn = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
+                      epsilon=self.epsilon, use_fast_variance=False, axis_name=self.axis_name, dtype=self.dtype)
+    nn.share_scope(self, bn)
+    y = bn(x)
+    return nn.relu(y) if self.relu else y
+
+
+def test_encoder_with_the_fused_batch_norm_equals_the_encoder_with_flax_batch_norm():
+  """The fused BN (+ ReLU) and flax's BN + ReLU give the same variables, train-mode outputs, statistics
+  and gradients through the whole encoder (so every BN and ReLU sits where flax's would)."""
   x = jax.random.normal(jax.random.key(7), (4, 64, 8))
   fused = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
-  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), batch_norm_impl='flax')
+  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), norm=FlaxBatchNormReLU)
   variables = fused.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference.init(jax.random.key(0), x))
 
@@ -364,8 +388,4 @@ def test_encoder_batch_norm_forms_agree_and_are_checked():
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
   for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-  config = base_config.get_config().model
-  assert models.create_encoder(config).batch_norm_impl == 'fused'
-  config.batch_norm_impl = 'cudnn'
-  with pytest.raises(ValueError, match=r"batch_norm_impl must be one of \('fused', 'flax'\), got 'cudnn'"):
-    models.create_encoder(config)
+  assert models.create_encoder(base_config.get_config().model).norm is layers.BatchNorm

@@ -232,23 +232,3 @@ class BatchNorm(nn.Module):
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
     return y.astype(self.dtype)
-
-
-BATCH_NORM_IMPLS = ('fused', 'flax')
-
-
-def batch_norm(x: jax.Array, *, name: str, impl: str, relu: bool, use_running_average: bool,
-               axis_name: Optional[str], dtype: Any) -> jax.Array:
-  """BN (+ ReLU) as a named submodule of the calling compact module, in either form (same variables).
-
-  impl: 'fused' (`BatchNorm`, the hand-written backward pass; the default) or 'flax' (`nn.BatchNorm`
-  then `nn.relu`, autodiff), kept as the reference and for A/B timing (`experiments/bench_train_step.py`).
-  """
-  if impl == 'fused':
-    return BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
-                     axis_name=axis_name, relu=relu, dtype=dtype, name=name)(x)
-  if impl != 'flax':
-    raise ValueError(f'batch_norm_impl must be one of {BATCH_NORM_IMPLS}, got {impl!r}')
-  y = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
-                   use_fast_variance=False, axis_name=axis_name, dtype=dtype, name=name)(x)
-  return nn.relu(y) if relu else y
