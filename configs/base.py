@@ -37,7 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Encoder and projection head.
   config.model = ml_collections.ConfigDict()
-  config.model.depthwise_impl = 'auto'  # 'auto' | 'shift' | 'grouped'
   config.model.stage_repeats = (4, 8, 4)  # torchvision's; tests shrink it to compile fast
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width

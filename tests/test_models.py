@@ -1,6 +1,7 @@
 """Tests for ssl_jax.models: shapes, parameter count, depthwise forms, BatchNorm semantics, heads."""
 
 from typing import Any
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -78,19 +79,23 @@ def test_depthwise_forms_agree_value_and_gradient(stride, length):
 
 
 def _forms_value_and_grad(x, train, dtype=jnp.float32, stage_repeats=shufflenet.STAGE_REPEATS):
-  """Embedding and parameter gradient of a fixed scalar, for the 'shift' and 'grouped' forms."""
-  results = []
-  for impl in ('shift', 'grouped'):
-    model = models.ShuffleNetV2Encoder(depthwise_impl=impl, dtype=dtype, stage_repeats=stage_repeats)
-    variables = model.init(jax.random.key(0), x)
+  """Embedding and parameter gradient of a fixed scalar, for the encoder with the shift depthwise conv
+  (the one it runs on CPU) and with the grouped-conv form (the oracle), forced by replacing the dispatch."""
+  results, convolutions = [], []
+  for form in (layers.depthwise_conv1d_shift, layers.depthwise_conv1d_grouped):
+    model = models.ShuffleNetV2Encoder(dtype=dtype, stage_repeats=stage_repeats)
+    with mock.patch.object(layers, 'depthwise_form', lambda backend, form=form: form):
+      variables = model.init(jax.random.key(0), x)
+      convolutions.append(str(jax.make_jaxpr(model.apply)(variables, x)).count('conv_general_dilated'))
 
-    def fn(params, model=model, variables=variables):
-      z, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=train,
-                         mutable=['batch_stats'])
-      return jnp.sum(z * jnp.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)), z
+      def fn(params, model=model, variables=variables):
+        z, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=train,
+                           mutable=['batch_stats'])
+        return jnp.sum(z * jnp.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)), z
 
-    results.append((variables, jax.jit(jax.grad(fn, has_aux=True))(variables['params'])))
+      results.append((variables, jax.jit(jax.grad(fn, has_aux=True))(variables['params'])))
   (vars_shift, (grad_shift, z_shift)), (vars_grouped, (grad_grouped, z_grouped)) = results
+  assert convolutions[1] > convolutions[0], convolutions  # the grouped form really ran in the second
   # Same parameter tree (names, shapes, and values from the same seed) for both forms.
   assert jax.tree.structure(vars_shift) == jax.tree.structure(vars_grouped)
   for a, b in zip(jax.tree.leaves(vars_shift), jax.tree.leaves(vars_grouped)):
@@ -119,11 +124,16 @@ def test_encoder_forms_agree_train_float64():
       np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
-def test_auto_picks_shift_on_cpu():
+def test_depthwise_form_is_shift_on_cpu_and_grouped_elsewhere():
+  assert layers.depthwise_form('cpu') is layers.depthwise_conv1d_shift
+  assert layers.depthwise_form('gpu') is layers.depthwise_conv1d_grouped
+  assert layers.depthwise_form('tpu') is layers.depthwise_conv1d_grouped
   assert jax.default_backend() == 'cpu'
-  assert layers.resolve_depthwise_impl('auto') == 'shift'
-  with pytest.raises(ValueError, match='depthwise_impl'):
-    layers.resolve_depthwise_impl('fft')
+  x = jax.random.normal(jax.random.key(0), (2, 9, 4))
+  conv = layers.DepthwiseConv1D(stride=2)
+  variables = conv.init(jax.random.key(1), x)
+  traced = jax.make_jaxpr(lambda x: conv.apply(variables, x))(x)
+  assert 'conv_general_dilated' not in str(traced)  # the shift form: slices, multiplies and adds
 
 
 def test_channel_shuffle_matches_torch_permutation():
@@ -248,9 +258,6 @@ def test_factories_from_config():
     models.create_head(config.model)
   predictor = models.create_predictor(moco_config.get_config().model)
   assert predictor.output_dim == config.model.output_dim
-  config.model.depthwise_impl = 'fast'
-  with pytest.raises(ValueError, match='depthwise_impl'):
-    models.create_encoder(config.model)
 
 
 def test_count_params():

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, batch_standardize
-from ssl_jax.models.layers import DEPTHWISE_IMPLS, BatchNorm, DepthwiseConv1D, channel_shuffle
+from ssl_jax.models.layers import BatchNorm, DepthwiseConv1D, channel_shuffle
 from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
@@ -24,18 +24,14 @@ def _get(model_config: Any, key: str) -> Any:
 
 
 def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
-  """Encoder from `config.model` (depthwise_impl, dtype, stage_repeats)."""
-  depthwise_impl = _get(model_config, 'depthwise_impl')
-  if depthwise_impl not in DEPTHWISE_IMPLS:
-    raise ValueError(f'model_config.depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {depthwise_impl!r}')
+  """Encoder from `config.model` (dtype, stage_repeats)."""
   dtype = _get(model_config, 'dtype')
   if dtype not in _DTYPES:
     raise ValueError(f'model_config.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}')
   stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
   if len(stage_repeats) != 3 or min(stage_repeats) < 1:
     raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
-  return ShuffleNetV2Encoder(depthwise_impl=depthwise_impl,
-                             bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats)
+  return ShuffleNetV2Encoder(bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats)
 
 
 def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:

@@ -66,7 +66,6 @@ class ShuffleUnit(nn.Module):
   """
   out_channels: int
   stride: int
-  depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   norm: ModuleDef = layers.BatchNorm
@@ -80,7 +79,7 @@ class ShuffleUnit(nn.Module):
       raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
     conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype)
     dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
-                           depthwise_impl=self.depthwise_impl, dtype=self.dtype)
+                           dtype=self.dtype)
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
                            dtype=self.dtype)
 
@@ -116,14 +115,12 @@ class ShuffleNetV2Encoder(nn.Module):
   """1-D ShuffleNetV2-0.5 backbone. `(batch, time, 8)` -> `(batch, 1024)`.
 
   Attributes:
-    depthwise_impl: 'auto' | 'shift' | 'grouped' (see `layers`); same parameters for every form.
     bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
       so each device normalises with global-batch statistics; None for per-call statistics.
     dtype: computation dtype; parameters stay float32.
     norm: the BatchNorm (+ ReLU) module class, built as `norm(use_running_average=, axis_name=, dtype=,
       relu=, name=)` with the variables of `flax.linen.BatchNorm`; `layers.BatchNorm`.
   """
-  depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   stage_repeats: Sequence[int] = STAGE_REPEATS
@@ -132,7 +129,6 @@ class ShuffleNetV2Encoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     validate_input(x)
-    layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
     channels = STAGE_OUT_CHANNELS
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
                            dtype=self.dtype)
@@ -146,7 +142,7 @@ class ShuffleNetV2Encoder(nn.Module):
     for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
       for unit_index in range(repeats):
         x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1,
-                        depthwise_impl=self.depthwise_impl, bn_axis_name=self.bn_axis_name,
+                        bn_axis_name=self.bn_axis_name,
                         dtype=self.dtype, norm=self.norm,
                         name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
 
