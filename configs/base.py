@@ -52,9 +52,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.enabled = True  # False: the "no augmentation" ablation (both views = the example)
   config.augment.crop_lengths = STUDY_CROP_LENGTHS
   config.augment.antenna_dropout = 0.2
-  # 'host': draw the two views' crop lengths on the host and compile one step per length pair (at most
-  # |C|^2 small programs, compiled on first use); 'switch': one program with a lax.switch over lengths.
-  config.augment.length_dispatch = 'host'
 
   # Schedule and optimiser.
   config.num_epochs = 400

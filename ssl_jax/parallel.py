@@ -73,12 +73,12 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
 def data_parallel(per_device_step: StepFn, mesh: Mesh, *, donate_state: bool = True) -> StepFn:
   """`jit(shard_map(step))`: state replicated in and out, batch sharded over `AXIS`, metrics replicated.
 
-  The returned `run(state, batch, crop_lengths=None)` takes the views' crop lengths as a static argument:
+  The returned `run(state, batch, crop_lengths)` takes the views' crop lengths as a static argument:
   one compiled program per distinct value. `check_vma=False` gives the per-device gradient semantics of
   `pmap` (the step averages gradients with `pmean`; see `ssl_jax.losses`).
   """
 
-  def run(state: PyTree, batch: PyTree, crop_lengths=None) -> tuple[PyTree, PyTree]:
+  def run(state: PyTree, batch: PyTree, crop_lengths: tuple[int, int]) -> tuple[PyTree, PyTree]:
     step = functools.partial(per_device_step, crop_lengths=crop_lengths)
     return jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
                          check_vma=False)(state, batch)

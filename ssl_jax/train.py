@@ -129,8 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = start_step
     while step < num_steps:
       batch = parallel.shard_batch(next(batches), mesh)
-      crop_lengths = common.crop_lengths_for_step(run_rng, step, policy, config.data.length,
-                                                  config.augment.length_dispatch)
+      crop_lengths = common.crop_lengths_for_step(run_rng, step, policy, config.data.length)
       state, metrics = step_fn(state, batch, crop_lengths)
       step += 1
       window_steps += 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import optim
+from ssl_jax import augment, optim
 from ssl_jax.methods import common, moco, simclr
 
 
@@ -22,7 +22,13 @@ def _setup(config, method):
   networks = method.create_networks(config, bn_axis_name=None)
   state = method.init_state(config, networks, tx, jax.random.PRNGKey(0))
   per_device = method.make_train_step(config, networks, tx, common.Schedules(lr, momentum), axis_name=None)
-  step = jax.jit(per_device)
+  jitted = jax.jit(per_device, static_argnames='crop_lengths')
+  policy = augment.AugmentPolicy.from_config(config.augment)
+
+  def step(state, batch):  # As the train loop: this step's crop lengths, drawn on the host.
+    lengths = common.crop_lengths_for_step(state.rng, int(state.step), policy, config.data.length)
+    return jitted(state, batch, crop_lengths=lengths)
+
   return state, step
 
 
@@ -122,21 +128,15 @@ def test_queue_must_hold_whole_batches():
     _setup(config, moco)
 
 
-def test_host_drawn_lengths_equal_the_switch():
-  """'host' dispatch (one program per length pair) makes the very step 'switch' dispatch makes."""
+def test_crop_lengths_are_drawn_per_step_from_the_run_key():
   config = smoke.get_config('simclr')
-  state, step = _setup(config, simclr)
-  policy = simclr.augment.AugmentPolicy.from_config(config.augment)
-  lengths = common.crop_lengths_for_step(state.rng, 0, policy, config.data.length, 'host')
-  assert set(lengths) <= {32, 64}
-  assert common.crop_lengths_for_step(state.rng, 0, policy, config.data.length, 'switch') is None
-  with_switch, m_switch = step(state, _batch(config))
-  lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
-                                    total_steps=10)
-  tx = optim.create_optimizer(config.optim, lr)
-  per_device = simclr.make_train_step(config, simclr.create_networks(config, None), tx,
-                                      common.Schedules(lr), axis_name=None)
-  with_host, m_host = jax.jit(per_device, static_argnames='crop_lengths')(state, _batch(config), lengths)
-  np.testing.assert_allclose(float(m_host['loss']), float(m_switch['loss']), rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(with_host.params), jax.tree.leaves(with_switch.params)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  policy = augment.AugmentPolicy.from_config(config.augment)
+  rng = jax.random.PRNGKey(0)
+  drawn = [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(40)]
+  assert drawn == [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(40)]
+  assert set(drawn) == {(32, 32), (32, 64), (64, 32), (64, 64)}  # every pair of the smoke crop set
+  assert drawn != [common.crop_lengths_for_step(jax.random.PRNGKey(1), step, policy, config.data.length)
+                   for step in range(40)]
+  config.augment.enabled = False
+  off = augment.AugmentPolicy.from_config(config.augment)
+  assert common.crop_lengths_for_step(rng, 3, off, config.data.length) == (64, 64)  # one program

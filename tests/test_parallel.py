@@ -18,7 +18,7 @@ _SCRIPT = textwrap.dedent('''
     import json, sys
     import jax, numpy as np
     from configs import smoke
-    from ssl_jax import optim, parallel
+    from ssl_jax import augment, optim, parallel
     from ssl_jax.methods import common, moco, simclr
 
     method_name, variant = sys.argv[1], sys.argv[2]
@@ -46,20 +46,23 @@ _SCRIPT = textwrap.dedent('''
     rng = np.random.default_rng(1)
     batches = [{'iq': rng.normal(size=(8, config.data.length, 8)).astype(np.float32)} for _ in range(5)]
 
+    policy = augment.AugmentPolicy.from_config(config.augment)
+    crop_lengths = [common.crop_lengths_for_step(state0.rng, i, policy, config.data.length) for i in range(5)]
+
     def run_shard_map(n):
       mesh = parallel.create_mesh(jax.devices()[:n])
       fn = parallel.data_parallel(step, mesh)
       state, losses = parallel.replicate(state0, mesh), []
-      for b in batches:
-        state, metrics = fn(state, parallel.shard_batch(b, mesh))
+      for b, lengths in zip(batches, crop_lengths):
+        state, metrics = fn(state, parallel.shard_batch(b, mesh), lengths)
         losses.append(float(metrics['loss']))
       return losses, jax.device_get(state)
 
     def run_pmap():
       fn = parallel.pmap_parallel(step)
       state, losses = state0, []
-      for b in batches:
-        state, metrics = fn(state, b)
+      for b, lengths in zip(batches, crop_lengths):
+        state, metrics = fn(state, b, lengths)
         losses.append(float(metrics['loss']))
       return losses, jax.device_get(state)
 

@@ -102,7 +102,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
   global_batch = int(config.batch_size)
 
   def train_step(state: MoCoState, batch: dict,
-                 crop_lengths: common.CropLengths = None) -> tuple[MoCoState, dict]:
+                 crop_lengths: common.CropLengths) -> tuple[MoCoState, dict]:
     encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
                                     policy, axis_name)
     momentum = schedules.momentum(state.step)
