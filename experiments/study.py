@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
                            "the cpu scale, where v2 collapses, v2 at every other scale")
   parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default=host_allocator.DEFAULT_POLICY,
-                      help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). retain: '
-                           'glibc options (slower here). system: the C library defaults (ssl_jax/host_allocator.py)')
+                      help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). '
+                           'system: the C library defaults (ssl_jax/host_allocator.py)')
   args = parser.parse_args(argv)
   # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
   print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
