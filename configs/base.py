@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width
   # 'none': the study's MLP. 'batch': standardise the projection over the global batch (no affine, no running
-  # statistics), the BN that ends MoCo v3's projector; it keeps MoCo v2 from collapsing early (README).
+  # statistics), the BN that ends MoCo v3's projector (the side experiment configs/moco_short_run.py).
   config.model.projection_norm = 'none'
   config.model.dtype = 'float32'
 

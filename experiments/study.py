@@ -1,7 +1,7 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
   python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
-      [--short_run_moco] [--moco_variant {v2,v3}]
+      [--moco_variant {v2,v3}]
 
 Pretrains four encoders (SimCLR and MoCo, each with MTC+AD and with no augmentation; with `--mtc_only`
 also each with MTC alone), probes each at
@@ -53,14 +53,6 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
   return f"{method}_{'aug' if antenna_dropout else 'mtc'}"
 
 
-# `--short_run_moco`: MoCo changed for short runs. The study's MoCo (v2 projection MLP; a queue of 4,096
-# keys at the cpu scale, ~18 per AoA class) does not learn in a few thousand steps on 2 cores: its queries
-# bunch into one point within ~100 steps and never leave (README, "MoCo in short runs"). These two changes
-# stop the collapse and beat a random encoder on both tasks in side runs with 40 examples per class: the
-# projection standardised over the batch (the BN without affine that ends MoCo v3's projector) and a
-# queue of 256 keys (as many negatives as SimCLR's batch, ~1 per AoA class). At the cpu scale (100 per
-# class) they did not: MoCo then probes near random init. So they are an option, not the default.
-SHORT_RUN_MOCO = dict(projection_norm='batch', queue=256)
 # `--moco_variant`: 'v2' is the study's MoCo (queue of negatives); 'v3' the symmetric loss without a queue.
 MOCO_VARIANTS = ('v2', 'v3')
 # The MoCo each scale runs unless `--moco_variant` says otherwise. The cpu scale runs v3: in its 3,000 steps
@@ -76,33 +68,22 @@ def check_moco_variant(moco_variant: str | None) -> None:
     raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
 
 
-def resolve_moco_variant(scale: str, moco_variant: str | None, short_run_moco: bool = False) -> str:
-  """The MoCo variant a study at `scale` runs: the one asked for, else the scale's default.
-
-  `--short_run_moco` changes MoCo v2 (its projection and queue), so it selects v2 and refuses v3.
-  """
+def resolve_moco_variant(scale: str, moco_variant: str | None) -> str:
+  """The MoCo variant a study at `scale` runs: the one asked for, else the scale's default."""
   check_moco_variant(moco_variant)
   if scale not in DEFAULT_MOCO_VARIANT:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  if short_run_moco:
-    if moco_variant == 'v3':
-      raise ValueError('--short_run_moco changes MoCo v2 (projection and queue); it does not combine with '
-                       '--moco_variant v3, which has no queue')
-    return 'v2'
   return moco_variant or DEFAULT_MOCO_VARIANT[scale]
 
 
 def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: bool = True,
-                    short_run_moco: bool = False, moco_variant: str | None = None
-                    ) -> ml_collections.ConfigDict:
+                    moco_variant: str | None = None) -> ml_collections.ConfigDict:
   """The pretraining config of one run at a scale (the study's values, shrunk for the small scales).
 
-  short_run_moco: below the full scale, MoCo with `SHORT_RUN_MOCO` instead of the study's projection
-    and the scale's queue.
   moco_variant: 'v2' (the study's, with a queue) or 'v3' (symmetric, no queue); None runs the scale's
     `DEFAULT_MOCO_VARIANT`.
   """
-  moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
+  moco_variant = resolve_moco_variant(scale, moco_variant)
   config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
   config.augment.enabled = augment
   if method == 'moco':
@@ -132,9 +113,6 @@ def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: boo
   config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
   if method == 'moco':
     config.moco.queue_size = settings['queue']
-    if short_run_moco:  # (the full scale returned above: it keeps the study's MoCo)
-      config.model.projection_norm = SHORT_RUN_MOCO['projection_norm']
-      config.moco.queue_size = min(settings['queue'], SHORT_RUN_MOCO['queue'])
   return config
 
 
@@ -171,18 +149,17 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
 
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
-              steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False,
+              steps: int | None = None, mtc_only: bool = False,
               moco_variant: str | None = None) -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
   mtc_only: also pretrain and probe SimCLR and MoCo with MTC alone (AD off).
-  short_run_moco: MoCo with `SHORT_RUN_MOCO` (below the full scale) instead of as the study has it.
   moco_variant: MoCo 'v2' (the study's) or 'v3'; None runs the scale's `DEFAULT_MOCO_VARIANT`.
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
+  moco_variant = resolve_moco_variant(scale, moco_variant)
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
@@ -194,7 +171,6 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   started = time.perf_counter()
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
-                             'short_run_moco': short_run_moco,
                              'moco_variant': moco_variant, 'runs': {},
                              'timing_s': {}}
   probes = probe_config(scale)
@@ -210,7 +186,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
 
   for method, augment, antenna_dropout in runs_for(mtc_only):
     name = run_name(method, augment, antenna_dropout)
-    config = pretrain_config(method, augment, scale, antenna_dropout, short_run_moco, moco_variant)
+    config = pretrain_config(method, augment, scale, antenna_dropout, moco_variant)
     config.seed = seed
     if steps is not None:
       set_steps(config, steps)
@@ -255,9 +231,6 @@ def main(argv: list[str] | None = None) -> int:
                       help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 6000)")
   parser.add_argument('--mtc_only', action='store_true',
                       help='also pretrain SimCLR and MoCo with MTC alone (AD off): what AD costs')
-  parser.add_argument('--short_run_moco', action='store_true',
-                      help="below the full scale, MoCo with SHORT_RUN_MOCO (batch-standardised projection, "
-                           "256-key queue) instead of the study's, which collapses in short runs")
   parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
                       help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
                            "the cpu scale, where v2 collapses, v2 at every other scale")
@@ -270,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-            mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant)
+            mtc_only=args.mtc_only, moco_variant=args.moco_variant)
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 

@@ -50,17 +50,12 @@ def test_cpu_scale_and_the_mtc_only_pair():
   assert (config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps) == (6000, 300, 3000)
 
 
-def test_short_run_moco_only_on_request_and_never_at_the_full_scale():
-  for scale in ('smoke', 'demo', 'cpu'):
-    config = study.pretrain_config('moco', True, scale, short_run_moco=True)
-    assert config.model.projection_norm == 'batch', scale
-    assert (config.moco.momentum, config.moco.momentum_cosine) == (0.996, True), scale
-    assert config.moco.queue_size <= 256 and config.moco.queue_size % config.batch_size == 0, scale
+def test_the_study_runs_the_studys_moco_projection_at_every_scale():
+  for scale in study.SCALES:
     assert study.pretrain_config('moco', True, scale).model.projection_norm == 'none', scale
-    assert study.pretrain_config('simclr', True, scale, short_run_moco=True).model.projection_norm == 'none'
   assert study.pretrain_config('moco', True, 'cpu').moco.queue_size == 4096
-  full = study.pretrain_config('moco', True, 'full', short_run_moco=True)  # the study's MoCo, untouched
-  assert (full.model.projection_norm, full.moco.momentum, full.moco.queue_size) == ('none', 0.996, 65_536)
+  full = study.pretrain_config('moco', True, 'full')
+  assert (full.moco.momentum, full.moco.queue_size) == (0.996, 65_536)
 
 
 def test_moco_variant_is_chosen_per_study_and_checked(tmp_path):
@@ -69,10 +64,6 @@ def test_moco_variant_is_chosen_per_study_and_checked(tmp_path):
     assert study.pretrain_config('moco', True, scale).moco.variant == default, scale
     assert study.pretrain_config('moco', False, scale, moco_variant='v3').moco.variant == 'v3', scale
     assert study.pretrain_config('moco', True, scale, moco_variant='v2').moco.variant == 'v2', scale
-    # --short_run_moco modifies v2, so it selects v2 and refuses v3.
-    assert study.pretrain_config('moco', True, scale, short_run_moco=True).moco.variant == 'v2', scale
-    with pytest.raises(ValueError, match='--short_run_moco'):
-      study.pretrain_config('moco', True, scale, short_run_moco=True, moco_variant='v3')
   assert 'moco' not in study.pretrain_config('simclr', True, 'cpu', moco_variant='v3')
   with pytest.raises(ValueError, match='--moco_variant'):
     study.pretrain_config('moco', True, 'cpu', moco_variant='v4')
@@ -96,7 +87,7 @@ def test_committed_cpu_study_ran_the_cpu_defaults_and_clears_random_init():
                               'experiments', 'results', 'study_cpu', 'results.json')
   with open(results_path) as f:
     results = json.load(f)
-  assert results['scale'] == 'cpu' and results['steps'] is None and not results['short_run_moco']
+  assert results['scale'] == 'cpu' and results['steps'] is None and not results.get('short_run_moco')
   for name, run in results['runs'].items():
     if 'config' not in run:
       continue
