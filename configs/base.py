@@ -13,7 +13,7 @@ STUDY_CROP_LENGTHS = (32, 64, 128, 256, 512)
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = 'simclr'  # 'simclr' | 'moco'
+  config.method = 'simclr'  # 'simclr' | 'moco' (v2) | 'moco_v3': ssl_jax.methods.METHODS
   config.seed = 0
 
   # Data: the AoAM TFDS builder. 'simulated' needs no files; 'real' reads HDF5 from manual_dir.

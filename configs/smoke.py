@@ -1,16 +1,18 @@
 """A tiny preset for tests and quick checks: seconds on a CPU, every code path exercised.
 
-Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method, default simclr).
+Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method: simclr (default), moco,
+moco_v3).
 """
 
 import ml_collections
 
-from configs import moco as moco_config
-from configs import simclr as simclr_config
+from configs import METHOD_CONFIGS
 
 
 def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
-  config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
+  if method not in METHOD_CONFIGS:
+    raise ValueError(f'configs/smoke.py:METHOD must name one of {sorted(METHOD_CONFIGS)}, got {method!r}')
+  config = METHOD_CONFIGS[method].get_config()
   config.data.length = 64
   config.model.stage_repeats = (1, 1, 1)  # same block types, a fraction of the compile time
   config.data.examples_per_class = 2

@@ -1,6 +1,7 @@
 """Train-step speed: views/s of SimCLR and MoCo steps, compile time and peak memory, side by side in one run.
 
-  python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5] [--methods simclr,moco]
+  python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5]
+      [--methods simclr,moco,moco_v3]
       [--host_allocators system,mimalloc --rounds 5] [--mtc]
 
 For each method and batch size it times the jitted, state-donating step on all local devices
@@ -28,22 +29,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import moco as moco_config  # noqa: E402
-from configs import simclr as simclr_config  # noqa: E402
-from ssl_jax import host_allocator, optim, parallel  # noqa: E402
-from ssl_jax.methods import common, moco, simclr  # noqa: E402
+from configs import METHOD_CONFIGS  # noqa: E402
+from ssl_jax import host_allocator, methods, optim, parallel  # noqa: E402
+from ssl_jax.methods import common  # noqa: E402
 
 
 def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
   """Compiles one step program per crop pair; returns `(time_steps(n) -> [seconds per step], row)`."""
-  config = {'simclr': simclr_config, 'moco': moco_config}[method_name].get_config()
-  method = {'simclr': simclr, 'moco': moco}[method_name]
+  config = METHOD_CONFIGS[method_name].get_config()
+  method = methods.get_method(method_name)
   config.batch_size = batch_size
   config.data.length = length
   if method_name == 'moco':
     config.moco.queue_size = 16 * batch_size
   lr = optim.learning_rate_schedule(config.optim, batch_size=batch_size, steps_per_epoch=100, total_steps=1000)
-  mom = moco.momentum_schedule(config.moco.momentum, 1000) if method_name == 'moco' else None
+  mom = method.momentum_schedule(config.moco.momentum, 1000) if 'moco' in config else None
   tx = optim.create_optimizer(config.optim, lr)
   mesh = parallel.create_mesh()
   state = method.init_state(config, method.create_networks(config, None), tx, jax.random.PRNGKey(0))

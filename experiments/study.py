@@ -1,19 +1,19 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
   python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
-      [--moco_variant {v2,v3}]
+      [--methods simclr,moco,moco_v3]
 
-Pretrains four encoders (SimCLR and MoCo, each with MTC+AD and with no augmentation; with `--mtc_only`
-also each with MTC alone), probes each at
-every label budget (several seeds), probes a randomly initialised encoder, trains the supervised
-baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`, `DIR/report.md` (the
-study's three tables beside its published numbers) and PNG plots. Reruns resume: finished pretraining
-runs are reused from `DIR/runs/`.
+Pretrains an encoder per method (`--methods`, default the study's SimCLR and MoCo v2) with MTC+AD and one
+with no augmentation (with `--mtc_only` also one with MTC alone), named `<method>_aug`, `<method>_noaug`,
+`<method>_mtc`; probes each at every label budget (several seeds), probes a randomly initialised encoder,
+trains the supervised baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`,
+`DIR/report.md` (the study's three tables beside its published numbers) and PNG plots. Reruns resume:
+finished pretraining runs are reused from `DIR/runs/`.
 
 Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
-`cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps, MoCo v3 unless
-`--moco_variant v2`; ~20 minutes on 2 CPU cores; `--mtc_only` adds ~10 minutes), `full` (the study's
-400 epochs at batch 256, the study's MoCo v2; for an accelerator).
+`cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps; ~20 minutes on 2 CPU cores;
+`--mtc_only` adds ~10 minutes; MoCo v2 collapses in so few steps, `--methods simclr,moco_v3` runs MoCo v3),
+`full` (the study's 400 epochs at batch 256; for an accelerator).
 """
 
 import argparse
@@ -28,23 +28,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from configs import base as base_config  # noqa: E402
-from configs import moco as moco_config  # noqa: E402
+from configs import METHOD_CONFIGS  # noqa: E402
 from configs import probe as probe_config_lib  # noqa: E402
-from configs import simclr as simclr_config  # noqa: E402
 from experiments import study_report  # noqa: E402
 from ssl_jax import host_allocator  # noqa: E402
 
 SCALES = ('smoke', 'demo', 'cpu', 'full')
-# (method, augment, antenna_dropout): the study's four runs, MTC + AD and no augmentation ...
-STUDY_RUNS = (('simclr', True, True), ('moco', True, True), ('simclr', False, True), ('moco', False, True))
-# ... and ours (`--mtc_only`): MTC alone, which shows what AD costs when pretraining is short (see README).
-MTC_ONLY_RUNS = (('simclr', True, False), ('moco', True, False))
+# The methods a study can pretrain are those of `METHOD_CONFIGS` ('moco' is MoCo v2, the study's).
+DEFAULT_METHODS = ('simclr', 'moco')  # the study's
 
 
-def runs_for(mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
-  """The pretraining runs: the study's four, plus the MTC-only pair when asked for."""
-  return STUDY_RUNS + (MTC_ONLY_RUNS if mtc_only else ())
+def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+  """Returns `methods` when it names known methods, each once; else raises ValueError naming `--methods`."""
+  unknown = [m for m in methods if m not in METHOD_CONFIGS]
+  if not methods or unknown or len(set(methods)) != len(methods):
+    raise ValueError(f'--methods must name one or more of {sorted(METHOD_CONFIGS)}, each once; got '
+                     f'{",".join(methods)!r}')
+  return tuple(methods)
+
+
+def runs_for(methods: tuple[str, ...] = DEFAULT_METHODS,
+             mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
+  """The pretraining runs `(method, augment, antenna_dropout)`: the study's, MTC + AD and no augmentation,
+  for each method; with `mtc_only` also ours, MTC alone, which shows what AD costs in short runs."""
+  runs = [(m, True, True) for m in methods] + [(m, False, True) for m in methods]
+  return tuple(runs + ([(m, True, False) for m in methods] if mtc_only else []))
 
 
 def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
@@ -53,41 +61,14 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
   return f"{method}_{'aug' if antenna_dropout else 'mtc'}"
 
 
-# `--moco_variant`: 'v2' is the study's MoCo (queue of negatives); 'v3' the symmetric loss without a queue.
-MOCO_VARIANTS = ('v2', 'v3')
-# The MoCo each scale runs unless `--moco_variant` says otherwise. The cpu scale runs v3: in its 3,000 steps
-# the study's v2 collapses and probes below a random encoder (README, "MoCo in short runs"), while v3 clears
-# it at every budget on both tasks, which is what the cpu scale is for. `--moco_variant v2` reproduces the
-# study's MoCo there; every other scale runs it by default, the full scale above all.
-DEFAULT_MOCO_VARIANT = {'smoke': 'v2', 'demo': 'v2', 'cpu': 'v3', 'full': 'v2'}
-
-
-def check_moco_variant(moco_variant: str | None) -> None:
-  """Raises ValueError unless `moco_variant` is None (the scale's default) or one of `MOCO_VARIANTS`."""
-  if moco_variant not in (None,) + MOCO_VARIANTS:
-    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
-
-
-def resolve_moco_variant(scale: str, moco_variant: str | None) -> str:
-  """The MoCo variant a study at `scale` runs: the one asked for, else the scale's default."""
-  check_moco_variant(moco_variant)
-  if scale not in DEFAULT_MOCO_VARIANT:
+def pretrain_config(method: str, augment: bool, scale: str,
+                    antenna_dropout: bool = True) -> ml_collections.ConfigDict:
+  """The pretraining config of one run at a scale (the study's values, shrunk for the small scales)."""
+  check_methods((method,))
+  if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  return moco_variant or DEFAULT_MOCO_VARIANT[scale]
-
-
-def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: bool = True,
-                    moco_variant: str | None = None) -> ml_collections.ConfigDict:
-  """The pretraining config of one run at a scale (the study's values, shrunk for the small scales).
-
-  moco_variant: 'v2' (the study's, with a queue) or 'v3' (symmetric, no queue); None runs the scale's
-    `DEFAULT_MOCO_VARIANT`.
-  """
-  moco_variant = resolve_moco_variant(scale, moco_variant)
-  config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
+  config = METHOD_CONFIGS[method].get_config()
   config.augment.enabled = augment
-  if method == 'moco':
-    config.moco.variant = moco_variant
   if not antenna_dropout:
     config.augment.antenna_dropout = 0.0
   config.progress_bar = True
@@ -150,16 +131,16 @@ def probe_config(scale: str) -> ml_collections.ConfigDict:
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               steps: int | None = None, mtc_only: bool = False,
-              moco_variant: str | None = None) -> dict[str, Any]:
+              methods: tuple[str, ...] = DEFAULT_METHODS) -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
-  mtc_only: also pretrain and probe SimCLR and MoCo with MTC alone (AD off).
-  moco_variant: MoCo 'v2' (the study's) or 'v3'; None runs the scale's `DEFAULT_MOCO_VARIANT`.
+  mtc_only: also pretrain and probe each method with MTC alone (AD off).
+  methods: the methods to pretrain (`METHOD_CONFIGS`), default the study's SimCLR and MoCo v2.
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  moco_variant = resolve_moco_variant(scale, moco_variant)
+  methods = check_methods(tuple(methods))
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
@@ -171,7 +152,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   started = time.perf_counter()
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
-                             'moco_variant': moco_variant, 'runs': {},
+                             'methods': list(methods), 'runs': {},
                              'timing_s': {}}
   probes = probe_config(scale)
   results['probe_config'] = json.loads(probes.to_json_best_effort())
@@ -184,9 +165,9 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     results['timing_s'][f'probe_{name}'] = time.perf_counter() - t0
     return evaluation
 
-  for method, augment, antenna_dropout in runs_for(mtc_only):
+  for method, augment, antenna_dropout in runs_for(methods, mtc_only):
     name = run_name(method, augment, antenna_dropout)
-    config = pretrain_config(method, augment, scale, antenna_dropout, moco_variant)
+    config = pretrain_config(method, augment, scale, antenna_dropout)
     config.seed = seed
     if steps is not None:
       set_steps(config, steps)
@@ -205,9 +186,9 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
       data = suite.PipelineData(config.data, probes.embed_batch_size)
       projections[name] = embeddings_lib.compute_embeddings(encoder, variables, data.batches('test'),
                                                             batch_size=probes.embed_batch_size)
-  reference = pretrain_config('simclr', True, scale)
+  reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
   reference.data.data_dir = data_dir
-  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name('simclr', True)))
+  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)))
   random_variables = suite.random_init_variables(encoder, reference.data, seed)
   results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
   print('[study] supervised baseline', flush=True)
@@ -230,20 +211,24 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--steps', type=int, default=None,
                       help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 6000)")
   parser.add_argument('--mtc_only', action='store_true',
-                      help='also pretrain SimCLR and MoCo with MTC alone (AD off): what AD costs')
-  parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
-                      help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
-                           "the cpu scale, where v2 collapses, v2 at every other scale")
+                      help='also pretrain each method with MTC alone (AD off): what AD costs')
+  parser.add_argument('--methods', default=','.join(DEFAULT_METHODS),
+                      help=f"comma-separated methods to pretrain, from {', '.join(METHOD_CONFIGS)} ('moco' is "
+                           "MoCo v2, the study's); default: the study's")
   parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default=host_allocator.DEFAULT_POLICY,
                       help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). '
                            'system: the C library defaults (ssl_jax/host_allocator.py)')
   args = parser.parse_args(argv)
+  try:
+    methods = check_methods(tuple(args.methods.split(',')))
+  except ValueError as e:
+    parser.error(str(e))
   # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
   print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-            mtc_only=args.mtc_only, moco_variant=args.moco_variant)
+            mtc_only=args.mtc_only, methods=methods)
   print(f"[study] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")
   return 0
 

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -20,7 +19,7 @@ PyTree = Any
 
 # Keys whose values fix the structure or shapes of the train state: a checkpoint is only compatible with
 # a config that agrees on all of them.
-STATE_DEFINING_KEYS = ('method', 'model', 'moco.variant', 'moco.queue_size', 'temperature')
+STATE_DEFINING_KEYS = ('method', 'model', 'moco.queue_size', 'temperature')
 
 
 def config_path(workdir: str) -> str:
@@ -86,15 +85,6 @@ def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   return target
 
 
-def _is_empty(leaf: Any) -> bool:
-  return getattr(leaf, 'size', 1) == 0
-
-
-def _without_empty(tree: PyTree) -> PyTree:
-  """Zero-size leaves (MoCo v3's (0, dim) queue) -> a one-element stand-in: orbax refuses to save them."""
-  return jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if _is_empty(x) else x, tree)
-
-
 class Checkpointer:
   """Saves and restores the train state of one workdir (process 0 writes; all processes restore)."""
 
@@ -111,21 +101,19 @@ class Checkpointer:
     """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk)."""
     if step in self._manager.all_steps():
       return
-    self._manager.save(int(step), args=ocp.args.StandardSave(_without_empty(state)), force=True)
+    self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
 
   def restore(self, like: PyTree, step: int | None = None) -> PyTree:
     """The state at `step` (default: latest) with the structure, shapes and shardings of `like`."""
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint under {self.directory}')
-    abstract = jax.tree.map(_restore_target, _without_empty(like))
+    abstract = jax.tree.map(_restore_target, like)
     try:
-      restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as e:
       raise ValueError(f'checkpoint {self.directory}/{step} does not match this run\'s state '
                        f'(structure or shapes differ): {e}') from e
-    return jax.tree.map(lambda saved, want: jnp.zeros(want.shape, want.dtype) if _is_empty(want) else saved,
-                        restored, like)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

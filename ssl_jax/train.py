@@ -71,7 +71,7 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size,
                                     steps_per_epoch=steps_per_epoch, total_steps=num_steps)
   momentum = None
-  if config.method == 'moco':
+  if hasattr(method, 'momentum_schedule'):  # MoCo v2 and v3: the key encoder's EMA momentum
     momentum = method.momentum_schedule(config.moco.momentum, num_steps, config.moco.momentum_cosine)
   schedules = common.Schedules(learning_rate=lr, momentum=momentum)
   tx = optim.create_optimizer(config.optim, lr)

@@ -1,10 +1,23 @@
-"""The side-experiment configs: what each changes against the method config it starts from."""
+"""The configs: one per method, named as the method registry names them; the side-experiment configs, and
+what each changes against the method config it starts from."""
 
 import ml_collections
+import pytest
 
+from configs import METHOD_CONFIGS, moco_short_run, smoke
 from configs import moco as moco_config
-from configs import moco_short_run
+from ssl_jax import methods
 from ssl_jax.methods import moco
+
+
+def test_every_method_has_its_config_and_a_smoke_preset():
+  assert set(METHOD_CONFIGS) == set(methods.METHODS)
+  for name, module in METHOD_CONFIGS.items():
+    assert module.get_config().method == name
+    assert smoke.get_config(name).method == name
+  assert 'queue_size' not in METHOD_CONFIGS['moco_v3'].get_config().moco  # v3 keeps no queue
+  with pytest.raises(ValueError, match=r"configs/smoke.py:METHOD.*'mocov3'"):
+    smoke.get_config('mocov3')
 
 
 def _flat(config: ml_collections.ConfigDict) -> dict:

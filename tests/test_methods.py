@@ -1,4 +1,4 @@
-"""SimCLR and MoCo train steps on one device: what each step must change, and MoCo's EMA and queue."""
+"""SimCLR, MoCo (v2) and MoCo v3 train steps on one device: what each step must change, MoCo's EMA and queue."""
 
 import jax
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from configs import smoke
 from ssl_jax import augment, optim
-from ssl_jax.methods import common, moco, simclr
+from ssl_jax.methods import common, moco, moco_v3, simclr
 
 
 def _batch(config, seed=0):
@@ -17,7 +17,7 @@ def _batch(config, seed=0):
 def _setup(config, method):
   lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
                                     total_steps=10)
-  momentum = moco.momentum_schedule(config.moco.momentum, 10) if config.method == 'moco' else None
+  momentum = moco.momentum_schedule(config.moco.momentum, 10) if 'moco' in config else None
   tx = optim.create_optimizer(config.optim, lr)
   networks = method.create_networks(config, bn_axis_name=None)
   state = method.init_state(config, networks, tx, jax.random.PRNGKey(0))
@@ -102,15 +102,22 @@ def test_moco_queue_wraps_fifo():
   assert ptrs == [config.batch_size, 0, config.batch_size]
 
 
-def test_moco_v3_symmetric_variant():
-  config = smoke.get_config('moco')
-  config.moco.variant = 'v3'
-  state, step = _setup(config, moco)
+def test_moco_v3_step_trains_the_predictor_and_moves_the_key_encoder_by_ema():
+  config = smoke.get_config('moco_v3')
+  state, step = _setup(config, moco_v3)
   assert 'predictor' in state.params and 'predictor' not in state.ema_params
-  assert state.queue.shape[0] == 0
+  assert not hasattr(state, 'queue') and 'queue_size' not in config.moco  # negatives: the batch's keys
+  m = float(moco_v3.momentum_schedule(config.moco.momentum, 10)(0))
   new_state, metrics = step(state, _batch(config))
-  assert np.isfinite(float(metrics['loss']))
+  expected = jax.tree.map(lambda t, o: m * t + (1 - m) * o, state.ema_params,
+                          {k: v for k, v in state.params.items() if k != 'predictor'})
+  for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.ema_params)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  assert _changed(state.ema_batch_stats, new_state.ema_batch_stats)
   assert _changed(state.params['predictor'], new_state.params['predictor'])
+  # Symmetric InfoNCE over 2 x 16 keys: each half starts near log(16) for an untrained network.
+  assert 0.5 * 2 * np.log(16) < float(metrics['loss']) < 3 * 2 * np.log(16)
+  assert 'queue_fill' not in metrics and float(metrics['momentum']) == pytest.approx(m)
 
 
 def test_momentum_schedule_rises_from_base_to_one():

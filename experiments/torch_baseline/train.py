@@ -91,8 +91,6 @@ class MoCo:
 
   def __init__(self, config: ml_collections.ConfigDict, learning_rate: Callable[[int], float],
                momentum: Callable[[int], float], model: models.ContrastiveModel | None = None):
-    if config.moco.variant != 'v2':
-      raise ValueError(f"the torch baseline implements config.moco.variant='v2' only, got {config.moco.variant!r}")
     if config.moco.queue_size % config.batch_size:
       raise ValueError(f'config.moco.queue_size={config.moco.queue_size} must be a multiple of '
                        f'config.batch_size={config.batch_size} (as in ssl_jax)')
