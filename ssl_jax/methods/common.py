@@ -1,8 +1,8 @@
-"""What SimCLR and MoCo share: the train-state record, networks, keys, the gradient update, and metrics.
+"""What every method shares: the train-state record, networks, keys, views, the gradient update, metrics.
 
-A method module (`simclr.py`, `moco.py`) provides `create_networks(config, bn_axis_name)`,
+A method module (`simclr.py`, `moco.py`, `moco_v3.py`) provides `create_networks(config, bn_axis_name)`,
 `init_state(config, networks, tx, rng)` and `make_train_step(config, networks, tx, schedules, axis_name)`;
-everything the two have in common lives here once.
+everything they have in common lives here once (the two MoCo methods' momentum encoder, in `moco.py`).
 """
 
 import dataclasses
@@ -23,7 +23,7 @@ Schedule = Callable[[jax.Array], jax.Array]
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that changes during pretraining. Methods extend it (MoCo adds EMA params and the queue).
+  """Everything that changes during pretraining. Methods extend it (MoCo adds the key encoder, v2 a queue).
 
   `params` and `batch_stats` are dicts keyed by network name ('encoder', 'head', ...); `rng` is a raw
   uint32 PRNG key (checkpointable as a plain array).
