@@ -15,7 +15,7 @@ STUDY_CROP_LENGTHS = (32, 64, 128, 256, 512)
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = 'simclr'  # 'simclr' | 'moco'
+  config.method = 'simclr'  # 'simclr' | 'moco' (v2) | 'moco_v3': ssl_jax.methods.METHODS
   config.seed = 0
 
   # Data: the AoAM TFDS builder. 'simulated' needs no files; 'real' reads HDF5 from manual_dir.
@@ -36,22 +36,15 @@ def get_config() -> ml_collections.ConfigDict:
   # 'recording': SNR, carrier offset and the transmitter's settings are fixed per recording session
   # (position, modulation), examples are slices of it, as in the real AoAM; 'example': redrawn per example.
   config.data.nuisances = 'recording'
-  config.data.shuffle_buffer = 16_384
   config.data.prefetch = 2
 
   # Encoder and projection head.
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'shufflenet_v2_05'
-  config.model.width_multiplier = 0.5
-  config.model.depthwise_impl = 'auto'  # 'auto' | 'shift' | 'grouped'
-  # 'fused': BN + ReLU with a hand-written backward pass (faster on CPU); 'flax': nn.BatchNorm + nn.relu.
-  config.model.batch_norm_impl = 'fused'
   config.model.stage_repeats = (4, 8, 4)  # torchvision's; tests shrink it to compile fast
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width
   # 'none': the study's MLP. 'batch': standardise the projection over the global batch (no affine, no running
-  # statistics), the BN that ends MoCo v3's projector; it keeps MoCo v2 from collapsing early
-  # (experiments/results/README.md).
+  # statistics), the BN that ends MoCo v3's projector (the side experiment configs/moco_short_run.py).
   config.model.projection_norm = 'none'
   config.model.dtype = 'float32'
 
@@ -62,16 +55,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.enabled = True  # False: the "no augmentation" ablation (both views = the example)
   config.augment.crop_lengths = STUDY_CROP_LENGTHS
   config.augment.antenna_dropout = 0.2
-  # 'host': draw the two views' crop lengths on the host and compile one step per length pair (at most
-  # |C|^2 small programs, compiled on first use); 'switch': one program with a lax.switch over lengths.
-  config.augment.length_dispatch = 'host'
 
   # Schedule and optimiser.
   config.num_epochs = 400
   config.num_train_steps = -1  # >= 1: train that many steps; -1: train num_epochs epochs (0 is refused)
   config.batch_size = 256  # samples per global step (2 * batch_size views)
   config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'sgd'  # 'sgd' (momentum, coupled L2 decay, as torch.optim.SGD) | 'lars'
+  # SGD with momentum and coupled L2 decay, as torch.optim.SGD (ssl_jax/optim.py).
   config.optim.learning_rate = 0.01
   config.optim.lr_scaling = 'none'  # 'none' | 'linear' (lr = learning_rate * batch_size / 256)
   config.optim.momentum = 0.9

@@ -1,16 +1,13 @@
 """A tiny preset for tests and quick checks: seconds on a CPU, every code path exercised.
 
-Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method, default simclr).
+Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method: simclr (default), moco,
+moco_v3).
 """
 
 from absl import flags
 import ml_collections
 
-from configs import moco as moco_config
-from configs import simclr as simclr_config
-
-
-PRESETS = {'simclr': simclr_config, 'moco': moco_config}
+from configs import METHOD_CONFIGS
 
 
 def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
@@ -18,16 +15,15 @@ def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
 
   (Not a ValueError: the config flag would print a ValueError with its traceback instead of the message.)
   """
-  if method not in PRESETS:
+  if method not in METHOD_CONFIGS:
     raise flags.IllegalFlagValueError(
-        f'configs/smoke.py: unknown preset {method!r}; choose one of {sorted(PRESETS)} '
+        f'configs/smoke.py: unknown preset {method!r}; choose one of {sorted(METHOD_CONFIGS)} '
         '(e.g. --config=configs/smoke.py:moco)')
-  config = PRESETS[method].get_config()
+  config = METHOD_CONFIGS[method].get_config()
   config.data.length = 64
   config.model.stage_repeats = (1, 1, 1)  # same block types, a fraction of the compile time
   config.data.examples_per_class = 2
   config.data.test_examples_per_class = 1
-  config.data.shuffle_buffer = 512
   config.augment.crop_lengths = (32, 64)
   config.batch_size = 16
   config.num_train_steps = 6

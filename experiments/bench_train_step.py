@@ -1,16 +1,17 @@
 """Train-step speed: views/s of SimCLR and MoCo steps, compile time and peak memory, side by side in one run.
 
-  python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5] [--methods simclr,moco]
-      [--batch_norm_impls fused,flax --rounds 5] [--host_allocators system,mimalloc] [--mtc]
+  python experiments/bench_train_step.py [--batch_sizes 256,64] [--length 512] [--steps 5]
+      [--methods simclr,moco,moco_v3]
+      [--host_allocators system,mimalloc --rounds 5] [--mtc]
 
 For each method and batch size it times the jitted, state-donating step on all local devices
 (`parallel.data_parallel`), at two view settings: both views uncropped (L each: the study's batch at full
 length) and the study's MTC mix (crop lengths cycled over the pairs of the crop set, so the mean cost is
 the expected cost under MTC). Reports mean step time, views/s, first-call (compile) time and the
-process's peak RSS and minor page faults per step. With several `--batch_norm_impls` it times each form side
-by side, interleaving the cases over `--rounds` so that this machine's drift hits them alike, and prints
-step-time ratios. The host allocator (`ssl_jax.host_allocator`) is process-wide, so several
-`--host_allocators` run one child process each, kept alive and driven in alternating rounds over a pipe.
+process's peak RSS and minor page faults per step. Cases are interleaved over `--rounds` so that this
+machine's drift hits them alike. The host allocator (`ssl_jax.host_allocator`) is process-wide, so several
+`--host_allocators` run one child process each, kept alive and driven in alternating rounds over a pipe,
+and the step-time ratios against the first are printed.
 Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=512.
 """
 
@@ -28,24 +29,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import moco as moco_config  # noqa: E402
-from configs import simclr as simclr_config  # noqa: E402
-from ssl_jax import host_allocator, optim, parallel  # noqa: E402
+from configs import METHOD_CONFIGS  # noqa: E402
+from ssl_jax import host_allocator, methods, optim, parallel  # noqa: E402
+from ssl_jax.methods import common  # noqa: E402
 from ssl_jax.data import spec  # noqa: E402
-from ssl_jax.methods import common, moco, simclr  # noqa: E402
 
 
-def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list, batch_norm_impl: str):
+def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
   """Compiles one step program per crop pair; returns `(time_steps(n) -> [seconds per step], row)`."""
-  config = {'simclr': simclr_config, 'moco': moco_config}[method_name].get_config()
-  method = {'simclr': simclr, 'moco': moco}[method_name]
+  config = METHOD_CONFIGS[method_name].get_config()
+  method = methods.get_method(method_name)
   config.batch_size = batch_size
   config.data.length = length
-  config.model.batch_norm_impl = batch_norm_impl
   if method_name == 'moco':
     config.moco.queue_size = 16 * batch_size
   lr = optim.learning_rate_schedule(config.optim, batch_size=batch_size, steps_per_epoch=100, total_steps=1000)
-  mom = moco.momentum_schedule(config.moco.momentum, 1000) if method_name == 'moco' else None
+  mom = method.momentum_schedule(config.moco.momentum, 1000) if 'moco' in config else None
   tx = optim.create_optimizer(config.optim, lr)
   mesh = parallel.create_mesh()
   state = method.init_state(config, method.create_networks(config, None), tx, jax.random.PRNGKey(0))
@@ -75,7 +74,7 @@ def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list, ba
       times.append(time.perf_counter() - t0)
     return times, host_allocator.minor_page_faults() - faults_before
 
-  row = {'method': method_name, 'batch': batch_size, 'views': 2 * batch_size, 'batch_norm': batch_norm_impl,
+  row = {'method': method_name, 'batch': batch_size, 'views': 2 * batch_size,
          'compile_s_per_program': float(np.median(compile_s)), 'programs': len(crop_pairs)}
   return time_steps, row
 
@@ -86,8 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--length', type=int, default=512)
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--methods', default='simclr,moco')
-  parser.add_argument('--batch_norm_impls', default='fused',
-                      help="comma-separated BN forms to time side by side, e.g. 'fused,flax'")
   parser.add_argument('--host_allocators', default=host_allocator.DEFAULT_POLICY,
                       help=f'comma-separated host allocator policies {host_allocator.POLICIES}; several run '
                            'one child process each, timed in alternating rounds')
@@ -104,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_cases(args: argparse.Namespace, allocator: str) -> list:
-  """Compiles every (method, batch, view setting, BN form) case of this process: [(time_steps, row)]."""
+  """Compiles every (method, batch, view setting) case of this process: [(time_steps, row)]."""
   settings = [('full length', [(args.length, args.length)])]
   if args.mtc:
     crops = [min(c, args.length) for c in (32, 64, 128, 256, 512)]
@@ -113,11 +110,10 @@ def prepare_cases(args: argparse.Namespace, allocator: str) -> list:
   for method in args.methods.split(','):
     for batch_size in (int(b) for b in args.batch_sizes.split(',')):
       for label, pairs in settings:
-        for impl in args.batch_norm_impls.split(','):
-          time_steps, row = prepare(method, batch_size, args.length, pairs, impl)
-          row['setting'] = label
-          row['host_allocator'] = allocator
-          cases.append((time_steps, row))
+        time_steps, row = prepare(method, batch_size, args.length, pairs)
+        row['setting'] = label
+        row['host_allocator'] = allocator
+        cases.append((time_steps, row))
   return cases
 
 
@@ -157,8 +153,7 @@ def read_reply(child: subprocess.Popen) -> object:
 def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], dict[str, float]]:
   """One child process per host allocator, rounds alternating between them: rows, results, peak RSS each."""
   forwarded = [f'--batch_sizes={args.batch_sizes}', f'--length={args.length}', f'--steps={args.steps}',
-               f'--methods={args.methods}', f'--batch_norm_impls={args.batch_norm_impls}',
-               f'--rounds={args.rounds}'] + (['--mtc'] if args.mtc else [])
+               f'--methods={args.methods}', f'--rounds={args.rounds}'] + (['--mtc'] if args.mtc else [])
   children = []
   for policy in args.host_allocators:
     # A child for another policy must not inherit this process's preloaded mimalloc.
@@ -208,19 +203,19 @@ def main() -> None:
     row.update(step_ms=1e3 * step_s, views_per_s=2 * row['batch'] / step_s, steps_timed=len(times),
                page_faults_per_step=faults / len(times))
     print(row, flush=True)
-  print('\n| method | batch | views | BN | host allocator | step ms | views/s | page faults / step | '
+  print('\n| method | batch | views | host allocator | step ms | views/s | page faults / step | '
         'compile s / program | programs |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
+  print('|---|---|---|---|---|---|---|---|---|')
   for r in rows:
-    print(f"| {r['method']} | {r['batch']} | {r['setting']} | {r['batch_norm']} | {r['host_allocator']} | "
+    print(f"| {r['method']} | {r['batch']} | {r['setting']} | {r['host_allocator']} | "
           f"{r['step_ms']:.0f} | {r['views_per_s']:.0f} | {r['page_faults_per_step']:,.0f} | "
           f"{r['compile_s_per_program']:.1f} | {r['programs']} |")
   first = {}
-  for r in rows:  # Ratios against the first BN form and allocator of the same method, batch and setting.
+  for r in rows:  # Ratios against the first allocator of the same method, batch and setting.
     key = (r['method'], r['batch'], r['setting'])
     if key in first:
-      print(f"{key}: {r['batch_norm']}, {r['host_allocator']} / {first[key]['batch_norm']}, "
-            f"{first[key]['host_allocator']} step time = {r['step_ms'] / first[key]['step_ms']:.2f}")
+      print(f"{key}: {r['host_allocator']} / {first[key]['host_allocator']} step time = "
+            f"{r['step_ms'] / first[key]['step_ms']:.2f}")
     else:
       first[key] = r
   for policy, mib in peak_mib.items():

@@ -1,21 +1,21 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
   python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
-      [--short_run_moco] [--moco_variant {v2,v3}] [--data real --manual_dir DIR]
+      [--methods simclr,moco,moco_v3] [--data real --manual_dir DIR]
 
-Pretrains four encoders (SimCLR and MoCo, each with MTC+AD and with no augmentation; with `--mtc_only`
-also each with MTC alone), probes each at
-every label budget (several seeds), probes a randomly initialised encoder, trains the supervised
-baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`, `DIR/report.md` (the
-study's three tables beside its published numbers) and PNG plots. Reruns resume: finished pretraining
-runs are reused from `DIR/runs/`; a rerun whose runs differ from those stored there (another --steps,
---seed, --moco_variant ...) is refused before any work, naming the workdir and the keys (use another
+Pretrains an encoder per method (`--methods`, default the study's SimCLR and MoCo v2) with MTC+AD and one
+with no augmentation (with `--mtc_only` also one with MTC alone), named `<method>_aug`, `<method>_noaug`,
+`<method>_mtc`; probes each at every label budget (several seeds), probes a randomly initialised encoder,
+trains the supervised baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`,
+`DIR/report.md` (the study's three tables beside its published numbers) and PNG plots. Reruns resume:
+finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ from those stored there
+(another --steps, --seed ...) is refused before any work, naming the workdir and the keys (use another
 --out, or delete the run to retrain it). Every config is checked before the first run starts.
 
 Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
-`cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps, MoCo v3 unless
-`--moco_variant v2`; ~20 minutes on 2 CPU cores; `--mtc_only` adds ~10 minutes), `full` (the study's
-400 epochs at batch 256, the study's MoCo v2; for an accelerator).
+`cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps; ~20 minutes on 2 CPU cores;
+`--mtc_only` adds ~10 minutes; MoCo v2 collapses in so few steps, `--methods simclr,moco_v3` runs MoCo v3),
+`full` (the study's 400 epochs at batch 256; for an accelerator).
 
 Data: the simulator by default; `--data real --manual_dir DIR` runs every pretraining run, probe and
 baseline on the real AoAM files DIR/train.h5 and DIR/test.h5 instead. Their length must be the scale's
@@ -36,25 +36,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from configs import base as base_config  # noqa: E402
-from configs import moco as moco_config  # noqa: E402
+from configs import METHOD_CONFIGS  # noqa: E402
 from configs import probe as probe_config_lib  # noqa: E402
-from configs import simclr as simclr_config  # noqa: E402
 from experiments import study_report  # noqa: E402
 from ssl_jax import host_allocator  # noqa: E402
 
 SCALES = ('smoke', 'demo', 'cpu', 'full')
 DATA_SOURCES = ('simulated', 'real')
-# (method, augment, antenna_dropout): the study's four runs, MTC + AD and no augmentation ...
-STUDY_RUNS = (('simclr', True, True), ('moco', True, True), ('simclr', False, True), ('moco', False, True))
-# ... and ours (`--mtc_only`): MTC alone, which shows what AD costs when pretraining is short
-# (experiments/results/README.md).
-MTC_ONLY_RUNS = (('simclr', True, False), ('moco', True, False))
+# The methods a study can pretrain are those of `METHOD_CONFIGS` ('moco' is MoCo v2, the study's).
+DEFAULT_METHODS = ('simclr', 'moco')  # the study's
 
 
-def runs_for(mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
-  """The pretraining runs: the study's four, plus the MTC-only pair when asked for."""
-  return STUDY_RUNS + (MTC_ONLY_RUNS if mtc_only else ())
+def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+  """Returns `methods` when it names known methods, each once; else raises ValueError naming `--methods`."""
+  unknown = [m for m in methods if m not in METHOD_CONFIGS]
+  if not methods or unknown or len(set(methods)) != len(methods):
+    raise ValueError(f'--methods must name one or more of {sorted(METHOD_CONFIGS)}, each once; got '
+                     f'{",".join(methods)!r}')
+  return tuple(methods)
+
+
+def runs_for(methods: tuple[str, ...] = DEFAULT_METHODS,
+             mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
+  """The pretraining runs `(method, augment, antenna_dropout)`: the study's, MTC + AD and no augmentation,
+  for each method; with `mtc_only` also ours, MTC alone, which shows what AD costs in short runs."""
+  runs = [(m, True, True) for m in methods] + [(m, False, True) for m in methods]
+  return tuple(runs + ([(m, True, False) for m in methods] if mtc_only else []))
 
 
 def _holding_the_out_dir_lock(run):
@@ -77,60 +84,14 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
   return f"{method}_{'aug' if antenna_dropout else 'mtc'}"
 
 
-# `--short_run_moco`: MoCo changed for short runs. The study's MoCo (v2 projection MLP; a queue of 4,096
-# keys at the cpu scale, ~18 per AoA class) does not learn in a few thousand steps on 2 cores: its queries
-# bunch into one point early and never leave (experiments/results/README.md, "MoCo in short runs"). These two changes
-# stop the collapse and beat a random encoder on both tasks in side runs with 40 examples per class: the
-# projection standardised over the batch (the BN without affine that ends MoCo v3's projector) and a
-# queue of 256 keys (as many negatives as SimCLR's batch, ~1 per AoA class). At the cpu scale (100 per
-# class) they did not: MoCo then probes near random init. So they are an option, not the default.
-SHORT_RUN_MOCO = dict(projection_norm='batch', queue=256)
-# `--moco_variant`: 'v2' is the study's MoCo (queue of negatives); 'v3' the symmetric loss without a queue.
-MOCO_VARIANTS = ('v2', 'v3')
-# The MoCo each scale runs unless `--moco_variant` says otherwise. The cpu scale runs v3: in its 3,000 steps
-# the study's v2 collapses and probes below a random encoder (experiments/results/README.md), while v3 clears
-# it at every budget on both tasks, which is what the cpu scale is for. `--moco_variant v2` reproduces the
-# study's MoCo there; every other scale runs it by default, the full scale above all.
-DEFAULT_MOCO_VARIANT = {'smoke': 'v2', 'demo': 'v2', 'cpu': 'v3', 'full': 'v2'}
-
-
-def check_moco_variant(moco_variant: str | None) -> None:
-  """Raises ValueError unless `moco_variant` is None (the scale's default) or one of `MOCO_VARIANTS`."""
-  if moco_variant not in (None,) + MOCO_VARIANTS:
-    raise ValueError(f'--moco_variant must be one of {MOCO_VARIANTS}, got {moco_variant!r}')
-
-
-def resolve_moco_variant(scale: str, moco_variant: str | None, short_run_moco: bool = False) -> str:
-  """The MoCo variant a study at `scale` runs: the one asked for, else the scale's default.
-
-  `--short_run_moco` changes MoCo v2 (its projection and queue), so it selects v2 and refuses v3.
-  """
-  check_moco_variant(moco_variant)
-  if scale not in DEFAULT_MOCO_VARIANT:
+def pretrain_config(method: str, augment: bool, scale: str,
+                    antenna_dropout: bool = True) -> ml_collections.ConfigDict:
+  """The pretraining config of one run at a scale (the study's values, shrunk for the small scales)."""
+  check_methods((method,))
+  if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  if short_run_moco:
-    if moco_variant == 'v3':
-      raise ValueError('--short_run_moco changes MoCo v2 (projection and queue); it does not combine with '
-                       '--moco_variant v3, which has no queue')
-    return 'v2'
-  return moco_variant or DEFAULT_MOCO_VARIANT[scale]
-
-
-def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: bool = True,
-                    short_run_moco: bool = False, moco_variant: str | None = None
-                    ) -> ml_collections.ConfigDict:
-  """The pretraining config of one run at a scale (the study's values, shrunk for the small scales).
-
-  short_run_moco: below the full scale, MoCo with `SHORT_RUN_MOCO` instead of the study's projection
-    and the scale's queue.
-  moco_variant: 'v2' (the study's, with a queue) or 'v3' (symmetric, no queue); None runs the scale's
-    `DEFAULT_MOCO_VARIANT`.
-  """
-  moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
-  config = {'simclr': simclr_config, 'moco': moco_config}[method].get_config()
+  config = METHOD_CONFIGS[method].get_config()
   config.augment.enabled = augment
-  if method == 'moco':
-    config.moco.variant = moco_variant
   if not antenna_dropout:
     config.augment.antenna_dropout = 0.0
   config.progress_bar = True
@@ -150,16 +111,12 @@ def pretrain_config(method: str, augment: bool, scale: str, antenna_dropout: boo
   config.augment.crop_lengths = settings['crops']
   config.data.examples_per_class = settings['train']
   config.data.test_examples_per_class = settings['test']
-  config.data.shuffle_buffer = 1024
   config.batch_size = settings['batch']
   set_steps(config, settings['steps'])
   config.model.stage_repeats = settings['repeats']
   config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
   if method == 'moco':
     config.moco.queue_size = settings['queue']
-    if short_run_moco:  # (the full scale returned above: it keeps the study's MoCo)
-      config.model.projection_norm = SHORT_RUN_MOCO['projection_norm']
-      config.moco.queue_size = min(settings['queue'], SHORT_RUN_MOCO['queue'])
   return config
 
 
@@ -277,21 +234,20 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
 
 @_holding_the_out_dir_lock
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
-              steps: int | None = None, mtc_only: bool = False, short_run_moco: bool = False,
-              moco_variant: str | None = None, data_source: str = 'simulated',
+              steps: int | None = None, mtc_only: bool = False,
+              methods: tuple[str, ...] = DEFAULT_METHODS, data_source: str = 'simulated',
               manual_dir: str = '') -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
-  mtc_only: also pretrain and probe SimCLR and MoCo with MTC alone (AD off).
-  short_run_moco: MoCo with `SHORT_RUN_MOCO` (below the full scale) instead of as the study has it.
-  moco_variant: MoCo 'v2' (the study's) or 'v3'; None runs the scale's `DEFAULT_MOCO_VARIANT`.
+  mtc_only: also pretrain and probe each method with MTC alone (AD off).
+  methods: the methods to pretrain (`METHOD_CONFIGS`), default the study's SimCLR and MoCo v2.
   data_source, manual_dir: 'simulated', or 'real' with the files in manual_dir (`prepare_real_data`, run
     before any training; DataError if they cannot be used).
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  moco_variant = resolve_moco_variant(scale, moco_variant, short_run_moco)
+  methods = check_methods(tuple(methods))
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
   check_data_args(data_source, manual_dir)
@@ -302,8 +258,8 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
 
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   configs = {}
-  for method, augment, antenna_dropout in runs_for(mtc_only):
-    config = pretrain_config(method, augment, scale, antenna_dropout, short_run_moco, moco_variant)
+  for method, augment, antenna_dropout in runs_for(methods, mtc_only):
+    config = pretrain_config(method, augment, scale, antenna_dropout)
     config.seed = seed
     if steps is not None:
       set_steps(config, steps)
@@ -317,8 +273,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   started = time.perf_counter()
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
-                             'short_run_moco': short_run_moco,
-                             'moco_variant': moco_variant, 'data': data, 'runs': {},
+                             'methods': list(methods), 'data': data, 'runs': {},
                              'timing_s': {}}
   results['probe_config'] = json.loads(probes.to_json_best_effort())
   projections = {}
@@ -330,7 +285,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     results['timing_s'][f'probe_{name}'] = time.perf_counter() - t0
     return evaluation
 
-  for method, augment, antenna_dropout in runs_for(mtc_only):
+  for method, augment, antenna_dropout in runs_for(methods, mtc_only):
     name = run_name(method, augment, antenna_dropout)
     config = configs[name]
     workdir = os.path.join(out_dir, 'runs', name)
@@ -347,9 +302,9 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
       data = suite.PipelineData(config.data, probes.embed_batch_size)
       projections[name] = embeddings_lib.compute_embeddings(encoder, variables, data.batches('test'),
                                                             batch_size=probes.embed_batch_size)
-  reference = pretrain_config('simclr', True, scale)
+  reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
   set_data(reference, data_dir, data_source, manual_dir)
-  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name('simclr', True)))
+  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)))
   random_variables = suite.random_init_variables(encoder, reference.data, seed)
   results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
   print('[study] supervised baseline', flush=True)
@@ -372,22 +327,20 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--steps', type=int, default=None,
                       help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 6000)")
   parser.add_argument('--mtc_only', action='store_true',
-                      help='also pretrain SimCLR and MoCo with MTC alone (AD off): what AD costs')
-  parser.add_argument('--short_run_moco', action='store_true',
-                      help="below the full scale, MoCo with SHORT_RUN_MOCO (batch-standardised projection, "
-                           "256-key queue) instead of the study's, which collapses in short runs")
-  parser.add_argument('--moco_variant', choices=MOCO_VARIANTS, default=None,
-                      help="MoCo v2 (the study's: queue + InfoNCE) or v3 (symmetric, no queue); default: v3 at "
-                           "the cpu scale, where v2 collapses, v2 at every other scale")
+                      help='also pretrain each method with MTC alone (AD off): what AD costs')
+  parser.add_argument('--methods', default=','.join(DEFAULT_METHODS),
+                      help=f"comma-separated methods to pretrain, from {', '.join(METHOD_CONFIGS)} ('moco' is "
+                           "MoCo v2, the study's); default: the study's")
   parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default=host_allocator.DEFAULT_POLICY,
-                      help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). retain: '
-                           'glibc options (slower here). system: the C library defaults (ssl_jax/host_allocator.py)')
+                      help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). '
+                           'system: the C library defaults (ssl_jax/host_allocator.py)')
   parser.add_argument('--data', choices=DATA_SOURCES, default='simulated',
                       help='simulated (the default) or real: the AoAM recordings train.h5 and test.h5 in --manual_dir')
   parser.add_argument('--manual_dir', default='', help='with --data real: the directory holding train.h5 and test.h5')
   args = parser.parse_args(argv)
   try:
     check_data_args(args.data, args.manual_dir)
+    methods = check_methods(tuple(args.methods.split(',')))
   except ValueError as e:
     parser.error(str(e))
   # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
@@ -398,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   try:
     run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
-              mtc_only=args.mtc_only, short_run_moco=args.short_run_moco, moco_variant=args.moco_variant,
-              data_source=args.data, manual_dir=args.manual_dir)
+              mtc_only=args.mtc_only, methods=methods, data_source=args.data, manual_dir=args.manual_dir)
   except DataError as e:
     print(f'[study] error: {e}', file=sys.stderr)
     return 2

@@ -25,6 +25,24 @@ PUBLISHED = {
     'silhouette': {'simclr': {'aoa': 0.235, 'amc': 0.069}, 'moco': {'aoa': 0.158, 'amc': 0.104}},
 }
 TASK_TITLES = {'aoa': f'AoA ({spec.NUM_AOA_CLASSES} classes)', 'amc': f'AMC ({spec.NUM_MODULATIONS} classes)'}
+# The methods a report knows, in table order, their labels and plot colours (with augmentation, MTC only).
+# The published columns are the study's SimCLR and MoCo (v2); MoCo v3 is not in the study.
+METHOD_LABELS = {'simclr': 'SimCLR', 'moco': 'MoCo', 'moco_v3': 'MoCo v3'}
+_COLOURS = {'simclr': ('C0', 'C4'), 'moco': ('C1', 'C5'), 'moco_v3': ('C3', 'C6')}
+_SETTINGS = ('_aug', '_noaug', '_mtc')
+
+
+def _method_of(run: str) -> str:
+  """The method a run name belongs to ('moco_v3_aug' -> 'moco_v3'); other runs are their own key."""
+  for setting in _SETTINGS:
+    if run.endswith(setting):
+      return run[:-len(setting)]
+  return run
+
+
+def _methods(results: Mapping) -> list[str]:
+  """The pretrained methods of a study, in table order."""
+  return [m for m in METHOD_LABELS if f'{m}_aug' in results['runs']]
 
 
 def _probe_scores(results: Mapping, run: str, task: str) -> dict[int, Mapping]:
@@ -46,7 +64,7 @@ def _accuracy_table(results: Mapping, task: str, runs: list[tuple[str, str]], pu
            '|---' * (len(budgets) + 2) + '|']
   for run, label in runs:
     scores = _probe_scores(results, run, task)
-    study = published.get(label.split()[0].lower())
+    study = published.get(_method_of(run))
     study_cell = ', '.join(f'{v:.3f}' for v in study) if study else '–'
     lines.append(f'| {label} | ' + ' | '.join(_cell(scores.get(b)) for b in budgets) + f' | {study_cell} |')
   return lines
@@ -62,16 +80,17 @@ def _mae_table(results: Mapping, runs: list[tuple[str, str]]) -> list[str]:
 
 
 def moco_settings_line(config: Mapping[str, Any]) -> str:
-  """One sentence on the MoCo that ran: queue, momentum schedule, projection normalisation."""
+  """One sentence on a MoCo run (v2 or v3): negatives, momentum schedule, projection normalisation."""
   moco = config['moco']
   schedule = 'rising to 1 on a cosine' if moco.get('momentum_cosine', True) else 'constant'
   norm = config['model'].get('projection_norm', 'none')
   head = ("the study's projection MLP" if norm == 'none'
           else 'the projection standardised over the batch (`projection_norm=batch`)')
-  negatives = (f"a queue of {moco['queue_size']:,} keys" if moco['variant'] != 'v3'
-               else 'the symmetric loss with a predictor and the batch as negatives (no queue)')
-  return (f"MoCo here: {moco['variant']}, {negatives}, momentum {moco['momentum']} "
-          f'{schedule}, {head}, τ = {config["temperature"]}.')
+  if config['method'] == 'moco_v3':
+    what = 'MoCo v3 here: the symmetric loss with a predictor and the batch as negatives (no queue)'
+  else:
+    what = f"MoCo here: v2, a queue of {moco['queue_size']:,} keys"
+  return f"{what}, momentum {moco['momentum']} {schedule}, {head}, τ = {config['temperature']}."
 
 
 def data_line(data: Mapping[str, Any]) -> str:
@@ -94,16 +113,18 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   os.replace(tmp, os.path.join(out_dir, 'results.json'))
   figures = [plot_accuracy(out_dir, results), plot_projections(out_dir, projections, test_labels)]
 
-  aug_runs = [('simclr_aug', 'SimCLR'), ('moco_aug', 'MoCo'), ('supervised', 'Supervised'),
-              ('random_init', 'Random-init encoder')]
-  noaug_runs = [('simclr_noaug', 'SimCLR'), ('moco_noaug', 'MoCo')]
+  methods = _methods(results)
+  method_runs = [(f'{m}_aug', METHOD_LABELS[m]) for m in methods]
+  aug_runs = method_runs + [('supervised', 'Supervised'), ('random_init', 'Random-init encoder')]
+  noaug_runs = [(f'{m}_noaug', METHOD_LABELS[m]) for m in methods]
   lines = [f"# ssl_jax study report (scale `{results['scale']}`)", '',
            data_line(results.get('data', {'source': 'simulated'})) + ' Cells: test accuracy, mean ± std over '
            'probe seeds. The study column lists the published figures at 1, 10, 100, 200 and 500 labels per '
            'class.', '']
-  moco_config = results['runs'].get('moco_aug', {}).get('config')
-  if moco_config:
-    lines += [moco_settings_line(moco_config), '']
+  for method in ('moco', 'moco_v3'):
+    moco_config = results['runs'].get(f'{method}_aug', {}).get('config')
+    if moco_config:
+      lines += [moco_settings_line(moco_config), '']
   for task in ('aoa', 'amc'):
     lines += [f'## Linear probe accuracy with augmentation (MTC + AD): {TASK_TITLES[task]}', '']
     lines += _accuracy_table(results, task, aug_runs, PUBLISHED['aug'][task]) + ['']
@@ -111,13 +132,12 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   lines += _mae_table(results, aug_runs) + ['']
   lines += ['## Silhouette of the test embeddings', '', '| model | AoA | AMC | study AoA | study AMC |',
             '|---|---|---|---|---|']
-  mtc_runs = [(run, label) for run, label in [('simclr_mtc', 'SimCLR, MTC only'), ('moco_mtc', 'MoCo, MTC only')]
-              if run in results['runs']]
-  for run, label in aug_runs[:2] + mtc_runs + [aug_runs[3]]:
+  mtc_runs = [(f'{m}_mtc', f'{METHOD_LABELS[m]}, MTC only') for m in methods if f'{m}_mtc' in results['runs']]
+  for run, label in method_runs + mtc_runs + [('random_init', 'Random-init encoder')]:
     tasks = results['runs'][run]['eval']['tasks']
     cells = [f"{tasks[t]['silhouette']:.3f}" if tasks[t].get('silhouette') is not None else 'undefined'
              for t in ('aoa', 'amc')]
-    study = PUBLISHED['silhouette'].get(label.lower()) if run.endswith('_aug') else None
+    study = PUBLISHED['silhouette'].get(_method_of(run)) if run.endswith('_aug') else None
     study_cells = [f'{study[t]:.3f}' for t in ('aoa', 'amc')] if study else ['–', '–']
     lines.append(f'| {label} | ' + ' | '.join(cells + study_cells) + ' |')
   lines.append('')
@@ -136,12 +156,14 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
 
 
 def plot_accuracy(out_dir: str, results: Mapping) -> str:
-  """Accuracy against labels per class, per task: SimCLR, MoCo (with and without aug), supervised, random."""
+  """Accuracy against labels per class, per task: each method (with and without aug), supervised, random."""
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-  styles = {'simclr_aug': ('SimCLR', 'C0', '-'), 'moco_aug': ('MoCo', 'C1', '-'),
-            'simclr_noaug': ('SimCLR, no aug', 'C0', ':'), 'moco_noaug': ('MoCo, no aug', 'C1', ':'),
-            'simclr_mtc': ('SimCLR, MTC only', 'C4', '-'), 'moco_mtc': ('MoCo, MTC only', 'C5', '-'),
-            'supervised': ('Supervised', 'C2', '--'), 'random_init': ('Random-init encoder', 'C7', '-.')}
+  styles = {}
+  for method, label in METHOD_LABELS.items():
+    colour, mtc_colour = _COLOURS[method]
+    styles.update({f'{method}_aug': (label, colour, '-'), f'{method}_noaug': (f'{label}, no aug', colour, ':'),
+                   f'{method}_mtc': (f'{label}, MTC only', mtc_colour, '-')})
+  styles.update({'supervised': ('Supervised', 'C2', '--'), 'random_init': ('Random-init encoder', 'C7', '-.')})
   for ax, task in zip(axes, ('aoa', 'amc')):
     for run, (label, color, style) in styles.items():
       if run not in results['runs']:

@@ -10,21 +10,19 @@ Inputs are `(batch, time, 8)` float arrays, channels a0-I, a0-Q, a1-I, a1-Q, ...
   defines AD as a plain mask.
 * Identity: `AugmentPolicy(enabled=False)`; both views are the unaltered example.
 
-A view is crop -> dropout (`make_view`). `apply_view` draws the crop length for a view uniformly from
-the policy's set and runs `fn` on the view inside `jax.lax.switch`, one branch per distinct effective
-length, so a step function that makes two views compiles ONCE (one program, `|C|` branches per view)
-whatever lengths are drawn. The two views of a step use independent keys (`view_keys`).
+A view is crop -> dropout (`make_view`) at a static crop length. The length of a view is drawn uniformly
+from the policy's set with its own key (`draw_crop_length`), on the host, so a step that makes two views
+compiles one program per pair of lengths (at most |C|^2, each small). The two views of a step use
+independent keys (`view_keys`).
 """
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ssl_jax.data import spec
-
-Out = TypeVar('Out')
 
 
 def _check_input(x: jax.Array) -> None:
@@ -114,16 +112,14 @@ class AugmentPolicy:
     return cls(crop_lengths=lengths, antenna_dropout=augment_config.antenna_dropout,
                enabled=augment_config.enabled)
 
-  def effective_lengths(self, time: int) -> tuple[int, ...]:
-    """The distinct crop lengths `min(l, time)` in increasing order (the switch branches)."""
-    return tuple(sorted({min(length, time) for length in self.crop_lengths}))
-
 
 def make_view(x: jax.Array, *, policy: AugmentPolicy, length: int, example_key: jax.Array,
               axis_name: Optional[str] = None) -> jax.Array:
   """One view at a given static crop length: crop -> antenna dropout.
 
-  `(batch, time, 8)` -> `(batch, min(length, time), 8)`; `policy.enabled=False` returns x.
+  `(batch, time, 8)` -> `(batch, min(length, time), 8)`; `policy.enabled=False` returns x. Inside
+  shard_map, pass the same `example_key` on every device and the batch axis as `axis_name`: each device
+  takes its rows of the draws made for the global batch, so the views do not depend on the device count.
   """
   _check_input(x)
   if not policy.enabled:
@@ -133,61 +129,21 @@ def make_view(x: jax.Array, *, policy: AugmentPolicy, length: int, example_key: 
   return antenna_dropout(dropout_key, view, policy.antenna_dropout, axis_name)
 
 
-def apply_view(fn: Callable[[jax.Array], Out], x: jax.Array, *, policy: AugmentPolicy,
-               length_key: jax.Array, example_key: jax.Array, axis_name: Optional[str] = None) -> Out:
-  """Makes ONE augmented view of x `(batch, time, 8)` and returns `fn(view)`.
-
-  The crop length is drawn uniformly from `policy.crop_lengths` with `length_key`; crop starts and
-  dropout masks use `example_key`. Under shard_map/pmap pass the SAME keys on every device and the
-  batch axis as `axis_name`: all devices take the same branch (static shapes, and collectives inside
-  `fn` such as global BatchNorm line up), and each device takes its rows of the per-example draws made
-  for the global batch, so the views do not depend on the device count.
-
-  Implemented as `jax.lax.switch` over one branch per distinct effective length `min(l, time)`, each
-  branch crop -> dropout -> fn. Lengths >= time all map to the identity crop and keep their
-  probability mass. Compiled variants: 1 per step function; |distinct lengths| branches per view.
-  `fn` must return the same pytree of shapes and dtypes for every length (e.g. `(batch, dim)`
-  embeddings plus batch statistics). Differentiable: `fn` may close over parameters under jax.grad.
-
-  With `policy.enabled=False` returns `fn(x)` exactly (the "no augmentation" ablation).
-  """
-  _check_input(x)
-  if not policy.enabled:
-    return fn(x)
-  lengths = policy.effective_lengths(x.shape[1])
-  branches = [
-      lambda x, key, length=length: fn(make_view(x, policy=policy, length=length, example_key=key,
-                                                 axis_name=axis_name))
-      for length in lengths
-  ]
-  if len(branches) == 1:
-    return branches[0](x, example_key)
-  # Each entry of crop_lengths is equally likely; map it to its branch.
-  branch_of_choice = jnp.asarray(
-      [lengths.index(min(length, x.shape[1])) for length in policy.crop_lengths], jnp.int32)
-  return jax.lax.switch(branch_of_choice[_draw_choice(length_key, policy)], branches, x, example_key)
-
-
-def _draw_choice(length_key: jax.Array, policy: AugmentPolicy) -> jax.Array:
-  return jax.random.randint(length_key, (), 0, len(policy.crop_lengths))
-
-
 def draw_crop_length(length_key: jax.Array, policy: AugmentPolicy, time: int) -> jax.Array:
-  """The effective crop length `min(l, time)` that `apply_view` uses for this `length_key`.
+  """A view's crop length for `length_key`: one of `policy.crop_lengths`, uniformly, capped at `time`.
 
-  For callers that compile one step per length pair instead of using `apply_view`'s switch:
-  `int(draw_crop_length(...))` on the host, then `make_view(..., length=that)` under jit gives
-  exactly `apply_view`'s view for the same keys.
+  Lengths >= time all mean the uncropped view and keep their probability mass. Jittable; the train loop
+  calls it on the host (`int(...)`) and passes the result to `make_view` as a static length.
   """
   table = jnp.asarray([min(length, time) for length in policy.crop_lengths], jnp.int32)
-  return table[_draw_choice(length_key, policy)]
+  return table[jax.random.randint(length_key, (), 0, len(policy.crop_lengths))]
 
 
 def view_keys(key: jax.Array):
   """Keys for the two views of one step: `((length_key_a, example_key_a), (length_key_b, ...))`.
 
   Pass the same `key` on every device (e.g. the run key folded with the step); per-device rows come
-  from `apply_view(..., axis_name=...)`, never from device-dependent keys.
+  from `make_view(..., axis_name=...)`, never from device-dependent keys.
   """
   length_a, length_b, example_a, example_b = jax.random.split(key, 4)
   return (length_a, example_a), (length_b, example_b)

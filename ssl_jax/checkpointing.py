@@ -21,7 +21,6 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
@@ -68,15 +67,6 @@ def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
     target = jax.ShapeDtypeStruct(target.shape, target.dtype,
                                   sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
   return target
-
-
-def _is_empty(leaf: Any) -> bool:
-  return getattr(leaf, 'size', 1) == 0
-
-
-def _without_empty(tree: PyTree) -> PyTree:
-  """Zero-size leaves (MoCo v3's (0, dim) queue) -> a one-element stand-in: orbax refuses to save them."""
-  return jax.tree.map(lambda x: jnp.zeros((1,), x.dtype) if _is_empty(x) else x, tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,19 +174,17 @@ class Checkpointer:
     """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk)."""
     if step in self._manager.all_steps():
       return
-    self._manager.save(int(step), args=ocp.args.StandardSave(_without_empty(state)), force=True)
+    self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
 
   def _restore_step(self, like: PyTree, step: int) -> PyTree:
-    abstract = jax.tree.map(_restore_target, _without_empty(like))
+    abstract = jax.tree.map(_restore_target, like)
     _quiet_closed_loop_echoes()
     try:
-      restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # TensorStore raises bare Exceptions; orbax ValueError/KeyError/TypeError.
       raise UnreadableCheckpointError(
           f'checkpoint {self.directory}/{step} cannot be restored into this run\'s state (its files are '
           f'damaged or it holds another structure): {_one_line(e)}') from e
-    return jax.tree.map(lambda saved, want: jnp.zeros(want.shape, want.dtype) if _is_empty(want) else saved,
-                        restored, like)
 
   def restore(self, like: PyTree, step: int | None = None) -> PyTree:
     """The state at `step` with the structure, shapes and shardings of `like`.

@@ -31,11 +31,8 @@ from ssl_jax.data import simulate
 from ssl_jax.evaluation import clustering, suite
 
 SOURCES = ('simulated', 'real')
-MOCO_VARIANTS = ('v2', 'v3')
-OPTIMIZERS = ('sgd', 'lars')  # ssl_jax.optim.create_optimizer
 LR_SCALINGS = ('none', 'linear')  # ssl_jax.optim.peak_learning_rate
 LR_SCHEDULES = ('cosine', 'constant')  # ssl_jax.optim.learning_rate_schedule
-LENGTH_DISPATCHES = ('host', 'switch')  # ssl_jax.methods.common.crop_lengths_for_step
 MIN_LENGTH = 16  # the aoam builder's (and the simulator's) shortest example
 # Keys a resume may change on purpose when `config.allow_resume_changes` names them (resume_checks).
 RESUME_CHANGEABLE_KEYS = ('num_train_steps', 'num_epochs')
@@ -166,8 +163,8 @@ class _Rules:
 
 
 def _method_uses_batch_negatives(config: Any) -> bool:
-  """SimCLR and MoCo v3 take every negative from the batch; MoCo v2 from its queue."""
-  return lookup(config, 'method') == 'simclr' or lookup(config, 'moco.variant', 'v2') == 'v3'
+  """SimCLR and MoCo v3 take every negative from the batch; MoCo (v2) from its queue."""
+  return lookup(config, 'method') in ('simclr', 'moco_v3')
 
 
 def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
@@ -196,11 +193,6 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   r.int_range('data.prefetch', 1)
 
   # Model.
-  r.choice('model.name', models.ENCODER_NAMES)
-  if r.present('model.width_multiplier') and r.value('model.width_multiplier') != 0.5:
-    r.fail('model.width_multiplier', 'must be 0.5 (the only ShuffleNetV2 width implemented)')
-  r.choice('model.depthwise_impl', models.DEPTHWISE_IMPLS)
-  r.choice('model.batch_norm_impl', models.BATCH_NORM_IMPLS, required=False)
   r.choice('model.projection_norm', models.PROJECTION_NORMS, required=False)
   r.choice('model.dtype', models.DTYPES)
   if r.value('model.stage_repeats') is not _MISSING:
@@ -217,7 +209,6 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
                  why=' (no crop can be longer than config.data.length)' if high is not None else '')
   r.number('augment.antenna_dropout', low=0.0, high=1.0, high_open=True,
            why=' (the probability of dropping each antenna)')
-  r.choice('augment.length_dispatch', LENGTH_DISPATCHES)
 
   # Schedule: how long, in what batches.
   if r.present('num_train_steps'):
@@ -237,7 +228,6 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   batch_ok = r.int_range('batch_size', batch_low, why=why)
 
   # Optimiser.
-  r.choice('optim.name', OPTIMIZERS)
   r.number('optim.learning_rate', low=0.0, low_open=True)
   r.choice('optim.lr_scaling', LR_SCALINGS)
   r.number('optim.momentum', low=0.0, high=1.0, high_open=True)
@@ -246,11 +236,11 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   r.choice('optim.schedule', LR_SCHEDULES)
 
   # MoCo.
-  if method_ok and r.value('method') == 'moco':
-    variant_ok = r.choice('moco.variant', MOCO_VARIANTS)
+  if method_ok and r.value('method') in ('moco', 'moco_v3'):
     r.number('moco.momentum', low=0.0, high=1.0, why=' (the EMA weight of the key encoder)')
     r.boolean('moco.momentum_cosine')
-    if variant_ok and r.value('moco.variant') == 'v2' and r.int_range('moco.queue_size', 1) and batch_ok:
+  if method_ok and r.value('method') == 'moco':
+    if r.int_range('moco.queue_size', 1) and batch_ok:
       if r.value('moco.queue_size') % r.value('batch_size'):
         r.fail('moco.queue_size', f'must be a multiple of config.batch_size = {r.value("batch_size")} '
                '(whole batches of keys enter and leave the queue)')

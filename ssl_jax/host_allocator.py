@@ -8,16 +8,11 @@ fresh pages, and the kernel zero-fills each 4 KiB page on a fault. Whether a giv
 this depends on glibc's dynamic mmap threshold, so the same run can be fast once and slow the next.
 What it costs and what each policy saves: docs/performance.md.
 
-Three policies, process-wide, applied by `configure(policy)` first thing in an entry point:
+Two policies, process-wide, applied by `configure(policy)` first thing in an entry point:
 - `mimalloc` (the default of `ssl_jax.main`, `experiments/study.py` and the bench): the process relaunches
   itself once with mimalloc (the pinned `cmeel-mimalloc` wheel) in `LD_PRELOAD` and
   `MIMALLOC_PURGE_DELAY=-1`. mimalloc keeps a heap per thread (no shared lock) and, with purging off,
-  keeps freed pages mapped for reuse.
-- `retain`: glibc `mallopt` with one arena for all threads, no mmap for large blocks and no trimming of
-  the heap top. No faults either, but every thread shares one arena lock (slower compiles), the heap
-  only grows, and a whole study ran slower than with the system allocator.
-  It must run before JAX starts its CPU backend (the worker threads pick their arena when they first
-  allocate); later it only warns. Other C libraries (macOS, musl) are left alone.
+  keeps freed pages mapped for reuse (figures: docs/performance.md).
 - `system`: the C library's defaults.
 
 mimalloc cannot be switched on inside a running process (malloc is bound when the program loads), hence
@@ -38,20 +33,12 @@ import sys
 
 from absl import logging
 
-POLICIES = ('mimalloc', 'retain', 'system')
+POLICIES = ('mimalloc', 'system')
 DEFAULT_POLICY = 'mimalloc'
 # Set in the relaunched process's environment: a second relaunch would loop.
 RELAUNCH_MARK = 'SSL_JAX_MIMALLOC_RELAUNCHED'
 # mimalloc's own option: never hand freed pages back to the OS (its default, 10 ms, faulted again).
 MIMALLOC_ENV = {'MIMALLOC_PURGE_DELAY': '-1'}
-
-# glibc's <malloc.h> parameter numbers.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
-_INT_MAX = 2**31 - 1
-_RETAIN_OPTIONS = ((_M_ARENA_MAX, 1, 'one arena'), (_M_MMAP_MAX, 0, 'no mmap'),
-                   (_M_TRIM_THRESHOLD, _INT_MAX, 'no trim'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +49,6 @@ class Applied:
 
   def __str__(self) -> str:
     return f'host allocator: {self.policy} ({self.detail})'
-
-
-def _jax_backend_started() -> bool:
-  """Whether JAX has created its backends (and with them XLA's worker threads) in this process."""
-  try:
-    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-    return bool(xla_bridge.backends_are_initialized())
-  except (ImportError, AttributeError):
-    return False
 
 
 def mimalloc_library() -> str | None:
@@ -141,8 +119,7 @@ def configure(policy: str, relaunch: bool = True) -> Applied:
 
   'mimalloc' relaunches the process with mimalloc preloaded unless it already is (or `relaunch` is
   False); where that cannot work it goes on with the system allocator and says why. Raises ValueError
-  for an unknown policy. Call it first thing in an entry point: once JAX's backend has started, 'retain'
-  can no longer reach XLA's threads and only logs a warning.
+  for an unknown policy. Call it first thing in an entry point, before JAX starts.
   """
   if policy not in POLICIES:
     raise ValueError(f"host_allocator must be one of {POLICIES}, got {policy!r}")
@@ -152,21 +129,9 @@ def configure(policy: str, relaunch: bool = True) -> Applied:
     logging.warning('host_allocator=%s, but mimalloc is preloaded (LD_PRELOAD=%s) and serves malloc: '
                     'clear LD_PRELOAD for the %s allocator.', policy, os.environ.get('LD_PRELOAD', ''), policy)
     return Applied('mimalloc', f'inherited LD_PRELOAD; {policy} was asked for and cannot apply')
-  if policy == 'system':
-    return Applied('system', 'the C library defaults')
-  libc_name, _ = platform.libc_ver()
-  if libc_name != 'glibc':
-    return Applied('system', f'retain needs glibc; this process runs on {libc_name or platform.system()}')
-  if _jax_backend_started():
-    logging.warning('host_allocator=retain was requested after JAX started its backend; XLA\'s threads '
-                    'keep their own heaps and its step buffers still page-fault. Configure it first.')
-  libc = ctypes.CDLL(None)
-  failed = [name for param, value, name in _RETAIN_OPTIONS if libc.mallopt(param, value) != 1]
-  if failed:
-    raise RuntimeError(f'glibc mallopt refused: {", ".join(failed)}')
-  return Applied('retain', 'glibc: ' + ', '.join(name for _, _, name in _RETAIN_OPTIONS))
+  return Applied('system', 'the C library defaults')
 
 
 def minor_page_faults() -> int:
-  """Minor page faults of this process so far (`getrusage`): the cost `mimalloc` and `retain` remove."""
+  """Minor page faults of this process so far (`getrusage`): the cost `mimalloc` removes."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -25,8 +25,7 @@ config_flags.DEFINE_config_file('config', None, 'Training configuration file.', 
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the run config.')
 flags.DEFINE_enum('host_allocator', host_allocator.DEFAULT_POLICY, list(host_allocator.POLICIES),
                   'mimalloc: relaunch with mimalloc preloaded, so XLA:CPU step buffers stop page-faulting. '
-                  'retain: glibc kept from unmapping them (slower compiles, more memory). system: the C '
-                  'library defaults. See ssl_jax/host_allocator.py and docs/performance.md.')
+                  'system: the C library defaults. See ssl_jax/host_allocator.py.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

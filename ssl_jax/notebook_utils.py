@@ -115,15 +115,15 @@ def pretrain_config(method: str, scale: str, *, data_dir: str = '', augment: boo
   """The study's pretraining config of `method` at `scale`, its batch sharding over every device.
 
   Args:
-    method: 'simclr' or 'moco'.
+    method: 'simclr', 'moco' (v2, the study's) or 'moco_v3'.
     scale: one of the study's scales ('smoke', 'demo', 'cpu', 'full').
     data_dir: TFDS data dir for the simulated AoAM ('' -> ~/tensorflow_datasets).
     augment: False gives the study's no-augmentation ablation.
     device_count: devices the batch is split over (default `jax.device_count()`).
   """
-  if method not in ('simclr', 'moco'):
-    raise ValueError(f"method must be 'simclr' or 'moco', got {method!r}")
   study = import_study()
+  if method not in study.METHOD_CONFIGS:
+    raise ValueError(f'method must be one of {sorted(study.METHOD_CONFIGS)}, got {method!r}')
   if scale not in study.SCALES:
     raise ValueError(f'scale must be one of {study.SCALES}, got {scale!r}')
   if device_count is None:

@@ -2,14 +2,12 @@
 
 SGD follows PyTorch's `torch.optim.SGD(momentum, weight_decay)`: an L2 term `weight_decay * param` is added
 to every gradient (coupled decay, all parameters, as the MoCo/SimCLR reference code does), then heavy-ball
-momentum `buf = m * buf + g; param -= lr * buf`. LARS (optax) is the large-batch option; it excludes biases
-and BatchNorm scales from decay and trust-ratio scaling.
+momentum `buf = m * buf + g; param -= lr * buf`.
 """
 
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -43,21 +41,10 @@ def learning_rate_schedule(optim_config: ml_collections.ConfigDict, *, batch_siz
   return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-def _decay_mask(params) -> dict:
-  """True for weight matrices/kernels, False for biases and BatchNorm scales (rank-1 leaves)."""
-  return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
-
-
 def create_optimizer(optim_config: ml_collections.ConfigDict,
                      learning_rate: Callable[[jax.Array], jax.Array]) -> optax.GradientTransformation:
-  """SGD with momentum and coupled weight decay (default, as the study), or LARS."""
-  if optim_config.name == 'sgd':
-    return optax.chain(
-        optax.add_decayed_weights(optim_config.weight_decay),
-        optax.sgd(learning_rate, momentum=optim_config.momentum),
-    )
-  if optim_config.name == 'lars':
-    return optax.lars(learning_rate, weight_decay=optim_config.weight_decay,
-                      weight_decay_mask=_decay_mask, trust_ratio_mask=_decay_mask,
-                      momentum=optim_config.momentum)
-  raise ValueError(f"config.optim.name must be 'sgd' or 'lars', got {optim_config.name!r}")
+  """SGD with momentum and coupled weight decay, as the study (`torch.optim.SGD` semantics)."""
+  return optax.chain(
+      optax.add_decayed_weights(optim_config.weight_decay),
+      optax.sgd(learning_rate, momentum=optim_config.momentum),
+  )

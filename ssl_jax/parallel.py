@@ -1,9 +1,7 @@
 """One device mesh for the whole program, and the launchers for per-device train steps.
 
 Per-device code is written with named-axis collectives over `AXIS` ('batch'); `data_parallel` launches it
-with `jax.shard_map` under `jax.jit` (state replicated, the batch sharded on its leading axis), and
-`pmap_parallel` runs the very same function under `jax.pmap` (kept for comparison: JAX keeps pmap in
-maintenance mode). Multi-host: `initialize_distributed` starts JAX's own distributed runtime; every process
+with `jax.shard_map` under `jax.jit` (state replicated, the batch sharded on its leading axis). Multi-host: `initialize_distributed` starts JAX's own distributed runtime; every process
 then feeds its own shard of the global batch (`shard_batch`).
 """
 
@@ -73,31 +71,14 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
 def data_parallel(per_device_step: StepFn, mesh: Mesh, *, donate_state: bool = True) -> StepFn:
   """`jit(shard_map(step))`: state replicated in and out, batch sharded over `AXIS`, metrics replicated.
 
-  The returned `run(state, batch, crop_lengths=None)` takes the views' crop lengths as a static argument:
+  The returned `run(state, batch, crop_lengths)` takes the views' crop lengths as a static argument:
   one compiled program per distinct value. `check_vma=False` gives the per-device gradient semantics of
   `pmap` (the step averages gradients with `pmean`; see `ssl_jax.losses`).
   """
 
-  def run(state: PyTree, batch: PyTree, crop_lengths=None) -> tuple[PyTree, PyTree]:
+  def run(state: PyTree, batch: PyTree, crop_lengths: tuple[int, int]) -> tuple[PyTree, PyTree]:
     step = functools.partial(per_device_step, crop_lengths=crop_lengths)
     return jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
                          check_vma=False)(state, batch)
 
   return jax.jit(run, static_argnames=('crop_lengths',), donate_argnums=(0,) if donate_state else ())
-
-
-def pmap_parallel(per_device_step: StepFn) -> StepFn:
-  """The same per-device step under `jax.pmap`; takes and returns host trees (replicated state, full batch)."""
-  num_devices = jax.local_device_count()
-  compiled: dict[Any, Callable] = {}
-
-  def run(state: PyTree, batch: PyTree, crop_lengths=None) -> tuple[PyTree, PyTree]:
-    if crop_lengths not in compiled:
-      compiled[crop_lengths] = jax.pmap(functools.partial(per_device_step, crop_lengths=crop_lengths),
-                                        axis_name=AXIS)
-    stacked_state = jax.tree.map(lambda x: np.stack([np.asarray(x)] * num_devices), state)
-    split_batch = jax.tree.map(lambda x: np.asarray(x).reshape((num_devices, -1) + x.shape[1:]), batch)
-    new_state, metrics = compiled[crop_lengths](stacked_state, split_batch)
-    return jax.tree.map(lambda x: x[0], new_state), jax.tree.map(lambda x: x[0], metrics)
-
-  return run

@@ -6,9 +6,7 @@ Every leaf key of the two configs falls in one of three kinds:
   augmentation, optimiser and schedule, MoCo): a difference is refused, every differing key named as
   `config.KEY: old -> new`. Resume with the stored values or start a new workdir.
 - **free** (`FREE_KEYS`): where and how often the run logs and saves, the implementation of a step that
-  computes the same function (`model.depthwise_impl`, `model.batch_norm_impl`,
-  `augment.length_dispatch`: same state structure, same values up to float rounding), where the data
-  cache lives, the process layout. Applied and recorded.
+  where the data cache lives, the process layout. Applied and recorded.
 - **on purpose** (`config_checks.RESUME_CHANGEABLE_KEYS`: `num_train_steps`, `num_epochs`): refused
   unless `config.allow_resume_changes` names the key, e.g. `--config.allow_resume_changes=num_train_steps`.
 
@@ -45,8 +43,6 @@ from ssl_jax import checkpointing, config_checks, metrics_writer, path_checks
 FREE_KEYS = (
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'progress_bar', 'allow_resume_changes',
     'data.data_dir', 'data.prefetch',
-    'data.shuffle_buffer',  # not read: the pipeline's order is a seeded permutation per epoch
-    'model.depthwise_impl', 'model.batch_norm_impl', 'augment.length_dispatch',
     'distributed.',
 )
 CHANGES_KEY = 'config_changes'  # the history list in config.json; not a config key

@@ -104,7 +104,7 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size,
                                     steps_per_epoch=steps_per_epoch, total_steps=num_steps)
   momentum = None
-  if config.method == 'moco':
+  if hasattr(method, 'momentum_schedule'):  # MoCo v2 and v3: the key encoder's EMA momentum
     momentum = method.momentum_schedule(config.moco.momentum, num_steps, config.moco.momentum_cosine)
   schedules = common.Schedules(learning_rate=lr, momentum=momentum)
   tx = optim.create_optimizer(config.optim, lr)
@@ -247,8 +247,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     step = start_step
     while step < num_steps:
       batch = parallel.shard_batch(next(batches), mesh)
-      crop_lengths = common.crop_lengths_for_step(run_rng, step, policy, config.data.length,
-                                                  config.augment.length_dispatch)
+      crop_lengths = common.crop_lengths_for_step(run_rng, step, policy, config.data.length)
       state, metrics = step_fn(state, batch, crop_lengths)
       step += 1
       window_steps += 1

@@ -20,7 +20,7 @@ def data_config(tmp_path, **overrides):
   config = ml_collections.ConfigDict(dict(
       source='simulated', data_dir=str(tmp_path / 'tfds'), manual_dir='', length=LENGTH,
       examples_per_class=1, test_examples_per_class=1, snr_db_low=0.0, snr_db_high=30.0, sim_seed=0,
-      shuffle_buffer=16, prefetch=1))
+      prefetch=1))
   config.update(overrides)
   return config
 

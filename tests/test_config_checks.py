@@ -6,9 +6,8 @@ import os
 import pytest
 from absl import flags
 
-from configs import moco as moco_config
+from configs import METHOD_CONFIGS, moco_short_run
 from configs import probe as probe_config_lib
-from configs import simclr as simclr_config
 from configs import smoke
 from experiments import study
 from ssl_jax import config_checks, path_checks
@@ -31,12 +30,11 @@ def _problems(preset='simclr', **overrides):
 
 
 def test_shipped_configs_are_valid():
-  configs = [smoke.get_config('simclr'), smoke.get_config('moco'), simclr_config.get_config(),
-             moco_config.get_config()]
+  configs = [smoke.get_config(method) for method in METHOD_CONFIGS]
+  configs += [module.get_config() for module in METHOD_CONFIGS.values()] + [moco_short_run.get_config()]
   for scale in study.SCALES:
-    for method, augment, antenna_dropout in study.runs_for(mtc_only=True):
+    for method, augment, antenna_dropout in study.runs_for(tuple(METHOD_CONFIGS), mtc_only=True):
       configs.append(study.pretrain_config(method, augment, scale, antenna_dropout))
-    configs.append(study.pretrain_config('moco', True, scale, short_run_moco=scale != 'full'))
   for config in configs:
     assert config_checks.pretrain_config_problems(config) == [], config.method
   for scale in study.SCALES:
@@ -61,7 +59,6 @@ def test_shipped_configs_are_valid():
     ('simclr', {'augment__crop_lengths': ()}, 'config.augment.crop_lengths = ()'),
     ('simclr', {'augment__antenna_dropout': 1.0}, 'config.augment.antenna_dropout = 1.0: must be a finite number '
      'in [0, 1)'),
-    ('simclr', {'augment__length_dispatch': 'jit'}, "config.augment.length_dispatch = 'jit': must be one of"),
     ('simclr', {'data__length': 8}, 'config.data.length = 8: must be an integer >= 16'),
     ('simclr', {'data__examples_per_class': 0}, 'config.data.examples_per_class = 0'),
     ('simclr', {'data__snr_db_low': 40.0}, 'config.data.snr_db_low = 40.0: must be <= config.data.snr_db_high'),
@@ -84,8 +81,8 @@ def test_shipped_configs_are_valid():
     ('simclr', {'distributed__num_processes': 2}, "config.distributed.coordinator_address = '': must be host:port"),
     ('moco', {'moco__queue_size': 40}, 'config.moco.queue_size = 40: must be a multiple of config.batch_size = 16'),
     ('moco', {'moco__momentum': 1.5}, 'config.moco.momentum = 1.5: must be a finite number in [0, 1]'),
-    ('moco', {'moco__variant': 'v1'}, "config.moco.variant = 'v1': must be one of ('v2', 'v3')"),
-    ('moco', {'moco__variant': 'v3', 'batch_size': 1}, 'config.batch_size = 1: must be an integer >= 2'),
+    ('moco_v3', {'batch_size': 1}, 'config.batch_size = 1: must be an integer >= 2'),
+    ('moco_v3', {'moco__momentum': -0.1}, 'config.moco.momentum = -0.1: must be a finite number in [0, 1]'),
     ('moco', {'model__projection_norm': 'batch', 'batch_size': 1, 'moco__queue_size': 64},
      "config.batch_size = 1: must be an integer >= 2 (model.projection_norm = 'batch'"),
 ])
@@ -132,7 +129,7 @@ def test_probe_config_values_are_named(overrides, expected):
 
 
 def test_unknown_smoke_preset_is_a_flag_error_naming_the_choices():
-  with pytest.raises(flags.IllegalFlagValueError, match=r"unknown preset 'byol'; choose one of \['moco', 'simclr'\]"):
+  with pytest.raises(flags.IllegalFlagValueError, match=r"unknown preset 'byol'; choose one of \['moco', 'moco_v3', 'simclr'\]"):
     smoke.get_config('byol')
 
 

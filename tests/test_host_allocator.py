@@ -1,4 +1,4 @@
-"""Host allocator policy: 'mimalloc' and 'retain' remove the page faults of XLA:CPU's per-step buffers.
+"""Host allocator policy: 'mimalloc' removes the page faults of XLA:CPU's per-step buffers.
 
 The policy is process-wide (and 'mimalloc' replaces the process), so everything that applies one runs in a
 subprocess. Bad input is refused; where mimalloc cannot be preloaded the process goes on and says why.
@@ -15,7 +15,6 @@ import pytest
 from ssl_jax import host_allocator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GLIBC = platform.libc_ver()[0] == 'glibc'
 MIMALLOC = platform.system() == 'Linux' and host_allocator.mimalloc_library() is not None
 needs_mimalloc = pytest.mark.skipif(not MIMALLOC,
                                     reason='mimalloc is preloaded from the cmeel-mimalloc wheel, on Linux')
@@ -62,17 +61,11 @@ def _faults_per_call(policy: str) -> float:
   return float(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not GLIBC, reason='the retain policy needs glibc')
-def test_retain_stops_the_page_faults_that_system_pays_for_every_fresh_buffer():
-  system = _faults_per_call('system')
-  retain = _faults_per_call('retain')
-  assert system > 0.5 * _PAGES_PER_CALL, f'the probe should fault on every page by default, got {system}'
-  assert retain < 0.02 * _PAGES_PER_CALL, f'retain still faults {retain} pages per call'
-
-
 @needs_mimalloc
-def test_mimalloc_relaunches_the_process_and_stops_the_page_faults():
+def test_mimalloc_relaunches_the_process_and_stops_the_page_faults_the_system_allocator_pays():
+  system = _faults_per_call('system')
   mimalloc = _faults_per_call('mimalloc')
+  assert system > 0.5 * _PAGES_PER_CALL, f'the probe should fault on every page by default, got {system}'
   assert mimalloc < 0.02 * _PAGES_PER_CALL, f'mimalloc still faults {mimalloc} pages per call'
 
 
@@ -134,30 +127,13 @@ def test_preload_environment_puts_mimalloc_first_and_keeps_the_rest():
 
 
 def test_unknown_policy_is_refused_with_the_choices():
-  with pytest.raises(ValueError, match=r"host_allocator must be one of \('mimalloc', 'retain', 'system'\), "
+  with pytest.raises(ValueError, match=r"host_allocator must be one of \('mimalloc', 'system'\), "
                                        r"got 'tcmalloc'"):
     host_allocator.configure('tcmalloc')
 
 
 def test_system_policy_changes_nothing():
   assert str(host_allocator.configure('system')) == 'host allocator: system (the C library defaults)'
-
-
-def test_retain_is_skipped_without_glibc(monkeypatch):
-  monkeypatch.setattr(host_allocator.platform, 'libc_ver', lambda: ('', ''))
-  monkeypatch.setattr(host_allocator, 'mimalloc_version', lambda: None)
-  monkeypatch.setattr(host_allocator.ctypes, 'CDLL', lambda *a: pytest.fail('must not touch the C library'))
-  assert 'retain needs glibc' in str(host_allocator.configure('retain'))
-
-
-@pytest.mark.skipif(not GLIBC, reason='the retain policy needs glibc')
-def test_retain_after_jax_started_warns_that_it_comes_too_late():
-  script = ('import jax, jax.numpy as jnp; jnp.ones(3).block_until_ready()\n'
-            'from ssl_jax import host_allocator; print(host_allocator.configure("retain"))')
-  proc = _python(script)
-  assert proc.returncode == 0, proc.stderr
-  assert 'after JAX started its backend' in proc.stderr
-  assert proc.stdout.strip().startswith('host allocator: retain')
 
 
 def test_main_refuses_an_unknown_host_allocator(tmp_path):
@@ -170,14 +146,15 @@ def test_main_refuses_an_unknown_host_allocator(tmp_path):
 
 
 @pytest.mark.slow
+@needs_mimalloc
 def test_bench_times_each_allocator_in_its_own_process_side_by_side():
   # The mimalloc child relaunches itself over the parent's pipes: the protocol must survive it.
-  policies = ['system', 'mimalloc'] if MIMALLOC else ['system', 'retain']
+  policies = ['system', 'mimalloc']
   proc = subprocess.run([sys.executable, 'experiments/bench_train_step.py', '--methods=simclr', '--batch_sizes=4',
                          '--length=64', '--steps=2', '--rounds=2', f'--host_allocators={",".join(policies)}'],
                         cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = [line for line in proc.stdout.splitlines() if line.startswith('| simclr | 4 |')]
-  assert [line.split(' | ')[4] for line in table] == policies, proc.stdout
-  assert f'fused, {policies[1]} / fused, system step time' in proc.stdout
+  assert [line.split(' | ')[3] for line in table] == policies, proc.stdout
+  assert f'{policies[1]} / system step time' in proc.stdout
   assert f'peak RSS of the process with host allocator {policies[1]}' in proc.stdout

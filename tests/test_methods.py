@@ -1,12 +1,12 @@
-"""SimCLR and MoCo train steps on one device: what each step must change, and MoCo's EMA and queue."""
+"""SimCLR, MoCo (v2) and MoCo v3 train steps on one device: what each step must change, MoCo's EMA and queue."""
 
 import jax
 import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import optim
-from ssl_jax.methods import common, moco, simclr
+from ssl_jax import augment, optim
+from ssl_jax.methods import common, moco, moco_v3, simclr
 
 
 def _batch(config, seed=0):
@@ -17,12 +17,18 @@ def _batch(config, seed=0):
 def _setup(config, method):
   lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
                                     total_steps=10)
-  momentum = moco.momentum_schedule(config.moco.momentum, 10) if config.method == 'moco' else None
+  momentum = moco.momentum_schedule(config.moco.momentum, 10) if 'moco' in config else None
   tx = optim.create_optimizer(config.optim, lr)
   networks = method.create_networks(config, bn_axis_name=None)
   state = method.init_state(config, networks, tx, jax.random.PRNGKey(0))
   per_device = method.make_train_step(config, networks, tx, common.Schedules(lr, momentum), axis_name=None)
-  step = jax.jit(per_device)
+  jitted = jax.jit(per_device, static_argnames='crop_lengths')
+  policy = augment.AugmentPolicy.from_config(config.augment)
+
+  def step(state, batch):  # As the train loop: this step's crop lengths, drawn on the host.
+    lengths = common.crop_lengths_for_step(state.rng, int(state.step), policy, config.data.length)
+    return jitted(state, batch, crop_lengths=lengths)
+
   return state, step
 
 
@@ -96,15 +102,22 @@ def test_moco_queue_wraps_fifo():
   assert ptrs == [config.batch_size, 0, config.batch_size]
 
 
-def test_moco_v3_symmetric_variant():
-  config = smoke.get_config('moco')
-  config.moco.variant = 'v3'
-  state, step = _setup(config, moco)
+def test_moco_v3_step_trains_the_predictor_and_moves_the_key_encoder_by_ema():
+  config = smoke.get_config('moco_v3')
+  state, step = _setup(config, moco_v3)
   assert 'predictor' in state.params and 'predictor' not in state.ema_params
-  assert state.queue.shape[0] == 0
+  assert not hasattr(state, 'queue') and 'queue_size' not in config.moco  # negatives: the batch's keys
+  m = float(moco_v3.momentum_schedule(config.moco.momentum, 10)(0))
   new_state, metrics = step(state, _batch(config))
-  assert np.isfinite(float(metrics['loss']))
+  expected = jax.tree.map(lambda t, o: m * t + (1 - m) * o, state.ema_params,
+                          {k: v for k, v in state.params.items() if k != 'predictor'})
+  for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.ema_params)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  assert _changed(state.ema_batch_stats, new_state.ema_batch_stats)
   assert _changed(state.params['predictor'], new_state.params['predictor'])
+  # Symmetric InfoNCE over 2 x 16 keys: each half starts near log(16) for an untrained network.
+  assert 0.5 * 2 * np.log(16) < float(metrics['loss']) < 3 * 2 * np.log(16)
+  assert 'queue_fill' not in metrics and float(metrics['momentum']) == pytest.approx(m)
 
 
 def test_momentum_schedule_rises_from_base_to_one():
@@ -122,21 +135,15 @@ def test_queue_must_hold_whole_batches():
     _setup(config, moco)
 
 
-def test_host_drawn_lengths_equal_the_switch():
-  """'host' dispatch (one program per length pair) makes the very step 'switch' dispatch makes."""
+def test_crop_lengths_are_drawn_per_step_from_the_run_key():
   config = smoke.get_config('simclr')
-  state, step = _setup(config, simclr)
-  policy = simclr.augment.AugmentPolicy.from_config(config.augment)
-  lengths = common.crop_lengths_for_step(state.rng, 0, policy, config.data.length, 'host')
-  assert set(lengths) <= {32, 64}
-  assert common.crop_lengths_for_step(state.rng, 0, policy, config.data.length, 'switch') is None
-  with_switch, m_switch = step(state, _batch(config))
-  lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
-                                    total_steps=10)
-  tx = optim.create_optimizer(config.optim, lr)
-  per_device = simclr.make_train_step(config, simclr.create_networks(config, None), tx,
-                                      common.Schedules(lr), axis_name=None)
-  with_host, m_host = jax.jit(per_device, static_argnames='crop_lengths')(state, _batch(config), lengths)
-  np.testing.assert_allclose(float(m_host['loss']), float(m_switch['loss']), rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(with_host.params), jax.tree.leaves(with_switch.params)):
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+  policy = augment.AugmentPolicy.from_config(config.augment)
+  rng = jax.random.PRNGKey(0)
+  drawn = [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(40)]
+  assert drawn == [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(40)]
+  assert set(drawn) == {(32, 32), (32, 64), (64, 32), (64, 64)}  # every pair of the smoke crop set
+  assert drawn != [common.crop_lengths_for_step(jax.random.PRNGKey(1), step, policy, config.data.length)
+                   for step in range(40)]
+  config.augment.enabled = False
+  off = augment.AugmentPolicy.from_config(config.augment)
+  assert common.crop_lengths_for_step(rng, 3, off, config.data.length) == (64, 64)  # one program

@@ -1,5 +1,8 @@
 """Tests for ssl_jax.models: shapes, parameter count, depthwise forms, BatchNorm semantics, heads."""
 
+from typing import Any
+from unittest import mock
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -76,19 +79,23 @@ def test_depthwise_forms_agree_value_and_gradient(stride, length):
 
 
 def _forms_value_and_grad(x, train, dtype=jnp.float32, stage_repeats=shufflenet.STAGE_REPEATS):
-  """Embedding and parameter gradient of a fixed scalar, for the 'shift' and 'grouped' forms."""
-  results = []
-  for impl in ('shift', 'grouped'):
-    model = models.ShuffleNetV2Encoder(depthwise_impl=impl, dtype=dtype, stage_repeats=stage_repeats)
-    variables = model.init(jax.random.key(0), x)
+  """Embedding and parameter gradient of a fixed scalar, for the encoder with the shift depthwise conv
+  (the one it runs on CPU) and with the grouped-conv form (the oracle), forced by replacing the dispatch."""
+  results, convolutions = [], []
+  for form in (layers.depthwise_conv1d_shift, layers.depthwise_conv1d_grouped):
+    model = models.ShuffleNetV2Encoder(dtype=dtype, stage_repeats=stage_repeats)
+    with mock.patch.object(layers, 'depthwise_form', lambda backend, form=form: form):
+      variables = model.init(jax.random.key(0), x)
+      convolutions.append(str(jax.make_jaxpr(model.apply)(variables, x)).count('conv_general_dilated'))
 
-    def fn(params, model=model, variables=variables):
-      z, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=train,
-                         mutable=['batch_stats'])
-      return jnp.sum(z * jnp.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)), z
+      def fn(params, model=model, variables=variables):
+        z, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=train,
+                           mutable=['batch_stats'])
+        return jnp.sum(z * jnp.linspace(-1.0, 1.0, z.shape[-1], dtype=z.dtype)), z
 
-    results.append((variables, jax.jit(jax.grad(fn, has_aux=True))(variables['params'])))
+      results.append((variables, jax.jit(jax.grad(fn, has_aux=True))(variables['params'])))
   (vars_shift, (grad_shift, z_shift)), (vars_grouped, (grad_grouped, z_grouped)) = results
+  assert convolutions[1] > convolutions[0], convolutions  # the grouped form really ran in the second
   # Same parameter tree (names, shapes, and values from the same seed) for both forms.
   assert jax.tree.structure(vars_shift) == jax.tree.structure(vars_grouped)
   for a, b in zip(jax.tree.leaves(vars_shift), jax.tree.leaves(vars_grouped)):
@@ -117,11 +124,16 @@ def test_encoder_forms_agree_train_float64():
       np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
-def test_auto_picks_shift_on_cpu():
+def test_depthwise_form_is_shift_on_cpu_and_grouped_elsewhere():
+  assert layers.depthwise_form('cpu') is layers.depthwise_conv1d_shift
+  assert layers.depthwise_form('gpu') is layers.depthwise_conv1d_grouped
+  assert layers.depthwise_form('tpu') is layers.depthwise_conv1d_grouped
   assert jax.default_backend() == 'cpu'
-  assert layers.resolve_depthwise_impl('auto') == 'shift'
-  with pytest.raises(ValueError, match='depthwise_impl'):
-    layers.resolve_depthwise_impl('fft')
+  x = jax.random.normal(jax.random.key(0), (2, 9, 4))
+  conv = layers.DepthwiseConv1D(stride=2)
+  variables = conv.init(jax.random.key(1), x)
+  traced = jax.make_jaxpr(lambda x: conv.apply(variables, x))(x)
+  assert 'conv_general_dilated' not in str(traced)  # the shift form: slices, multiplies and adds
 
 
 def test_channel_shuffle_matches_torch_permutation():
@@ -246,13 +258,6 @@ def test_factories_from_config():
     models.create_head(config.model)
   predictor = models.create_predictor(moco_config.get_config().model)
   assert predictor.output_dim == config.model.output_dim
-  config.model.name = 'resnet18'
-  with pytest.raises(ValueError, match=r"model_config.name.*'resnet18'"):
-    models.create_encoder(config.model)
-  config.model.name = 'shufflenet_v2_05'
-  config.model.depthwise_impl = 'fast'
-  with pytest.raises(ValueError, match='depthwise_impl'):
-    models.create_encoder(config.model)
 
 
 def test_count_params():
@@ -350,11 +355,33 @@ def test_batch_norm_gradients_with_axis_name_are_those_of_the_global_batch():
   np.testing.assert_allclose(jnp.sum(sharded[2], 0), whole[2], rtol=1e-4, atol=1e-5)
 
 
-def test_encoder_batch_norm_forms_agree_and_are_checked():
-  """'fused' and 'flax' BN give the same variables, train-mode outputs, statistics and gradients."""
+class FlaxBatchNormReLU(nn.Module):
+  """The oracle for `layers.BatchNorm` inside the encoder: flax's `nn.BatchNorm`, then `nn.relu` if `relu`.
+
+  Same constructor as `layers.BatchNorm`, and the same variable names (the flax BN shares this scope).
+  """
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: str | None = None
+  relu: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    bn = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
+                      epsilon=self.epsilon, use_fast_variance=False, axis_name=self.axis_name, dtype=self.dtype)
+    nn.share_scope(self, bn)
+    y = bn(x)
+    return nn.relu(y) if self.relu else y
+
+
+def test_encoder_with_the_fused_batch_norm_equals_the_encoder_with_flax_batch_norm():
+  """The fused BN (+ ReLU) and flax's BN + ReLU give the same variables, train-mode outputs, statistics
+  and gradients through the whole encoder (so every BN and ReLU sits where flax's would)."""
   x = jax.random.normal(jax.random.key(7), (4, 64, 8))
   fused = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
-  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), batch_norm_impl='flax')
+  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), norm=FlaxBatchNormReLU)
   variables = fused.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference.init(jax.random.key(0), x))
 
@@ -368,8 +395,4 @@ def test_encoder_batch_norm_forms_agree_and_are_checked():
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
   for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-  config = base_config.get_config().model
-  assert models.create_encoder(config).batch_norm_impl == 'fused'
-  config.batch_norm_impl = 'cudnn'
-  with pytest.raises(ValueError, match=r"batch_norm_impl must be one of \('fused', 'flax'\), got 'cudnn'"):
-    models.create_encoder(config)
+  assert models.create_encoder(base_config.get_config().model).norm is layers.BatchNorm

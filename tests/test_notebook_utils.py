@@ -31,7 +31,7 @@ def test_repo_root_is_this_checkout(tmp_path):
   assert notebook_utils.repo_root(str(tmp_path)) == REPO  # Found from the installed package.
 
 
-@pytest.mark.parametrize('method', ['simclr', 'moco'])
+@pytest.mark.parametrize('method', ['simclr', 'moco', 'moco_v3'])
 def test_pretrain_config_rounds_batch_to_devices(method, tmp_path):
   config = notebook_utils.pretrain_config(method, 'smoke', data_dir=str(tmp_path), device_count=3)
   study = notebook_utils.import_study()

@@ -49,7 +49,7 @@ def test_sgd_matches_torch_semantics():
     np.testing.assert_allclose(params[k], p[k], rtol=1e-5)
 
 
-@pytest.mark.parametrize('key,value', [('name', 'adamw'), ('schedule', 'step'), ('lr_scaling', 'sqrt')])
+@pytest.mark.parametrize('key,value', [('schedule', 'step'), ('lr_scaling', 'sqrt')])
 def test_bad_optimiser_values_are_named(key, value):
   config = simclr_config.get_config().optim
   config[key] = value

@@ -18,7 +18,7 @@ def config(tmp_path_factory):
   return ml_collections.ConfigDict(dict(
       source='simulated', data_dir=str(tmp_path_factory.mktemp('tfds')), manual_dir='', length=LENGTH,
       examples_per_class=1, test_examples_per_class=1, snr_db_low=0.0, snr_db_high=30.0, sim_seed=0,
-      shuffle_buffer=16, prefetch=2))
+      prefetch=2))
 
 
 @pytest.fixture(scope='module')

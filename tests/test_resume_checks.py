@@ -28,11 +28,11 @@ def _config(**overrides):
 def test_differences_are_classified():
   old = _config()
   new = _config(**{'batch_size': 32, 'data.length': 128, 'num_train_steps': 10, 'log_every_steps': 1,
-                   'data.data_dir': '/elsewhere', 'model.batch_norm_impl': 'flax', 'distributed.process_id': 0})
+                   'data.data_dir': '/elsewhere', 'distributed.process_id': 0})
   kinds = {c.key: c.kind for c in resume_checks.differences(old, new)}
   assert kinds == {'batch_size': resume_checks.RUN, 'data.length': resume_checks.RUN,
                    'num_train_steps': resume_checks.ON_PURPOSE, 'log_every_steps': resume_checks.FREE,
-                   'data.data_dir': resume_checks.FREE, 'model.batch_norm_impl': resume_checks.FREE}
+                   'data.data_dir': resume_checks.FREE}
 
 
 def test_keys_neither_config_reads_are_ignored():

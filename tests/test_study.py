@@ -25,7 +25,7 @@ def test_smoke_study_writes_the_report(tmp_path):
       assert 0.0 <= accuracy <= 1.0
   report = open(os.path.join(out, 'report.md')).read()
   assert report.count('| SimCLR |') == 6 and '0.483, 0.876' in report  # ours beside the published row
-  assert results['scale'] == 'smoke'
+  assert results['scale'] == 'smoke' and saved['methods'] == ['simclr', 'moco']
   moco_config = saved['runs']['moco_aug']['config']  # the study's MoCo, and the report says which
   assert moco_config['model']['projection_norm'] == 'none' and moco_config['moco']['queue_size'] == 64
   assert "MoCo here: v2, a queue of 64 keys, momentum 0.996 rising to 1 on a cosine, the study's" in report
@@ -41,7 +41,7 @@ def test_unknown_scale_and_bad_steps_are_refused(tmp_path):
 def test_cpu_scale_and_the_mtc_only_pair():
   names = [study.run_name(*run) for run in study.runs_for(mtc_only=True)]
   assert names == ['simclr_aug', 'moco_aug', 'simclr_noaug', 'moco_noaug', 'simclr_mtc', 'moco_mtc']
-  assert study.runs_for() == study.STUDY_RUNS
+  assert [study.run_name(*run) for run in study.runs_for()] == names[:4]
   config = study.pretrain_config('moco', True, 'cpu', antenna_dropout=False)
   assert config.augment.antenna_dropout == 0.0 and config.augment.enabled
   assert config.num_train_steps == 3000 and config.moco.queue_size % config.batch_size == 0
@@ -50,45 +50,53 @@ def test_cpu_scale_and_the_mtc_only_pair():
   assert (config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps) == (6000, 300, 3000)
 
 
-def test_short_run_moco_only_on_request_and_never_at_the_full_scale():
-  for scale in ('smoke', 'demo', 'cpu'):
-    config = study.pretrain_config('moco', True, scale, short_run_moco=True)
-    assert config.model.projection_norm == 'batch', scale
-    assert (config.moco.momentum, config.moco.momentum_cosine) == (0.996, True), scale
-    assert config.moco.queue_size <= 256 and config.moco.queue_size % config.batch_size == 0, scale
+def test_the_study_runs_the_studys_moco_projection_at_every_scale():
+  for scale in study.SCALES:
     assert study.pretrain_config('moco', True, scale).model.projection_norm == 'none', scale
-    assert study.pretrain_config('simclr', True, scale, short_run_moco=True).model.projection_norm == 'none'
   assert study.pretrain_config('moco', True, 'cpu').moco.queue_size == 4096
-  full = study.pretrain_config('moco', True, 'full', short_run_moco=True)  # the study's MoCo, untouched
-  assert (full.model.projection_norm, full.moco.momentum, full.moco.queue_size) == ('none', 0.996, 65_536)
+  full = study.pretrain_config('moco', True, 'full')
+  assert (full.moco.momentum, full.moco.queue_size) == (0.996, 65_536)
 
 
-def test_moco_variant_is_chosen_per_study_and_checked(tmp_path):
-  for scale in ('smoke', 'demo', 'cpu', 'full'):
-    default = 'v3' if scale == 'cpu' else 'v2'  # The cpu scale's v2 collapses (experiments/results/README.md); the study's is v2.
-    assert study.pretrain_config('moco', True, scale).moco.variant == default, scale
-    assert study.pretrain_config('moco', False, scale, moco_variant='v3').moco.variant == 'v3', scale
-    assert study.pretrain_config('moco', True, scale, moco_variant='v2').moco.variant == 'v2', scale
-    # --short_run_moco modifies v2, so it selects v2 and refuses v3.
-    assert study.pretrain_config('moco', True, scale, short_run_moco=True).moco.variant == 'v2', scale
-    with pytest.raises(ValueError, match='--short_run_moco'):
-      study.pretrain_config('moco', True, scale, short_run_moco=True, moco_variant='v3')
-  assert 'moco' not in study.pretrain_config('simclr', True, 'cpu', moco_variant='v3')
-  with pytest.raises(ValueError, match='--moco_variant'):
-    study.pretrain_config('moco', True, 'cpu', moco_variant='v4')
-  with pytest.raises(ValueError, match='--moco_variant'):
-    study.run_study('smoke', str(tmp_path), moco_variant='v1')
+def test_runs_are_named_by_method_and_the_methods_are_checked(tmp_path):
+  assert study.check_methods(study.DEFAULT_METHODS) == ('simclr', 'moco')  # the study's, at every scale
+  runs = study.runs_for(('simclr', 'moco_v3'), mtc_only=True)
+  assert [study.run_name(*run) for run in runs] == ['simclr_aug', 'moco_v3_aug', 'simclr_noaug', 'moco_v3_noaug',
+                                                    'simclr_mtc', 'moco_v3_mtc']
+  for scale in study.SCALES:
+    assert study.pretrain_config('moco', True, scale).method == 'moco', scale
+    v3 = study.pretrain_config('moco_v3', False, scale)
+    assert v3.method == 'moco_v3' and 'queue_size' not in v3.moco and not v3.augment.enabled, scale
+  for bad in ((), ('moco', 'moco'), ('moco_v2',)):
+    with pytest.raises(ValueError, match='--methods'):
+      study.check_methods(bad)
+  with pytest.raises(ValueError, match='--methods'):
+    study.pretrain_config('byol', True, 'cpu')
+  with pytest.raises(ValueError, match='--methods'):
+    study.run_study('smoke', str(tmp_path), methods=('simclr', 'mocov3'))
+  with pytest.raises(SystemExit):
+    study.main(['--out', str(tmp_path), '--methods', 'simclr,v3'])
+  assert not os.listdir(tmp_path)
 
 
 def test_the_report_says_which_moco_ran():
   from experiments import study_report
-  for variant, expected in (('v2', 'a queue of 4,096 keys'), ('v3', 'no queue')):
-    config = json.loads(study.pretrain_config('moco', True, 'cpu', moco_variant=variant).to_json_best_effort())
-    assert expected in study_report.moco_settings_line(config), variant
+  for method, expected in (('moco', 'MoCo here: v2, a queue of 4,096 keys'), ('moco_v3', 'MoCo v3 here: ')):
+    config = json.loads(study.pretrain_config(method, True, 'cpu').to_json_best_effort())
+    assert study_report.moco_settings_line(config).startswith(expected), method
+
+
+def _method_that_ran(config: dict) -> str:
+  """Today's name of a recorded run's method. Results written before MoCo v3 became its own method record
+  it as method 'moco' with moco.variant 'v3'."""
+  if config['method'] == 'moco' and config.get('moco', {}).get('variant') == 'v3':
+    return 'moco_v3'
+  return config['method']
 
 
 def test_committed_cpu_study_ran_the_cpu_defaults_and_clears_random_init():
-  """experiments/results/study_cpu/ is what `--scale cpu` runs now, and it meets the cpu scale's bar.
+  """experiments/results/study_cpu/ is what `--scale cpu --methods simclr,moco_v3` runs now, and it meets
+  the cpu scale's bar.
 
   Guards the committed report against drifting from the code: rerun the cpu study when its defaults change.
   """
@@ -96,20 +104,23 @@ def test_committed_cpu_study_ran_the_cpu_defaults_and_clears_random_init():
                               'experiments', 'results', 'study_cpu', 'results.json')
   with open(results_path) as f:
     results = json.load(f)
-  assert results['scale'] == 'cpu' and results['steps'] is None and not results['short_run_moco']
+  assert results['scale'] == 'cpu' and results['steps'] is None and not results.get('short_run_moco')
+  ran_methods = set()
   for name, run in results['runs'].items():
     if 'config' not in run:
       continue
-    expected = study.pretrain_config(run['method'], run['augment'], 'cpu', run['antenna_dropout'])
     ran = run['config']
-    assert ran['method'] == expected.method and ran['num_train_steps'] == expected.num_train_steps, name
+    method = _method_that_ran(ran)
+    ran_methods.add(method)
+    expected = study.pretrain_config(method, run['augment'], 'cpu', run['antenna_dropout'])
+    assert method == expected.method and ran['num_train_steps'] == expected.num_train_steps, name
     assert ran['batch_size'] == expected.batch_size and ran['data']['length'] == expected.data.length, name
-    for key in ('width_multiplier', 'output_dim', 'hidden_dim', 'projection_norm'):
+    for key in ('output_dim', 'hidden_dim', 'projection_norm'):
       assert ran['model'][key] == expected.model[key], (name, key)
     assert ran['augment']['enabled'] == expected.augment.enabled, name
-    if run['method'] == 'moco':
-      assert (ran['moco']['variant'], ran['moco']['queue_size']) == (
-          expected.moco.variant, expected.moco.queue_size), name
+    if method == 'moco':
+      assert ran['moco']['queue_size'] == expected.moco.queue_size, name
+  assert ran_methods == {'simclr', 'moco_v3'}
   random_init = results['runs']['random_init']['eval']['tasks']
   for name in ('simclr_aug', 'moco_aug'):  # The MTC + AD encoders; the no-augmentation ablation is not held to it.
     tasks = results['runs'][name]['eval']['tasks']

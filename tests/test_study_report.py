@@ -1,4 +1,5 @@
-"""The report from a results dict alone: tables for the runs present, the MTC-only section when it ran."""
+"""The report from a results dict alone: tables for the methods and runs present, the MTC-only section when
+it ran, the published numbers beside the study's methods only."""
 
 import os
 
@@ -41,3 +42,18 @@ def test_report_with_and_without_the_mtc_only_runs(tmp_path):
       assert '| SimCLR, MTC only | 0.501 ± 0.010 | 0.510 ± 0.010 |' in report
       assert report.count('| SimCLR, MTC only |') == 2 + 1  # two accuracy tables and the silhouette table
     assert os.path.getsize(out / 'accuracy_vs_budget.png') > 0
+
+
+def test_report_names_moco_v3_and_compares_only_the_studys_methods_with_the_published_numbers(tmp_path):
+  runs = ['simclr_aug', 'moco_v3_aug', 'simclr_noaug', 'moco_v3_noaug', 'random_init']
+  results = _results(runs)
+  results['runs']['moco_v3_aug']['config'] = {
+      'method': 'moco_v3', 'temperature': 0.07, 'model': {'projection_norm': 'none'},
+      'moco': {'momentum': 0.996, 'momentum_cosine': True}}
+  study_report.write(str(tmp_path), results, {'simclr_aug': np.random.default_rng(1).normal(size=(30, 8))},
+                     _labels())
+  report = (tmp_path / 'report.md').read_text()
+  assert report.count('| MoCo v3 |') == 6 and '| MoCo |' not in report
+  assert '| MoCo v3 | 0.101 ± 0.010 | 0.110 ± 0.010 | – |' in report  # no published MoCo v3
+  assert '0.483, 0.876' in report  # SimCLR's published row stays
+  assert 'MoCo v3 here: the symmetric loss with a predictor and the batch as negatives (no queue)' in report

@@ -62,8 +62,7 @@ def _restore(workdir, config, step=None):
 @pytest.mark.parametrize('method', ['simclr', pytest.param('moco', marks=pytest.mark.slow),
                                     pytest.param('moco_v3', marks=pytest.mark.slow)])
 def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
-  # moco_v3 has no queue: its (0, dim) queue leaf is one orbax cannot save as it is.
-  config = _config('moco', data_dir, **{'moco.variant': 'v3'}) if method == 'moco_v3' else _config(method, data_dir)
+  config = _config(method, data_dir)
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   summary = train.train_and_evaluate(config, straight)
   assert summary['final_step'] == config.num_train_steps and summary['stop_reason'] == 'completed'
@@ -73,7 +72,9 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
               'positive_similarity', 'negative_similarity'):
     assert all(np.isfinite(r[key]) for r in records), key
   if method == 'moco':  # v3 has no queue to fill
-    assert records[-1]['queue_fill'] == pytest.approx(1.0) and 'momentum' in records[-1]
+    assert records[-1]['queue_fill'] == pytest.approx(1.0)
+  if method != 'simclr':
+    assert 0.996 <= records[-1]['momentum'] <= 1.0
   assert os.listdir(os.path.join(straight, 'tensorboard'))
 
   # Interrupt: a run that stopped after its step-4 checkpoint (having logged step 6), then resumed to the end.

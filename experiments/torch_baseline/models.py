@@ -137,9 +137,6 @@ class ContrastiveModel(nn.Module):
 
 def from_config(model_config) -> ContrastiveModel:
   """The torch twin of `ssl_jax.models.create_encoder` + `create_head` for `config.model`."""
-  if model_config.name != 'shufflenet_v2_05' or float(model_config.width_multiplier) != 0.5:
-    raise ValueError(f'only shufflenet_v2_05 at width 0.5 has a torch twin, got {model_config.name!r} '
-                     f'@ {model_config.width_multiplier}')
   return ContrastiveModel(tuple(model_config.get('stage_repeats', STAGE_REPEATS)),
                           int(model_config.hidden_dim), int(model_config.output_dim),
                           str(model_config.get('projection_norm', 'none')))

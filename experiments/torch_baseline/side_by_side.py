@@ -47,7 +47,7 @@ def build_jax(config: ml_collections.ConfigDict, total_steps: int, steps_per_epo
 
 
 def crop_lengths(run: JaxRun, step: int) -> common.CropLengths:
-  return common.crop_lengths_for_step(run.run_rng, step, run.policy, run.config.data.length, 'host')
+  return common.crop_lengths_for_step(run.run_rng, step, run.policy, run.config.data.length)
 
 
 @functools.partial(jax.jit, static_argnames=('policy', 'length_a', 'length_b'))
@@ -60,9 +60,7 @@ def _views(x, rng, step, *, policy, length_a, length_b):
 
 def jax_views(run: JaxRun, x: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
   """The two views `(batch, time_a, 8)`, `(batch, time_b, 8)` that the JAX step makes from x at `step`."""
-  lengths = crop_lengths(run, step)
-  if lengths is None:  # augmentation off: both views are the example
-    return x, x
+  lengths = crop_lengths(run, step)  # With augmentation off both views are the example.
   view_a, view_b = _views(x, run.run_rng, step, policy=run.policy, length_a=lengths[0], length_b=lengths[1])
   return np.asarray(view_a), np.asarray(view_b)
 

@@ -55,8 +55,6 @@ def make_views(x: torch.Tensor, crop_length: int, antenna_dropout: float,
 
 
 def create_optimizer(model: nn.Module, optim_config: ml_collections.ConfigDict) -> torch.optim.SGD:
-  if optim_config.name != 'sgd':
-    raise ValueError(f"the torch baseline implements config.optim.name='sgd' only, got {optim_config.name!r}")
   return torch.optim.SGD(model.parameters(), lr=0.0, momentum=optim_config.momentum,
                          weight_decay=optim_config.weight_decay)
 
@@ -94,8 +92,6 @@ class MoCo:
 
   def __init__(self, config: ml_collections.ConfigDict, learning_rate: Callable[[int], float],
                momentum: Callable[[int], float], model: models.ContrastiveModel | None = None):
-    if config.moco.variant != 'v2':
-      raise ValueError(f"the torch baseline implements config.moco.variant='v2' only, got {config.moco.variant!r}")
     if config.moco.queue_size % config.batch_size:
       raise ValueError(f'config.moco.queue_size={config.moco.queue_size} must be a multiple of '
                        f'config.batch_size={config.batch_size} (as in ssl_jax)')

@@ -1,10 +1,11 @@
-"""Pretraining methods. Each module offers `create_networks`, `init_state` and `make_train_step`."""
+"""Pretraining methods, by `config.method`. Each module offers `create_networks`, `init_state` and
+`make_train_step`; the two MoCo methods, which train a momentum key encoder, also `momentum_schedule`."""
 
 from types import ModuleType
 
-from ssl_jax.methods import moco, simclr
+from ssl_jax.methods import moco, moco_v3, simclr
 
-METHODS = {'simclr': simclr, 'moco': moco}
+METHODS = {'simclr': simclr, 'moco': moco, 'moco_v3': moco_v3}
 
 
 def get_method(name: str) -> ModuleType:

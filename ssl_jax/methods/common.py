@@ -1,8 +1,8 @@
-"""What SimCLR and MoCo share: the train-state record, networks, keys, the gradient update, and metrics.
+"""What every method shares: the train-state record, networks, keys, views, the gradient update, metrics.
 
-A method module (`simclr.py`, `moco.py`) provides `create_networks(config, bn_axis_name)`,
+A method module (`simclr.py`, `moco.py`, `moco_v3.py`) provides `create_networks(config, bn_axis_name)`,
 `init_state(config, networks, tx, rng)` and `make_train_step(config, networks, tx, schedules, axis_name)`;
-everything the two have in common lives here once.
+everything they have in common lives here once (the two MoCo methods' momentum encoder, in `moco.py`).
 """
 
 import dataclasses
@@ -24,7 +24,7 @@ Schedule = Callable[[jax.Array], jax.Array]
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that changes during pretraining. Methods extend it (MoCo adds EMA params and the queue).
+  """Everything that changes during pretraining. Methods extend it (MoCo adds the key encoder, v2 a queue).
 
   `params` and `batch_stats` are dicts keyed by network name ('encoder', 'head', ...); `rng` is a raw
   uint32 PRNG key (checkpointable as a plain array).
@@ -64,7 +64,7 @@ def view_keys(rng: jax.Array, step: jax.Array) -> ViewKeys:
   """Keys for step `step`: folded from the run key and the step, never from the device.
 
   Per-example randomness (crop starts, antenna masks) is drawn for the whole global batch and each device
-  takes its rows (`augment.apply_view(..., axis_name=...)`), so a run's views do not depend on how many
+  takes its rows (`augment.make_view(..., axis_name=...)`), so a run's views do not depend on how many
   devices share the batch.
   """
   (length_a, example_a), (length_b, example_b) = augment.view_keys(jax.random.fold_in(rng, step))
@@ -108,52 +108,32 @@ def make_encode(networks: Networks, params: PyTree, *, train: bool = True,
   return encode
 
 
-CropLengths = tuple[int, int] | None
-
-
-def encode_view(encode: Callable, batch_stats: PyTree, x: jax.Array, *, policy: augment.AugmentPolicy,
-                length: int | None, length_key: jax.Array, example_key: jax.Array,
-                axis_name: str | None) -> tuple[jax.Array, PyTree]:
-  """Makes one augmented view of the local batch `x` and encodes it: `(projection, new_batch_stats)`.
-
-  `length` given (static, drawn on the host by `crop_lengths_for_step`): one program per length pair.
-  `length=None`: the length is drawn inside the program from `length_key` (`augment.apply_view`'s switch).
-  Both give the same view for the same keys.
-  """
-  if length is None:
-    return augment.apply_view(lambda view: encode(batch_stats, view), x, policy=policy, length_key=length_key,
-                              example_key=example_key, axis_name=axis_name)
-  view = augment.make_view(x, policy=policy, length=length, example_key=example_key, axis_name=axis_name)
-  return encode(batch_stats, view)
+CropLengths = tuple[int, int]
 
 
 def view_encoder(x: jax.Array, keys: ViewKeys, crop_lengths: CropLengths, policy: augment.AugmentPolicy,
                  axis_name: str | None) -> Callable[[Callable, PyTree, str], tuple[jax.Array, PyTree]]:
-  """`encode_as(encode, batch_stats, 'a' | 'b')`: encodes view a or b of this step's local batch `x`."""
-  lengths = dict(zip('ab', crop_lengths if crop_lengths is not None else (None, None)))
-  length_keys = {'a': keys.length_a, 'b': keys.length_b}
+  """`encode_as(encode, batch_stats, 'a' | 'b') -> (projection, new_batch_stats)`: makes view a or b of this
+  step's local batch `x` at its static crop length (`crop_lengths_for_step`) and encodes it."""
+  lengths = dict(zip('ab', crop_lengths))
   example_keys = {'a': keys.example_a, 'b': keys.example_b}
 
   def encode_as(encode: Callable, batch_stats: PyTree, which: str) -> tuple[jax.Array, PyTree]:
-    return encode_view(encode, batch_stats, x, policy=policy, length=lengths[which],
-                       length_key=length_keys[which], example_key=example_keys[which], axis_name=axis_name)
+    view = augment.make_view(x, policy=policy, length=lengths[which], example_key=example_keys[which],
+                             axis_name=axis_name)
+    return encode(batch_stats, view)
 
   return encode_as
 
 
-def crop_lengths_for_step(rng: jax.Array, step: int, policy: augment.AugmentPolicy, time: int,
-                          dispatch: str) -> CropLengths:
-  """The two views' crop lengths of step `step`, on the host: `(len_a, len_b)`, or None for 'switch'.
+def crop_lengths_for_step(rng: jax.Array, step: int, policy: augment.AugmentPolicy, time: int) -> CropLengths:
+  """The two views' crop lengths of step `step`, drawn on the host from (run key, step): `(len_a, len_b)`.
 
-  'host' compiles one step program per length pair (at most |C|^2, each small and quick to compile);
-  'switch' compiles one program holding every length (a lax.switch of 2|C| encoder copies, which XLA
-  on CPU compiles much slower than a single pair; docs/performance.md). With augmentation off there is one
-  program either way.
+  The step takes them as a static argument, so a run compiles one step program per length pair it
+  draws (at most |C|^2, each small). With augmentation off both are `time`: one program.
   """
-  if dispatch == 'switch' or not policy.enabled:
-    return None
-  if dispatch != 'host':
-    raise ValueError(f"config.augment.length_dispatch must be 'host' or 'switch', got {dispatch!r}")
+  if not policy.enabled:
+    return (time, time)
   keys = view_keys(rng, step)
   return (int(augment.draw_crop_length(keys.length_a, policy, time)),
           int(augment.draw_crop_length(keys.length_b, policy, time)))

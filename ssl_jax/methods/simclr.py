@@ -38,7 +38,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
   temperature = config.temperature
 
   def train_step(state: TrainState, batch: dict,
-                 crop_lengths: common.CropLengths = None) -> tuple[TrainState, dict]:
+                 crop_lengths: common.CropLengths) -> tuple[TrainState, dict]:
     encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
                                     policy, axis_name)
 

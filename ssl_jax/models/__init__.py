@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, batch_standardize
-from ssl_jax.models.layers import BATCH_NORM_IMPLS, DEPTHWISE_IMPLS, BatchNorm, DepthwiseConv1D, channel_shuffle
+from ssl_jax.models.layers import BatchNorm, DepthwiseConv1D, channel_shuffle
 from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
 
-ENCODER_NAMES = ('shufflenet_v2_05',)
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 DTYPES = tuple(_DTYPES)  # config.model.dtype values
 
@@ -26,28 +25,14 @@ def _get(model_config: Any, key: str) -> Any:
 
 
 def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
-  """Encoder from `config.model` (name, width_multiplier, depthwise_impl, batch_norm_impl, dtype)."""
-  name = _get(model_config, 'name')
-  if name not in ENCODER_NAMES:
-    raise ValueError(f'model_config.name must be one of {ENCODER_NAMES}, got {name!r}')
-  depthwise_impl = _get(model_config, 'depthwise_impl')
-  if depthwise_impl not in DEPTHWISE_IMPLS:
-    raise ValueError(f'model_config.depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {depthwise_impl!r}')
-  batch_norm_impl = model_config.get('batch_norm_impl', 'fused')
-  if batch_norm_impl not in BATCH_NORM_IMPLS:
-    raise ValueError(f'model_config.batch_norm_impl must be one of {BATCH_NORM_IMPLS}, got {batch_norm_impl!r}')
+  """Encoder from `config.model` (dtype, stage_repeats)."""
   dtype = _get(model_config, 'dtype')
   if dtype not in _DTYPES:
     raise ValueError(f'model_config.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}')
-  width = float(_get(model_config, 'width_multiplier'))
-  if width != 0.5:
-    raise ValueError(f'model_config.width_multiplier must be 0.5 for {name!r}, got {width}')
   stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
   if len(stage_repeats) != 3 or min(stage_repeats) < 1:
     raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
-  return ShuffleNetV2Encoder(width_multiplier=width, depthwise_impl=depthwise_impl,
-                             bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats,
-                             batch_norm_impl=batch_norm_impl)
+  return ShuffleNetV2Encoder(bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats)
 
 
 def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:
@@ -72,6 +57,6 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    'BATCH_NORM_IMPLS', 'BatchNorm', 'DepthwiseConv1D', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
+    'BatchNorm', 'DepthwiseConv1D', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
     'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor',
 ]

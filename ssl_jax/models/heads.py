@@ -40,7 +40,7 @@ class ProjectionHead(nn.Module):
   output_norm: 'none' (the study's MLP) or 'batch' (`batch_standardize` of the output). The projection
     only ever feeds the loss, on a batch, so 'batch' keeps no running statistics: it always normalises
     with the statistics of the batch it is given. It stops the queries of MoCo v2 from bunching into
-    one point early in short runs (experiments/results/README.md, "MoCo in short runs").
+    one point early in short runs (`configs/moco_short_run.py`).
   axis_name: the batch axis across devices for 'batch' (global statistics), None on one device.
   """
   hidden_dim: int

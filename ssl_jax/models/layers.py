@@ -1,36 +1,23 @@
 """Building blocks of the 1-D encoder: a depthwise conv with backend-specific forms, max-pool, channel
 shuffle, and BatchNorm (+ ReLU) with a hand-written backward pass.
 
-The depthwise conv exists in two numerically equivalent forms that share one parameter, `kernel` of
-shape `(kernel_size, 1, channels)` (the layout of flax's grouped `nn.Conv` kernel), so a checkpoint
-trained with either form loads into the other:
+The depthwise conv has two numerically equivalent forms over one parameter, `kernel` of shape
+`(kernel_size, 1, channels)` (the layout of flax's grouped `nn.Conv` kernel), and `DepthwiseConv1D` runs
+the one that is fast on the backend it is traced for (`depthwise_form`):
 
-- 'grouped': `lax.conv_general_dilated` with `feature_group_count=channels`. Fast on GPU/TPU.
-- 'shift': `sum_k kernel[k] * x_pad[:, k : k + stride * (T_out - 1) + 1 : stride, :]`, i.e. kernel_size
-  strided slices of the padded input, multiplied and added. XLA's grouped conv is much slower on CPU
-  than this form (docs/performance.md), so 'auto' picks 'shift' on CPU.
-- 'auto': 'shift' when `jax.default_backend() == 'cpu'`, else 'grouped' (decided at trace time).
+- shift (CPU): `sum_k kernel[k] * x_pad[:, k : k + stride * (T_out - 1) + 1 : stride, :]`, i.e.
+  kernel_size strided slices of the padded input, multiplied and added; XLA:CPU runs its grouped
+  convolution far slower (`experiments/bench_depthwise.py`).
+- grouped (GPU, TPU): `lax.conv_general_dilated` with `feature_group_count=channels`.
 """
 
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-DEPTHWISE_IMPLS = ('auto', 'shift', 'grouped')
-
-
-def resolve_depthwise_impl(depthwise_impl: str) -> str:
-  """Maps 'auto' to the fast form on the current default backend; validates the name."""
-  if depthwise_impl not in DEPTHWISE_IMPLS:
-    raise ValueError(f'depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {depthwise_impl!r}')
-  if depthwise_impl == 'auto':
-    return 'shift' if jax.default_backend() == 'cpu' else 'grouped'
-  return depthwise_impl
-
 
 def conv_output_length(length: int, kernel_size: int, stride: int, padding: int) -> int:
   """Output length of a conv/pool with symmetric zero padding (torch's formula)."""
@@ -69,28 +56,33 @@ def depthwise_conv1d_grouped(x: jax.Array, kernel: jax.Array, stride: int, paddi
       dimension_numbers=('NWC', 'WIO', 'NWC'), feature_group_count=x.shape[-1])
 
 
+DepthwiseFn = Callable[[jax.Array, jax.Array, int, int], jax.Array]
+
+
+def depthwise_form(backend: str) -> DepthwiseFn:
+  """The depthwise conv `(x, kernel, stride, padding) -> y` to run on `backend`: shift on 'cpu', else grouped."""
+  return depthwise_conv1d_shift if backend == 'cpu' else depthwise_conv1d_grouped
+
+
 class DepthwiseConv1D(nn.Module):
   """Depthwise conv over time, no bias (a BatchNorm follows). `(B, T, C) -> (B, T_out, C)`.
 
   Parameter: `kernel` `(kernel_size, 1, C)`; torch weight `(C, 1, kernel_size)` = `kernel.transpose(2, 1, 0)`.
+  The form is `depthwise_form(jax.default_backend())`, chosen at trace time; both give the same result.
   """
   kernel_size: int = 3
   stride: int = 1
   padding: int = 1
-  depthwise_impl: str = 'auto'
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    impl = resolve_depthwise_impl(self.depthwise_impl)
     channels = x.shape[-1]
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (self.kernel_size, 1, channels),
                         self.param_dtype)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    if impl == 'shift':
-      return depthwise_conv1d_shift(x, kernel, self.stride, self.padding)
-    return depthwise_conv1d_grouped(x, kernel, self.stride, self.padding)
+    return depthwise_form(jax.default_backend())(x, kernel, self.stride, self.padding)
 
 
 def max_pool1d(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -> jax.Array:
@@ -231,23 +223,3 @@ class BatchNorm(nn.Module):
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
     return y.astype(self.dtype)
-
-
-BATCH_NORM_IMPLS = ('fused', 'flax')
-
-
-def batch_norm(x: jax.Array, *, name: str, impl: str, relu: bool, use_running_average: bool,
-               axis_name: Optional[str], dtype: Any) -> jax.Array:
-  """BN (+ ReLU) as a named submodule of the calling compact module, in either form (same variables).
-
-  impl: 'fused' (`BatchNorm`, the hand-written backward pass; the default) or 'flax' (`nn.BatchNorm`
-  then `nn.relu`, autodiff), kept as the reference and for A/B timing (`experiments/bench_train_step.py`).
-  """
-  if impl == 'fused':
-    return BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
-                     axis_name=axis_name, relu=relu, dtype=dtype, name=name)(x)
-  if impl != 'flax':
-    raise ValueError(f'batch_norm_impl must be one of {BATCH_NORM_IMPLS}, got {impl!r}')
-  y = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
-                   use_fast_variance=False, axis_name=axis_name, dtype=dtype, name=name)(x)
-  return nn.relu(y) if relu else y

@@ -50,15 +50,12 @@ import jax.numpy as jnp
 from ssl_jax.data import spec
 from ssl_jax.models import layers
 
+ModuleDef = Any  # a flax Module class (or a partial of one)
+
 INPUT_CHANNELS = spec.NUM_CHANNELS
 MIN_TIME = 32
-# torchvision's channel tables: stem, stage2, stage3, stage4, final conv.
-STAGE_OUT_CHANNELS = {
-    0.5: (24, 48, 96, 192, 1024),
-    1.0: (24, 116, 232, 464, 1024),
-    1.5: (24, 176, 352, 704, 1024),
-    2.0: (24, 244, 488, 976, 2048),
-}
+# torchvision's channels at width 0.5: stem, stage2, stage3, stage4, final conv.
+STAGE_OUT_CHANNELS = (24, 48, 96, 192, 1024)
 STAGE_REPEATS = (4, 8, 4)
 
 
@@ -70,10 +67,9 @@ class ShuffleUnit(nn.Module):
   """
   out_channels: int
   stride: int
-  depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
-  batch_norm_impl: str = 'fused'
+  norm: ModuleDef = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -84,25 +80,25 @@ class ShuffleUnit(nn.Module):
       raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
     conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype)
     dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
-                           depthwise_impl=self.depthwise_impl, dtype=self.dtype)
-    bn = functools.partial(layers.batch_norm, impl=self.batch_norm_impl, use_running_average=not train,
-                           axis_name=self.bn_axis_name, dtype=self.dtype)
+                           dtype=self.dtype)
+    bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
+                           dtype=self.dtype)
 
     if self.stride == 1:
       identity, x2 = jnp.split(x, 2, axis=-1)
     else:
       x2 = x
       y = dw(name='branch1_dw')(x)
-      y = bn(y, name='branch1_dw_bn', relu=False)
+      y = bn(name='branch1_dw_bn', relu=False)(y)
       y = conv(branch_channels, name='branch1_pw')(y)
-      identity = bn(y, name='branch1_pw_bn', relu=True)
+      identity = bn(name='branch1_pw_bn', relu=True)(y)
 
     y = conv(branch_channels, name='branch2_pw1')(x2)
-    y = bn(y, name='branch2_pw1_bn', relu=True)
+    y = bn(name='branch2_pw1_bn', relu=True)(y)
     y = dw(name='branch2_dw')(y)
-    y = bn(y, name='branch2_dw_bn', relu=False)
+    y = bn(name='branch2_dw_bn', relu=False)(y)
     y = conv(branch_channels, name='branch2_pw2')(y)
-    y = bn(y, name='branch2_pw2_bn', relu=True)
+    y = bn(name='branch2_pw2_bn', relu=True)(y)
     return layers.channel_shuffle(jnp.concatenate([identity, y], axis=-1), groups=2)
 
 
@@ -117,49 +113,40 @@ def validate_input(x: jax.Array) -> None:
 
 
 class ShuffleNetV2Encoder(nn.Module):
-  """1-D ShuffleNetV2 backbone. `(batch, time, 8)` -> `(batch, final channels)` (1024 at width 0.5).
+  """1-D ShuffleNetV2-0.5 backbone. `(batch, time, 8)` -> `(batch, 1024)`.
 
   Attributes:
-    width_multiplier: one of torchvision's widths 0.5, 1.0, 1.5, 2.0.
-    depthwise_impl: 'auto' | 'shift' | 'grouped' (see `layers`); same parameters for every form.
     bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
       so each device normalises with global-batch statistics; None for per-call statistics.
     dtype: computation dtype; parameters stay float32.
-    batch_norm_impl: 'fused' (BN + ReLU with a hand-written backward pass, faster on CPU:
-      docs/performance.md) or 'flax' (`nn.BatchNorm` + `nn.relu`); the same variables and, to float
-      tolerance, results.
+    norm: the BatchNorm (+ ReLU) module class, built as `norm(use_running_average=, axis_name=, dtype=,
+      relu=, name=)` with the variables of `flax.linen.BatchNorm`; `layers.BatchNorm`.
   """
-  width_multiplier: float = 0.5
-  depthwise_impl: str = 'auto'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   stage_repeats: Sequence[int] = STAGE_REPEATS
-  batch_norm_impl: str = 'fused'
+  norm: ModuleDef = layers.BatchNorm
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     validate_input(x)
-    if self.width_multiplier not in STAGE_OUT_CHANNELS:
-      raise ValueError(f'width_multiplier must be one of {sorted(STAGE_OUT_CHANNELS)}, '
-                       f'got {self.width_multiplier}')
-    layers.resolve_depthwise_impl(self.depthwise_impl)  # Validate early, with a clear message.
-    channels = STAGE_OUT_CHANNELS[self.width_multiplier]
-    bn = functools.partial(layers.batch_norm, impl=self.batch_norm_impl, use_running_average=not train,
-                           axis_name=self.bn_axis_name, dtype=self.dtype)
+    channels = STAGE_OUT_CHANNELS
+    bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
+                           dtype=self.dtype)
     x = x.astype(self.dtype)
 
     x = nn.Conv(channels[0], kernel_size=(3,), strides=(2,), padding=((1, 1),), use_bias=False,
                 dtype=self.dtype, name='stem_conv')(x)
-    x = bn(x, name='stem_bn', relu=True)
+    x = bn(name='stem_bn', relu=True)(x)
     x = layers.max_pool1d(x, window=3, stride=2, padding=1)
 
     for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
       for unit_index in range(repeats):
         x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1,
-                        depthwise_impl=self.depthwise_impl, bn_axis_name=self.bn_axis_name,
-                        dtype=self.dtype, batch_norm_impl=self.batch_norm_impl,
+                        bn_axis_name=self.bn_axis_name,
+                        dtype=self.dtype, norm=self.norm,
                         name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
 
     x = nn.Conv(channels[4], kernel_size=(1,), use_bias=False, dtype=self.dtype, name='final_conv')(x)
-    x = bn(x, name='final_bn', relu=True)
+    x = bn(name='final_bn', relu=True)(x)
     return jnp.mean(x, axis=1)
