@@ -24,7 +24,6 @@ are written) before any training, and a problem exits with a message that names 
 """
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -62,20 +61,6 @@ def runs_for(methods: tuple[str, ...] = DEFAULT_METHODS,
   for each method; with `mtc_only` also ours, MTC alone, which shows what AD costs in short runs."""
   runs = [(m, True, True) for m in methods] + [(m, False, True) for m in methods]
   return tuple(runs + ([(m, True, False) for m in methods] if mtc_only else []))
-
-
-def _holding_the_out_dir_lock(run):
-  """One study per output directory: `run(scale, out_dir, ...)` holds `out_dir`'s writer lock throughout.
-
-  A second study into the same directory raises `ssl_jax.workdir_lock.WorkdirBusyError` naming the first
-  (each pretraining run also holds the lock of its own workdir under `out_dir/runs/`).
-  """
-  @functools.wraps(run)
-  def locked(scale: str, out_dir: str, **kwargs) -> dict[str, Any]:
-    from ssl_jax import workdir_lock
-    with workdir_lock.WorkdirLock(out_dir):
-      return run(scale, out_dir, **kwargs)
-  return locked
 
 
 def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
@@ -232,7 +217,6 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
                        f'to retrain it.\n{e}') from None
 
 
-@_holding_the_out_dir_lock
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               steps: int | None = None, mtc_only: bool = False,
               methods: tuple[str, ...] = DEFAULT_METHODS, data_source: str = 'simulated',
@@ -252,6 +236,17 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     raise ValueError(f'--steps must be >= 1, got {steps}')
   check_data_args(data_source, manual_dir)
   manual_dir = os.path.abspath(manual_dir) if manual_dir else ''  # Runs' config.json must not depend on the cwd.
+  from ssl_jax import workdir_lock
+  # One study per output directory (each pretraining run also locks its own workdir under out_dir/runs/):
+  # a second study into it raises WorkdirBusyError naming the first.
+  with workdir_lock.WorkdirLock(out_dir):
+    return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, steps=steps, mtc_only=mtc_only,
+                      methods=methods, data_source=data_source, manual_dir=manual_dir)
+
+
+def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int | None, mtc_only: bool,
+               methods: tuple[str, ...], data_source: str, manual_dir: str) -> dict[str, Any]:
+  """`run_study` once its arguments are checked and `out_dir` is locked."""
   from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
