@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Loop, logging, checkpoints.
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 2
+  config.keep_checkpoints = 2  # the newest N stay on disk; 0 keeps every checkpoint
   config.progress_bar = True
   # Keys a resume may change on purpose, comma-separated: 'num_train_steps' and/or 'num_epochs'. The steps
   # after the restored one follow the new schedule; the change is recorded (ssl_jax/resume_checks.py).

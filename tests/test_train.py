@@ -167,7 +167,7 @@ def test_keep_checkpoints_zero_keeps_every_checkpoint(data_dir, tmp_path):
   workdir = str(tmp_path / 'all')
   train.train_and_evaluate(_config('simclr', data_dir, checkpoint_every_steps=2, keep_checkpoints=0), workdir)
   assert _steps(workdir) == [2, 4, 6]
-  with pytest.raises(ValueError, match='keep_checkpoints=-1'):
+  with pytest.raises(ValueError, match='keep_checkpoints = -1: must be an integer >= 0'):
     train.train_and_evaluate(_config('simclr', data_dir, keep_checkpoints=-1), str(tmp_path / 'negative'))
 
 
