@@ -26,7 +26,7 @@ def _run(args, timeout=300):
 
 
 def _main(*args):
-  return _run(['-m', 'ssl_jax.main', '--host_allocator=system', *args])
+  return _run(['-m', 'ssl_jax.main', *args])
 
 
 def _assert_message(proc, *expected):
@@ -162,7 +162,7 @@ def test_study_rerun_with_other_steps_is_refused_before_any_work(tmp_path, capsy
   first.data.data_dir = str(out / 'tfds')
   workdir = out / 'runs' / 'simclr_aug'
   _workdir(out / 'runs', first, name='simclr_aug', step=1)
-  code = study.main(['--scale', 'smoke', '--out', str(out), '--steps', '2', '--host_allocator', 'system'])
+  code = study.main(['--scale', 'smoke', '--out', str(out), '--steps', '2'])
   err = capsys.readouterr().err
   assert code == 1
   assert f"'{workdir}' holds a run simclr_aug trained with other settings" in err
