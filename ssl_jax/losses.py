@@ -195,22 +195,28 @@ def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperature: float
   return jnp.mean(_cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
 
 
-def _contrast(u_q: jax.Array, u_k: jax.Array, temperature: float, axis_name) -> jax.Array:
+def _contrast(u_q: jax.Array, u_k: jax.Array, temperature: float, axis_name,
+              key_gradient: bool = False) -> jax.Array:
   """MoCo v3 `ctr`: CE of local queries against all (gathered) keys; positive at own global index."""
   n_local = u_q.shape[0]
   num_devices, offset = _shard_info(axis_name, n_local)
-  keys = jax.lax.stop_gradient(_gather(u_k, axis_name))  # (n_global, dim)
+  keys = _gather(u_k, axis_name)  # (n_global, dim)
+  if not key_gradient:
+    keys = jax.lax.stop_gradient(keys)
   logits = u_q @ keys.T / temperature
   local_sum = jnp.sum(_cross_entropy(logits, jnp.arange(n_local) + offset))
   return _global_mean(local_sum, n_local * num_devices, axis_name)
 
 
 def symmetric_info_nce(q_a: jax.Array, q_b: jax.Array, k_a: jax.Array, k_b: jax.Array, *,
-                       temperature: float, axis_name: Optional[str] = None) -> jax.Array:
+                       temperature: float, axis_name: Optional[str] = None,
+                       key_gradient: bool = False) -> jax.Array:
   """MoCo v3 loss `ctr(q_a, k_b) + ctr(q_b, k_a)`.
 
   `ctr(q, k)` is the mean over queries of the cross-entropy of `q_i · k_j / τ` over all keys `j` of
-  the global batch, positive at `j = i`. Keys get no gradient.
+  the global batch, positive at `j = i`. Keys get no gradient unless `key_gradient`: then every input
+  gets the gradient of the whole expression, and `symmetric_info_nce(u, v, u, v, key_gradient=True) / 2`
+  is CLIP's loss between two towers' embeddings u and v (the mean of its row and column cross-entropies).
 
   Scaling: this returns the plain sum of the two cross-entropies. The MoCo v3 reference code
   multiplies it by `2τ`; do that in the caller if its exact gradient scale is wanted.
@@ -221,6 +227,7 @@ def symmetric_info_nce(q_a: jax.Array, q_b: jax.Array, k_a: jax.Array, k_b: jax.
     temperature: softmax temperature τ > 0.
     axis_name: batch axis when called per device; keys are gathered across devices and the value
       and gradient convention is the one in the module docstring.
+    key_gradient: False (MoCo v3): the keys are constants; True: they are differentiated too.
 
   Returns:
     Scalar loss.
@@ -231,8 +238,8 @@ def symmetric_info_nce(q_a: jax.Array, q_b: jax.Array, k_a: jax.Array, k_b: jax.
   _check_temperature(temperature)
   dtype = _compute_dtype(q_a, q_b, k_a, k_b)
   u_qa, u_qb, u_ka, u_kb = (l2_normalize(x.astype(dtype)) for x in (q_a, q_b, k_a, k_b))
-  return (_contrast(u_qa, u_kb, temperature, axis_name) +
-          _contrast(u_qb, u_ka, temperature, axis_name))
+  return (_contrast(u_qa, u_kb, temperature, axis_name, key_gradient) +
+          _contrast(u_qb, u_ka, temperature, axis_name, key_gradient))
 
 
 def similarity_stats(z_a: jax.Array, z_b: jax.Array,

@@ -126,6 +126,9 @@ def test_references_match_finite_differences():
   rng = np.random.default_rng(0)
   z_a, z_b = rng.normal(size=(2, 3, 4)) * np.array([[0.5], [2.0], [7.0]])
   tau = 0.3
+  _, da, db = np_clip(z_a, z_b, tau)
+  np.testing.assert_allclose(da, _np_numerical_grad(lambda x: np_clip(x, z_b, tau)[0], z_a), atol=1e-7)
+  np.testing.assert_allclose(db, _np_numerical_grad(lambda x: np_clip(z_a, x, tau)[0], z_b), atol=1e-7)
   _, da, db = np_nt_xent(z_a, z_b, tau)
   np.testing.assert_allclose(da, _np_numerical_grad(lambda x: np_nt_xent(x, z_b, tau)[0], z_a),
                              atol=1e-7)
@@ -174,6 +177,33 @@ def test_info_nce_matches_reference(tau, norms):
   np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=2e-6 / tau)
   _assert_grad_close(gq, wq, _row_norms(q))
   assert not np.any(gk) and not np.any(gqueue), 'keys and queue must get no gradient'
+
+
+def np_clip(a, b, tau):
+  """CLIP's loss between two towers' embeddings and its gradients: (loss, dloss/da, dloss/db), float64.
+
+  logits = u vᵀ / τ of the unit rows; the mean of the row-wise and the column-wise cross-entropies.
+  """
+  u, norm_a = _np_normalize(np.asarray(a, np.float64))
+  v, norm_b = _np_normalize(np.asarray(b, np.float64))
+  logits, n = u @ v.T / tau, len(a)
+  loss = 0.5 * (np.mean(_np_lse(logits) - np.diag(logits)) + np.mean(_np_lse(logits.T) - np.diag(logits)))
+  dlogits = 0.5 * ((_np_softmax(logits) - np.eye(n)) + (_np_softmax(logits.T) - np.eye(n)).T) / n
+  return (loss, _np_normalize_backward(u, norm_a, dlogits @ v / tau),
+          _np_normalize_backward(v, norm_b, dlogits.T @ u / tau))
+
+
+@pytest.mark.parametrize('tau', TAUS)
+@pytest.mark.parametrize('norms', list(NORMS))
+def test_symmetric_info_nce_with_key_gradient_is_twice_clip(tau, norms):
+  rng = np.random.default_rng(4)
+  a, b = _near_pairs(rng, 6, 8, NORMS[norms], noise=0.3)
+  fn = lambda a, b: 0.5 * losses.symmetric_info_nce(a, b, a, b, temperature=tau, key_gradient=True)
+  loss, (grad_a, grad_b) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(a, b)
+  want, want_a, want_b = np_clip(a, b, tau)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=2e-6 / tau)
+  _assert_grad_close(grad_a, want_a, _row_norms(a))
+  _assert_grad_close(grad_b, want_b, _row_norms(b))
 
 
 @pytest.mark.parametrize('tau', TAUS)

@@ -87,8 +87,15 @@ def _main() -> None:
     assert abs(float(local_loss) - float(want_loss)) > 1e-3
     assert float(jnp.abs(local_grad['w'] - want_grad).max()) > 1e-3 * float(jnp.abs(want_grad).max())
 
+  def clip_loss(params, x_a, x_b, s, axis_name=None):
+    # CLIP: both towers' embeddings are differentiated, through the gather of the keys too.
+    z_a, z_b = project(params, x_a, s), project(params, x_b * 0.5 + 0.1, s)
+    return losses.symmetric_info_nce(z_a, z_b, z_a, z_b, temperature=0.1, axis_name=axis_name,
+                                     key_gradient=True)
+
   check('nt_xent', nt_xent_loss)
   check('symmetric_info_nce', v3_loss)
+  check('symmetric_info_nce(key_gradient=True)', clip_loss)
 
   z_a, z_b = project(params, x_a, scale), project(params, x_b, scale)
   want = losses.similarity_stats(z_a, z_b)
