@@ -55,6 +55,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.enabled = True  # False: the "no augmentation" ablation (both views = the example)
   config.augment.crop_lengths = STUDY_CROP_LENGTHS
   config.augment.antenna_dropout = 0.2
+  # Label-preserving IQ augmentations (ssl_jax/augment.py), not the study's: each view gets them after MTC
+  # and AD, inside the step, for every method; all off by default, each independent of `enabled`. All act
+  # on every antenna alike, so the inter-antenna phase differences that carry the AoA are kept. A
+  # PER-ANTENNA phase change (another rotation on each antenna) destroys the AoA label: none of these is one.
+  config.augment.iq = ml_collections.ConfigDict()
+  config.augment.iq.cyclic_shift = False  # roll each example in time by a uniform number of samples
+  config.augment.iq.rotate_90 = False  # multiply by j^k, k uniform in {0..3} (for AMC; keeps AoA too)
+  config.augment.iq.common_phase = False  # multiply by e^{j theta}, theta uniform in [0, 2 pi)
+  config.augment.iq.max_frequency_shift = 0.0  # carrier shift uniform in [-f, f] cycles/sample, f <= 0.5; 0: off
+  config.augment.iq.snr_db = ()  # (low, high): add noise at an SNR uniform in [low, high] dB; (): off
 
   # Schedule and optimiser.
   config.num_epochs = 400

@@ -9,11 +9,14 @@ Inputs are `(batch, time, 8)` float arrays, channels a0-I, a0-Q, a1-I, a1-Q, ...
   antenna kept with probability 1 - p, broadcast over I/Q and time. No 1/(1-p) rescaling: the study
   defines AD as a plain mask.
 * Identity: `AugmentPolicy(enabled=False)`; both views are the unaltered example.
+* Label-preserving IQ augmentations (`IQAugmentations`, the end of this module): a common phase rotation,
+  a carrier-frequency shift, noise to a lower SNR, a cyclic time shift, 90-degree IQ rotations. Each is off
+  unless `AugmentPolicy.iq` switches it on, independently of `enabled` (which switches MTC and AD).
 
-A view is crop -> dropout (`make_view`) at a static crop length. The length of a view is drawn uniformly
-from the policy's set with its own key (`draw_crop_length`), on the host, so a step that makes two views
-compiles one program per pair of lengths (at most |C|^2, each small). The two views of a step use
-independent keys (`view_keys`).
+A view is crop -> dropout -> IQ augmentations (`make_view`) at a static crop length. The length of a view
+is drawn uniformly from the policy's set with its own key (`draw_crop_length`), on the host, so a step
+that makes two views compiles one program per pair of lengths (at most |C|^2, each small). The two views
+of a step use independent keys (`view_keys`).
 """
 
 import dataclasses
@@ -82,13 +85,16 @@ def antenna_dropout(key: jax.Array, x: jax.Array, p: float, axis_name: Optional[
 
 @dataclasses.dataclass(frozen=True)
 class AugmentPolicy:
-  """What makes a view: MTC over `crop_lengths`, AD@`antenna_dropout`; `enabled=False` is identity.
+  """What makes a view: MTC over `crop_lengths`, AD@`antenna_dropout` (both off with `enabled=False`),
+  then the IQ augmentations `iq` switches on (none by default). `enabled=False` with the default `iq` is
+  the identity.
 
   Hashable, so it can be a static argument or a closure constant of a jitted step.
   """
   crop_lengths: tuple[int, ...]
   antenna_dropout: float
   enabled: bool = True
+  iq: 'IQAugmentations' = dataclasses.field(default_factory=lambda: IQAugmentations())
 
   def __post_init__(self):
     lengths = self.crop_lengths
@@ -102,31 +108,42 @@ class AugmentPolicy:
       raise ValueError(f'antenna_dropout must be a float in [0, 1); got {p!r}.')
     if not isinstance(self.enabled, bool):
       raise ValueError(f'enabled must be a bool; got {self.enabled!r}.')
+    if not isinstance(self.iq, IQAugmentations):
+      raise ValueError(f'iq must be an IQAugmentations; got {self.iq!r}.')
 
   @classmethod
   def from_config(cls, augment_config: Any) -> 'AugmentPolicy':
-    """From `config.augment` (keys `crop_lengths`, `antenna_dropout`, `enabled`)."""
+    """From `config.augment` (keys `crop_lengths`, `antenna_dropout`, `enabled`, `iq`)."""
     lengths = augment_config.crop_lengths
     if isinstance(lengths, Sequence) and not isinstance(lengths, str):
       lengths = tuple(lengths)
     return cls(crop_lengths=lengths, antenna_dropout=augment_config.antenna_dropout,
-               enabled=augment_config.enabled)
+               enabled=augment_config.enabled, iq=IQAugmentations.from_config(augment_config.iq))
+
+
+# `make_view` derives the IQ augmentations' key from a view's example key by `fold_in` with this number,
+# so the crop and dropout keys (`split(example_key)`) and draws stay what they are without IQ augmentations.
+_IQ_KEY_DATA = 0x49510001
 
 
 def make_view(x: jax.Array, *, policy: AugmentPolicy, length: int, example_key: jax.Array,
               axis_name: Optional[str] = None) -> jax.Array:
-  """One view at a given static crop length: crop -> antenna dropout.
+  """One view at a given static crop length: crop -> antenna dropout -> the IQ augmentations of `policy.iq`.
 
-  `(batch, time, 8)` -> `(batch, min(length, time), 8)`; `policy.enabled=False` returns x. Inside
-  shard_map, pass the same `example_key` on every device and the batch axis as `axis_name`: each device
-  takes its rows of the draws made for the global batch, so the views do not depend on the device count.
+  `(batch, time, 8)` -> `(batch, min(length, time), 8)`; `policy.enabled=False` skips the crop and the
+  dropout, and with no IQ augmentation switched on either returns x. Inside shard_map, pass the same
+  `example_key` on every device and the batch axis as `axis_name`: each device takes its rows of the
+  draws made for the global batch, so the views do not depend on the device count.
   """
   _check_input(x)
-  if not policy.enabled:
-    return x
-  crop_key, dropout_key = jax.random.split(example_key)
-  view = random_crop(crop_key, x, length, axis_name)
-  return antenna_dropout(dropout_key, view, policy.antenna_dropout, axis_name)
+  view = x
+  if policy.enabled:
+    crop_key, dropout_key = jax.random.split(example_key)
+    view = random_crop(crop_key, view, length, axis_name)
+    view = antenna_dropout(dropout_key, view, policy.antenna_dropout, axis_name)
+  if policy.iq.any_enabled:
+    view = iq_augment(jax.random.fold_in(example_key, _IQ_KEY_DATA), view, policy.iq, axis_name)
+  return view
 
 
 def draw_crop_length(length_key: jax.Array, policy: AugmentPolicy, time: int) -> jax.Array:
@@ -289,6 +306,16 @@ class IQAugmentations:
           or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in snr)
           or not snr[0] <= snr[1]):
         raise ValueError(f'snr_db must be None or a (low, high) tuple of floats with low <= high; got {snr!r}.')
+
+  @classmethod
+  def from_config(cls, iq_config: Any) -> 'IQAugmentations':
+    """From `config.augment.iq` (the field names; `snr_db` () is off, a (low, high) pair is on)."""
+    snr_db = iq_config.snr_db
+    if isinstance(snr_db, Sequence) and not isinstance(snr_db, str):
+      snr_db = tuple(snr_db) or None
+    return cls(cyclic_shift=iq_config.cyclic_shift, rotate_90=iq_config.rotate_90,
+               common_phase=iq_config.common_phase, max_frequency_shift=iq_config.max_frequency_shift,
+               snr_db=snr_db)
 
   @property
   def any_enabled(self) -> bool:

@@ -16,6 +16,7 @@ The rules that are not plain ranges:
 - `moco.queue_size` (MoCo v2): a positive multiple of `batch_size`, so that FIFO writes never wrap.
 - `augment.crop_lengths`: positive, and none above `data.length` (a longer crop could only be the whole
   example, which is what a crop of `data.length` says).
+- `augment.iq.snr_db`: () for no added noise, or a (low, high) pair of finite dB values, low <= high.
 - `allow_resume_changes`: keys a resume may change on purpose (see `ssl_jax.resume_checks`).
 """
 
@@ -209,6 +210,16 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
                  why=' (no crop can be longer than config.data.length)' if high is not None else '')
   r.number('augment.antenna_dropout', low=0.0, high=1.0, high_open=True,
            why=' (the probability of dropping each antenna)')
+  for key in ('cyclic_shift', 'rotate_90', 'common_phase'):
+    r.boolean(f'augment.iq.{key}')
+  r.number('augment.iq.max_frequency_shift', low=0.0, high=0.5,
+           why=' (cycles per sample; 0 is off, 0.5 the Nyquist limit)')
+  if r.present('augment.iq.snr_db'):
+    snr_db = r.value('augment.iq.snr_db')
+    if not (isinstance(snr_db, (list, tuple)) and (
+        len(snr_db) == 0 or (len(snr_db) == 2 and all(_is_number(v) for v in snr_db) and snr_db[0] <= snr_db[1]))):
+      r.fail('augment.iq.snr_db', 'must be () (no added noise) or a (low, high) pair of finite dB values with '
+             'low <= high')
 
   # Schedule: how long, in what batches.
   if r.present('num_train_steps'):

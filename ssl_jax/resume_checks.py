@@ -18,6 +18,9 @@ well defined (a function of the stored checkpoint, S and the new config) but it 
 straight run of the new length; the record below says that it was changed. A total below S is refused
 (the run has done more steps than asked for; evaluate it, or resume with at least S steps).
 
+A key that configs gained later (`ABSENT_MEANS`: the IQ augmentations) reads, where a stored config lacks
+it, as the value that trains what the stored run trained (off), so older runs resume unchanged.
+
 Keys that cannot matter to either config are ignored: `num_epochs` while both configs train a fixed
 `num_train_steps`, `data.manual_dir` while both read the simulated source, the simulator's settings
 while both read the real one.
@@ -49,6 +52,12 @@ CHANGES_KEY = 'config_changes'  # the history list in config.json; not a config 
 _SIMULATOR_KEYS = ('data.examples_per_class', 'data.test_examples_per_class', 'data.snr_db_low',
                    'data.snr_db_high', 'data.sim_seed', 'data.environment', 'data.nuisances')
 _ABSENT = '<absent>'
+# Keys that configs gained after runs were stored without them, each with the value that trains what those
+# runs trained: a config without the key reads as that value, so an older run resumes when it is kept.
+ABSENT_MEANS = {
+    'augment.iq.cyclic_shift': False, 'augment.iq.rotate_90': False, 'augment.iq.common_phase': False,
+    'augment.iq.max_frequency_shift': 0.0, 'augment.iq.snr_db': [],
+}
 
 RUN = 'run-defining'
 FREE = 'free'
@@ -123,7 +132,7 @@ def differences(saved: ml_collections.ConfigDict | Mapping,
       del flat[key]
   changes = []
   for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+    a, b = old.get(key, ABSENT_MEANS.get(key, _ABSENT)), new.get(key, ABSENT_MEANS.get(key, _ABSENT))
     if a != b and not _ignored(key, old, new):
       changes.append(Change(key, a, b, _kind(key)))
   return changes

@@ -133,7 +133,9 @@ def test_identity_is_exact():
 
 def test_policy_from_config():
   config = ml_collections.ConfigDict({'crop_lengths': [32, 64], 'antenna_dropout': 0.2,
-                                      'enabled': True})
+                                      'enabled': True, 'iq': {'cyclic_shift': False, 'rotate_90': False,
+                                                              'common_phase': False, 'max_frequency_shift': 0.0,
+                                                              'snr_db': ()}})
   policy = augment.AugmentPolicy.from_config(config)
   assert policy == augment.AugmentPolicy((32, 64), 0.2, True)
   hash(policy)
