@@ -1,7 +1,7 @@
 """A tiny preset for tests and quick checks: seconds on a CPU, every code path exercised.
 
-Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method: simclr (default), moco,
-moco_v3).
+Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method: simclr (default), or any other
+name of `configs.METHOD_CONFIGS`).
 """
 
 from absl import flags
@@ -33,4 +33,9 @@ def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
   config.progress_bar = False
   if method == 'moco':
     config.moco.queue_size = 64
+  if method == 'swav':  # every phase in 6 steps: frozen prototypes, then moving; the queue from step 3
+    config.swav.num_prototypes = 24
+    config.swav.freeze_prototypes_steps = 2
+    config.swav.queue_size = 2 * config.batch_size
+    config.swav.queue_start_step = 3
   return config

@@ -10,10 +10,12 @@ Nothing here reads data or touches devices.
 The rules that are not plain ranges:
 - `num_train_steps`: >= 1 trains that many steps; -1 (the default) trains `num_epochs` epochs of the train
   split; any other value (0 above all) is refused rather than read as "use the epochs".
-- `batch_size`: >= 2 wherever the loss takes its negatives from the batch (SimCLR, MoCo v3: one example
-  has no negative and its loss is exactly 0) or standardises over it (`model.projection_norm='batch'`);
-  MoCo v2 with the plain projection takes its negatives from the queue and may run with 1.
-- `moco.queue_size` (MoCo v2): a positive multiple of `batch_size`, so that FIFO writes never wrap.
+- `batch_size`: >= 2 wherever the loss takes its negatives from the batch (SimCLR, MoCo v3: one
+  example has no negative and its loss is exactly 0), spreads it over prototypes (SwAV) or standardises
+  over it (`model.projection_norm='batch'`); MoCo v2 with the plain projection takes its negatives from the
+  queue and may run with 1.
+- `moco.queue_size` (MoCo v2): a positive multiple of `batch_size`, so that FIFO writes never wrap;
+  `swav.queue_size` (SwAV): 0 (off) or such a multiple.
 - `augment.crop_lengths`: positive, and none above `data.length` (a longer crop could only be the whole
   example, which is what a crop of `data.length` says).
 - `augment.iq.snr_db`: () for no added noise, or a (low, high) pair of finite dB values, low <= high.
@@ -164,8 +166,9 @@ class _Rules:
 
 
 def _method_uses_batch_negatives(config: Any) -> bool:
-  """SimCLR and MoCo v3 take every negative from the batch; MoCo (v2) from its queue."""
-  return lookup(config, 'method') in ('simclr', 'moco_v3')
+  """SimCLR and MoCo v3 take every negative from the batch, SwAV spreads the batch over its prototypes;
+  MoCo (v2) takes its negatives from its queue."""
+  return lookup(config, 'method') in ('simclr', 'moco_v3', 'swav')
 
 
 def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
@@ -255,6 +258,18 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
       if r.value('moco.queue_size') % r.value('batch_size'):
         r.fail('moco.queue_size', f'must be a multiple of config.batch_size = {r.value("batch_size")} '
                '(whole batches of keys enter and leave the queue)')
+
+  # SwAV.
+  if method_ok and r.value('method') == 'swav':
+    r.int_range('swav.num_prototypes', 2, why=' (the codes spread each batch over the prototypes)')
+    r.number('swav.epsilon', low=0.0, low_open=True, why=" (Sinkhorn-Knopp's entropic regularisation)")
+    r.int_range('swav.sinkhorn_iterations', 1, why=' (0 would leave the codes unnormalised)')
+    r.int_range('swav.freeze_prototypes_steps', 0)
+    r.int_range('swav.queue_start_step', 0)
+    if r.int_range('swav.queue_size', 0, why=' (0: no queue)') and batch_ok:
+      if r.value('swav.queue_size') % r.value('batch_size'):
+        r.fail('swav.queue_size', f'must be 0 or a multiple of config.batch_size = {r.value("batch_size")} '
+               '(whole batches of projections enter and leave the queue)')
 
   # Loop.
   r.int_range('log_every_steps', 1)
