@@ -10,7 +10,7 @@ Nothing here reads data or touches devices.
 The rules that are not plain ranges:
 - `num_train_steps`: >= 1 trains that many steps; -1 (the default) trains `num_epochs` epochs of the train
   split; any other value (0 above all) is refused rather than read as "use the epochs".
-- `batch_size`: >= 2 wherever the loss takes its negatives from the batch (SimCLR, MoCo v3: one
+- `batch_size`: >= 2 wherever the loss takes its negatives from the batch (SimCLR, MoCo v3, CLIP: one
   example has no negative and its loss is exactly 0), spreads it over prototypes (SwAV) or standardises
   over it (`model.projection_norm='batch'`); MoCo v2 with the plain projection takes its negatives from the
   queue and may run with 1.
@@ -166,9 +166,9 @@ class _Rules:
 
 
 def _method_uses_batch_negatives(config: Any) -> bool:
-  """SimCLR and MoCo v3 take every negative from the batch, SwAV spreads the batch over its prototypes;
-  MoCo (v2) takes its negatives from its queue."""
-  return lookup(config, 'method') in ('simclr', 'moco_v3', 'swav')
+  """SimCLR, MoCo v3 and CLIP take every negative from the batch, SwAV spreads the batch over its
+  prototypes; MoCo (v2) takes its negatives from its queue."""
+  return lookup(config, 'method') in ('simclr', 'moco_v3', 'swav', 'clip')
 
 
 def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
