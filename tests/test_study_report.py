@@ -57,3 +57,9 @@ def test_report_names_moco_v3_and_compares_only_the_studys_methods_with_the_publ
   assert '| MoCo v3 | 0.101 ± 0.010 | 0.110 ± 0.010 | – |' in report  # no published MoCo v3
   assert '0.483, 0.876' in report  # SimCLR's published row stays
   assert 'MoCo v3 here: the symmetric loss with a predictor and the batch as negatives (no queue)' in report
+
+
+def test_every_method_a_study_can_pretrain_has_a_label_and_colours():
+  from configs import METHOD_CONFIGS  # pylint: disable=g-import-not-at-top
+  assert set(METHOD_CONFIGS) <= set(study_report.METHOD_LABELS)
+  assert set(study_report.METHOD_LABELS) == set(study_report._COLOURS)  # pylint: disable=protected-access
