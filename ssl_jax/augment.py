@@ -239,7 +239,7 @@ def add_noise_to_snr(key: jax.Array, x: jax.Array, snr_db: tuple[float, float],
   `snr_db = (low, high)`, adds independent N(0, P 10^(-s/10) / 2) noise to every I and Q value (all
   antennas, all time), i.e. noise of power P / 10^(s/10) per complex sample: the output's SNR with respect
   to the input signal is s (the input's own noise comes on top, so the total SNR is lower than both). An
-  all-zero example stays zero.
+  all-zero example stays zero. Computes in float32, or float64 for float64 input.
   """
   _check_input(x)
   try:
@@ -249,13 +249,14 @@ def add_noise_to_snr(key: jax.Array, x: jax.Array, snr_db: tuple[float, float],
   if not (abs(low) < float('inf') and abs(high) < float('inf') and low <= high):  # also rejects NaN
     raise ValueError(f'snr_db must be finite with low <= high; got {snr_db!r}.')
   snr_key, noise_key = jax.random.split(key)
+  dtype = jnp.promote_types(x.dtype, jnp.float32)  # float32, or float64 for float64 input
   snr = _local_draws(lambda shape: jax.random.uniform(snr_key, shape, jnp.float32, low, high),
                      x.shape[0], axis_name)
   example_keys = _local_draws(lambda shape: jax.random.split(noise_key, shape[0]), x.shape[0], axis_name)
-  noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], jnp.float32))(example_keys)
+  noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], dtype))(example_keys)
   # Per real component: variance P 10^(-s/10) / 2 = mean(x^2) 10^(-s/10), since P = 2 mean(x^2).
-  std = jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(1, 2)) * 10.0**(-snr / 10.0))
-  return (x.astype(jnp.float32) + std[:, None, None] * noise).astype(x.dtype)
+  std = jnp.sqrt(jnp.mean(jnp.square(x.astype(dtype)), axis=(1, 2)) * 10.0**(-snr / 10.0))
+  return (x.astype(dtype) + std[:, None, None] * noise).astype(x.dtype)
 
 
 def cyclic_time_shift(key: jax.Array, x: jax.Array, axis_name: Optional[str] = None) -> jax.Array:
