@@ -17,7 +17,6 @@ import pytest
 
 from configs import smoke
 from ssl_jax import checkpointing, metrics_writer, methods, optim, train
-from ssl_jax.data import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,6 +76,7 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   if 'moco' in config:
     assert 0.996 <= records[-1]['momentum'] <= 1.0
   if method == 'memory_bank':  # a row per train example; the pipeline's indices address them
+    from ssl_jax.data import pipeline
     assert _restore(straight, config).bank.shape[0] == pipeline.num_examples(config.data, 'train')
   assert os.listdir(os.path.join(straight, 'tensorboard'))
 
