@@ -13,9 +13,8 @@ import pytest
 
 from configs import smoke
 from ssl_jax import methods, optim
-from ssl_jax.methods import common, memory_bank, moco
+from ssl_jax.methods import common, memory_bank
 
-EPS32 = float(np.finfo(np.float32).eps)
 NUM_EXAMPLES = 450  # the smoke config's train split: 2 per AoA class
 
 
