@@ -15,7 +15,7 @@ STUDY_CROP_LENGTHS = (32, 64, 128, 256, 512)
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = 'simclr'  # 'simclr' | 'moco' (v2) | 'moco_v3': ssl_jax.methods.METHODS
+  config.method = 'simclr'  # a name of ssl_jax.methods.METHODS: 'simclr', 'moco' (v2), 'moco_v3', 'memory_bank', ...
   config.seed = 0
 
   # Data: the AoAM TFDS builder. 'simulated' needs no files; 'real' reads HDF5 from manual_dir.

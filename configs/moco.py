@@ -1,7 +1,8 @@
 """MoCo v2 on AoAM: InfoNCE against a queue of momentum-encoder keys (MoCo v3: `configs/moco_v3.py`).
 
 Study values: hidden_dim 1024, momentum 0.996 rising to 1 on a cosine schedule, base lr 0.03 scaled by
-batch_size / 256. The study does not give the queue size; MoCo v2 uses 65,536.
+batch_size / 256. The study does not give the queue size; MoCo v2 uses 65,536. `config.loss`: InfoNCE (the
+study's) or the debiased / hard-negative estimate over the queue.
 """
 
 import ml_collections
@@ -18,4 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.moco.momentum = 0.996
   config.moco.momentum_cosine = True  # m rises from momentum to 1 over training
   config.moco.queue_size = 65_536
+  config.loss = ml_collections.ConfigDict()  # the loss against the queue (ssl_jax/methods/moco.py)
+  config.loss.name = 'info_nce'  # 'info_nce' | 'debiased'
+  config.loss.tau_plus = 0.0  # 'debiased': class prior tau+ in [0, 1) (Chuang et al. 2020)
+  config.loss.beta = 0.0  # 'debiased': hardness concentration beta >= 0 (Robinson et al. 2021)
   return config

@@ -1,7 +1,8 @@
 """A tiny preset for tests and quick checks: seconds on a CPU, every code path exercised.
 
-Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the method: simclr (default), or any other
-name of `configs.METHOD_CONFIGS`).
+Usage: `--config=configs/smoke.py:moco` (the part after ':' picks the preset, a name of
+`configs.METHOD_CONFIGS`: simclr (default), moco, moco_v3, memory_bank, fifo_bank, mochi, swav,
+clip, or a SimCLR loss variant).
 """
 
 from absl import flags
@@ -31,11 +32,15 @@ def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
   config.log_every_steps = 2
   config.checkpoint_every_steps = 4
   config.progress_bar = False
-  if method == 'moco':
+  if 'queue_size' in config.get('moco', {}):  # MoCo v2 and MoCHi
     config.moco.queue_size = 64
   if method == 'swav':  # every phase in 6 steps: frozen prototypes, then moving; the queue from step 3
     config.swav.num_prototypes = 24
     config.swav.freeze_prototypes_steps = 2
     config.swav.queue_size = 2 * config.batch_size
     config.swav.queue_start_step = 3
+  if config.method == 'mochi':
+    config.mochi.num_hard, config.mochi.num_mix, config.mochi.num_query_mix = 16, 8, 4
+  if config.method == 'fifo_bank':
+    config.fifo_bank.size = 64
   return config

@@ -103,8 +103,10 @@ def pretrain_config(method: str, augment: bool, scale: str,
   set_steps(config, settings['steps'])
   config.model.stage_repeats = settings['repeats']
   config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
-  if method == 'moco':
+  if 'queue_size' in config.get('moco', {}):  # MoCo v2 and MoCHi
     config.moco.queue_size = settings['queue']
+  if config.method == 'mochi' and scale == 'smoke':  # N within the 64-key queue
+    config.mochi.num_hard, config.mochi.num_mix, config.mochi.num_query_mix = 16, 8, 4
   return config
 
 

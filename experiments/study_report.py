@@ -27,10 +27,15 @@ PUBLISHED = {
 TASK_TITLES = {'aoa': f'AoA ({spec.NUM_AOA_CLASSES} classes)', 'amc': f'AMC ({spec.NUM_MODULATIONS} classes)'}
 # The methods a report knows, in table order, their labels and plot colours (with augmentation, MTC only).
 # The published columns are the study's SimCLR and MoCo (v2); MoCo v3 is not in the study.
-METHOD_LABELS = {'simclr': 'SimCLR', 'moco': 'MoCo', 'moco_v3': 'MoCo v3', 'swav': 'SwAV',
+METHOD_LABELS = {'simclr': 'SimCLR', 'moco': 'MoCo', 'moco_v3': 'MoCo v3', 'memory_bank': 'Memory bank (Wu et al.)',
+                 'fifo_bank': 'SimCLR, FIFO bank', 'mochi': 'MoCHi', 'debiased': 'SimCLR, debiased',
+                 'hard_negative': 'SimCLR, hard negatives', 'dcl': 'DCL', 'dclw': 'DCLW', 'swav': 'SwAV',
                  'clip': 'CLIP (IQ tower)'}
-_COLOURS = {'simclr': ('C0', 'C4'), 'moco': ('C1', 'C5'), 'moco_v3': ('C3', 'C6'), 'swav': ('C2', 'C7'),
-            'clip': ('C8', 'C9')}
+_COLOURS = {'simclr': ('C0', 'C4'), 'moco': ('C1', 'C5'), 'moco_v3': ('C3', 'C6'), 'memory_bank': ('C8', 'khaki'),
+            'fifo_bank': ('C9', 'paleturquoise'), 'mochi': ('saddlebrown', 'burlywood'),
+            'debiased': ('navy', 'lightsteelblue'), 'hard_negative': ('teal', 'mediumaquamarine'),
+            'dcl': ('olive', 'yellowgreen'), 'dclw': ('maroon', 'lightcoral'), 'swav': ('C2', 'C7'),
+            'clip': ('darkviolet', 'plum')}
 _SETTINGS = ('_aug', '_noaug', '_mtc')
 
 

@@ -14,8 +14,13 @@ The rules that are not plain ranges:
   example has no negative and its loss is exactly 0), spreads it over prototypes (SwAV) or standardises
   over it (`model.projection_norm='batch'`); MoCo v2 with the plain projection takes its negatives from the
   queue and may run with 1.
-- `moco.queue_size` (MoCo v2): a positive multiple of `batch_size`, so that FIFO writes never wrap;
+- `moco.queue_size` (MoCo v2, MoCHi): a positive multiple of `batch_size`, so that FIFO writes never wrap;
   `swav.queue_size` (SwAV): 0 (off) or such a multiple.
+- `loss.*` (SimCLR, MoCo v2): `loss.tau_plus` and `loss.beta` are read only by `loss.name = 'debiased'`;
+  any other loss with a non-zero value is refused (it would train without the correction asked for).
+- `mochi.num_hard` (N): at most `moco.queue_size`, and >= 2 when `mochi.num_mix` > 0 (a mix needs two).
+- `fifo_bank.size`: at least `batch_size` (the bank holds a whole global batch of second views).
+- `memory_bank.num_negatives`: >= 1; the method caps it at the train split's size - 1.
 - `augment.crop_lengths`: positive, and none above `data.length` (a longer crop could only be the whole
   example, which is what a crop of `data.length` says).
 - `augment.iq.snr_db`: () for no added noise, or a (low, high) pair of finite dB values, low <= high.
@@ -30,6 +35,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from ssl_jax import methods, models, path_checks
+from ssl_jax.methods import moco, simclr
 from ssl_jax.data import simulate
 from ssl_jax.evaluation import clustering, suite
 
@@ -39,6 +45,8 @@ LR_SCHEDULES = ('cosine', 'constant')  # ssl_jax.optim.learning_rate_schedule
 MIN_LENGTH = 16  # the aoam builder's (and the simulator's) shortest example
 # Keys a resume may change on purpose when `config.allow_resume_changes` names them (resume_checks).
 RESUME_CHANGEABLE_KEYS = ('num_train_steps', 'num_epochs')
+# config.loss.name by method (ssl_jax.methods.simclr / moco).
+LOSS_NAMES = {'simclr': simclr.BATCH_LOSSES, 'moco': moco.QUEUE_LOSSES}
 
 _MISSING = object()
 
@@ -250,17 +258,33 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   r.choice('optim.schedule', LR_SCHEDULES)
 
   # MoCo.
-  if method_ok and r.value('method') in ('moco', 'moco_v3'):
+  method = r.value('method') if method_ok else None
+  queue_ok = False
+  if method in ('moco', 'moco_v3', 'mochi'):
     r.number('moco.momentum', low=0.0, high=1.0, why=' (the EMA weight of the key encoder)')
     r.boolean('moco.momentum_cosine')
-  if method_ok and r.value('method') == 'moco':
+  if method in ('moco', 'mochi'):
     if r.int_range('moco.queue_size', 1) and batch_ok:
+      queue_ok = True
       if r.value('moco.queue_size') % r.value('batch_size'):
+        queue_ok = False
         r.fail('moco.queue_size', f'must be a multiple of config.batch_size = {r.value("batch_size")} '
                '(whole batches of keys enter and leave the queue)')
+  if method in LOSS_NAMES:
+    _loss_problems(r, method)
+  if method == 'mochi':
+    _mochi_problems(r, queue_ok)
+  if method == 'memory_bank':
+    r.int_range('memory_bank.num_negatives', 1, why=' (K bank rows per query; capped at the train examples - 1)')
+    r.number('memory_bank.momentum', low=0.0, high=1.0, high_open=True,
+             why=' (mu in m_i <- normalize(mu m_i + (1 - mu) v_i))')
+  if method == 'fifo_bank':
+    batch = r.value('batch_size') if batch_ok else 1
+    r.int_range('fifo_bank.size', batch, why=f' (config.batch_size = {batch}: the bank holds at least one '
+                'global batch of second views)' if batch_ok else '')
 
   # SwAV.
-  if method_ok and r.value('method') == 'swav':
+  if method == 'swav':
     r.int_range('swav.num_prototypes', 2, why=' (the codes spread each batch over the prototypes)')
     r.number('swav.epsilon', low=0.0, low_open=True, why=" (Sinkhorn-Knopp's entropic regularisation)")
     r.int_range('swav.sinkhorn_iterations', 1, why=' (0 would leave the codes unnormalised)')
@@ -293,6 +317,35 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
       r.fail('distributed.coordinator_address',
              f'must be host:port of process 0 when config.distributed.num_processes = {processes}')
   return r.problems
+
+
+def _loss_problems(r: _Rules, method: str) -> None:
+  """`config.loss` of SimCLR and MoCo v2: the name, and hyperparameters only where the loss reads them."""
+  if not r.choice('loss.name', LOSS_NAMES[method]):
+    return
+  name = r.value('loss.name')
+  tau_ok = r.number('loss.tau_plus', low=0.0, high=1.0, high_open=True,
+                    why=" (the class prior: the probability that a negative shares the anchor's class)")
+  beta_ok = r.number('loss.beta', low=0.0, why=' (the concentration on hard negatives; 0: uniform)')
+  if name != 'debiased':
+    for key, ok in (('loss.tau_plus', tau_ok), ('loss.beta', beta_ok)):
+      if ok and r.value(key) != 0:
+        r.fail(key, f"is read only by config.loss.name = 'debiased', not {name!r}: set it to 0, or choose "
+               "'debiased'")
+  if method == 'simclr':
+    r.number('loss.dclw_sigma', low=0.0, low_open=True, why=" (the temperature of DCLW's weights)")
+
+
+def _mochi_problems(r: _Rules, queue_ok: bool) -> None:
+  """MoCHi's counts: N hardest (within the queue), s and s' synthetic negatives."""
+  mix_ok = r.int_range('mochi.num_mix', 0, why=' (s: negatives mixing two hard ones)')
+  r.int_range('mochi.num_query_mix', 0, why=" (s': negatives mixing the query into a hard one)")
+  high = r.value('moco.queue_size') if queue_ok else None
+  low = 2 if mix_ok and r.value('mochi.num_mix') > 0 else 1
+  why = ' (N: the hardest queue negatives of each query'
+  why += f'; config.moco.queue_size = {high} holds them' if high is not None else ''
+  why += '; a mix of two needs 2)' if low == 2 else ')'
+  r.int_range('mochi.num_hard', low, high, why=why)
 
 
 def split_keys(text: str) -> list[str]:

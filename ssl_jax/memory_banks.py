@@ -106,8 +106,15 @@ def memory_bank_info_nce(q: jax.Array, positive_indices: jax.Array, negative_ind
   dtype = _compute_dtype(q, bank)
   u_q = l2_normalize(q.astype(dtype))
   bank = jax.lax.stop_gradient(bank.astype(dtype))
-  positive = jnp.sum(u_q * bank[positive_indices], axis=1, keepdims=True)
-  negatives = jnp.einsum('nd,nkd->nk', u_q, bank[negative_indices])
+  # Every query against every row, then each query's K + 1 columns: n·num_examples·dim multiply-adds and an
+  # (n, num_examples) array, instead of gathering an (n, K, dim) array of rows (each query's K rows differ).
+  # The gather moves 4·n·K·dim bytes twice (forward and backward): at the cpu scale of the study (n = 128,
+  # K = 4,096, 22,500 rows) the loss and its gradient took 0.17 s this way and 2.1 s with the gather on a
+  # busy 2-core CPU. The matmul costs more only for banks of more than ~40·K rows (~160,000 at K = 4,096,
+  # from a CPU's and a GPU's flop-to-bandwidth ratios), beyond AoAM's sizes.
+  similarity = u_q @ bank.T
+  positive = jnp.take_along_axis(similarity, positive_indices[:, None].astype(jnp.int32), axis=1)
+  negatives = jnp.take_along_axis(similarity, negative_indices.astype(jnp.int32), axis=1)
   logits = jnp.concatenate([positive, negatives], axis=1) / temperature
   local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
   num_devices, _ = _shard_info(axis_name, q.shape[0])

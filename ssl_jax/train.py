@@ -235,7 +235,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   writer = metrics_writer.MetricWriter(workdir, enabled=is_chief)
   batches = _host_batches(config, start_step)
-  views_per_step = 2 * config.batch_size
+  views_per_step = getattr(methods.get_method(config.method), 'VIEWS_PER_EXAMPLE', 2) * config.batch_size
   summary: dict[str, Any] = {'method': config.method, 'start_step': start_step, 'num_steps': num_steps,
                              'stop_reason': 'completed'}
   progress = console.progress(total=num_steps, initial=start_step, desc=f'{config.method} pretraining',

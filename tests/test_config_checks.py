@@ -86,6 +86,30 @@ def test_shipped_configs_are_valid():
     ('moco_v3', {'moco__momentum': -0.1}, 'config.moco.momentum = -0.1: must be a finite number in [0, 1]'),
     ('moco', {'model__projection_norm': 'batch', 'batch_size': 1, 'moco__queue_size': 64},
      "config.batch_size = 1: must be an integer >= 2 (model.projection_norm = 'batch'"),
+    # The loss options, and the methods on other negatives.
+    ('simclr', {'loss__name': 'info_nce'}, "config.loss.name = 'info_nce': must be one of ('nt_xent', 'debiased', "
+     "'dcl', 'dclw')"),
+    ('moco', {'loss__name': 'dcl'}, "config.loss.name = 'dcl': must be one of ('info_nce', 'debiased')"),
+    ('simclr', {'loss__tau_plus': 0.1}, "config.loss.tau_plus = 0.1: is read only by config.loss.name = "
+     "'debiased', not 'nt_xent'"),
+    ('dcl', {'loss__beta': 1.0}, "config.loss.beta = 1.0: is read only by config.loss.name = 'debiased', not 'dcl'"),
+    ('moco', {'loss__beta': 0.5}, "config.loss.beta = 0.5: is read only by config.loss.name = 'debiased', not "
+     "'info_nce'"),
+    ('debiased', {'loss__tau_plus': 1.0}, 'config.loss.tau_plus = 1.0: must be a finite number in [0, 1)'),
+    ('hard_negative', {'loss__beta': -1.0}, 'config.loss.beta = -1.0: must be a finite number >= 0'),
+    ('dclw', {'loss__dclw_sigma': 0.0}, 'config.loss.dclw_sigma = 0.0: must be a finite number > 0'),
+    ('mochi', {'mochi__num_hard': 65}, 'config.mochi.num_hard = 65: must be an integer in [2, 64] (N: the hardest '
+     'queue negatives of each query; config.moco.queue_size = 64 holds them'),
+    ('mochi', {'mochi__num_hard': 1}, 'config.mochi.num_hard = 1: must be an integer in [2, 64]'),
+    ('mochi', {'mochi__num_mix': 0, 'mochi__num_hard': 0}, 'config.mochi.num_hard = 0: must be an integer in [1, 64]'),
+    ('mochi', {'mochi__num_query_mix': -1}, 'config.mochi.num_query_mix = -1: must be an integer >= 0'),
+    ('mochi', {'moco__queue_size': 40}, 'config.moco.queue_size = 40: must be a multiple of config.batch_size'),
+    ('fifo_bank', {'fifo_bank__size': 8}, 'config.fifo_bank.size = 8: must be an integer >= 16 (config.batch_size '
+     '= 16: the bank holds at least one global batch'),
+    ('memory_bank', {'memory_bank__num_negatives': 0}, 'config.memory_bank.num_negatives = 0: must be an integer '
+     '>= 1'),
+    ('memory_bank', {'memory_bank__momentum': 1.0}, 'config.memory_bank.momentum = 1.0: must be a finite number '
+     'in [0, 1)'),
 ])
 def test_each_bad_value_is_named_with_its_range(method, overrides, expected):
   problems = _problems(method, **overrides)
@@ -94,6 +118,12 @@ def test_each_bad_value_is_named_with_its_range(method, overrides, expected):
 
 def test_moco_v2_takes_negatives_from_its_queue_and_may_run_one_example_per_step():
   assert _problems('moco', batch_size=1) == []
+
+
+def test_the_bank_methods_take_negatives_from_their_banks_and_may_run_one_example_per_step():
+  assert _problems('memory_bank', batch_size=1) == [] and _problems('fifo_bank', batch_size=1) == []
+  assert _problems('mochi', batch_size=1) == []
+  assert _problems('debiased', batch_size=1)  # SimCLR's loss variants take their negatives from the batch
 
 
 def test_every_problem_is_reported_at_once():

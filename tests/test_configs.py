@@ -2,20 +2,23 @@
 what each changes against the method config it starts from."""
 
 import ml_collections
+from absl import flags
 import pytest
 from absl import flags
 
-from configs import METHOD_CONFIGS, moco_short_run, smoke
+from configs import LOSS_VARIANTS, METHOD_CONFIGS, moco_short_run, smoke
+from configs import simclr as simclr_config
 from configs import moco as moco_config
 from ssl_jax import methods
 from ssl_jax.methods import moco
 
 
 def test_every_method_has_its_config_and_a_smoke_preset():
-  assert set(METHOD_CONFIGS) == set(methods.METHODS)
+  assert set(METHOD_CONFIGS) - set(LOSS_VARIANTS) == set(methods.METHODS)
   for name, module in METHOD_CONFIGS.items():
-    assert module.get_config().method == name
-    assert smoke.get_config(name).method == name
+    method = 'simclr' if name in LOSS_VARIANTS else name
+    assert module.get_config().method == method
+    assert smoke.get_config(name).method == method
   assert 'queue_size' not in METHOD_CONFIGS['moco_v3'].get_config().moco  # v3 keeps no queue
   with pytest.raises(flags.IllegalFlagValueError, match=r"configs/smoke.py: unknown preset 'mocov3'"):
     smoke.get_config('mocov3')
@@ -37,3 +40,24 @@ def test_moco_short_run_changes_the_projection_and_the_queue_only():
   changed = {k: (study[k], short[k]) for k in short if short[k] != study[k]}
   assert changed == {'model.projection_norm': ('none', 'batch'), 'moco.queue_size': (65_536, 256)}
   moco.check_queue(moco_short_run.get_config())  # a whole number of batches
+
+
+def test_the_loss_variants_change_simclrs_loss_only():
+  simclr = _flat(simclr_config.get_config())
+  assert simclr['loss.name'] == 'nt_xent' and simclr['loss.tau_plus'] == simclr['loss.beta'] == 0.0
+  changed = {}
+  for name in LOSS_VARIANTS:
+    variant = _flat(METHOD_CONFIGS[name].get_config())
+    assert variant.keys() == simclr.keys(), name
+    changed[name] = {k: variant[k] for k in variant if variant[k] != simclr[k]}
+  assert changed == {'debiased': {'loss.name': 'debiased', 'loss.tau_plus': 0.1},
+                     'hard_negative': {'loss.name': 'debiased', 'loss.beta': 0.14},
+                     'dcl': {'loss.name': 'dcl'}, 'dclw': {'loss.name': 'dclw'}}
+
+
+def test_mochi_is_moco_with_its_own_loss():
+  mochi, moco_v2 = _flat(METHOD_CONFIGS['mochi'].get_config()), _flat(moco_config.get_config())
+  assert {k for k in moco_v2 if not k.startswith('loss.')} <= mochi.keys()
+  assert not any(k.startswith('loss.') for k in mochi)  # MoCHi's loss is its own
+  assert {k: mochi[k] for k in mochi if k.startswith('mochi.')} == {
+      'mochi.num_hard': 1024, 'mochi.num_mix': 512, 'mochi.num_query_mix': 256}

@@ -38,6 +38,20 @@ def test_batch_contract(config):
   for key in ('aoa', 'modulation'):
     assert batch[key].shape == (8,) and batch[key].dtype == np.int32
   assert batch['angles_deg'].shape == (8, 2) and batch['angles_deg'].dtype == np.float32
+  assert batch['index'].shape == (8,) and batch['index'].dtype == np.int32
+
+
+def test_index_is_each_examples_position_in_the_split(config, train_data):
+  """'index' names the example a row holds (the memory bank's row), across epochs and processes."""
+  batches = take(config, 20, batch_size=24, seed=6)  # 480 positions: two epochs and a straddling batch
+  for batch in batches:
+    np.testing.assert_array_equal(batch['iq'], train_data[batch['index']])
+  shard = take(config, 3, batch_size=24, seed=6, process_index=1, process_count=2)[2]
+  np.testing.assert_array_equal(shard['iq'], train_data[shard['index']])
+  labels = pipeline.load_labels(config, 'train')
+  np.testing.assert_array_equal(batches[0]['aoa'], labels['aoa'][batches[0]['index']])
+  test_batch = next(pipeline.eval_batches(config, 'test', batch_size=50))
+  np.testing.assert_array_equal(test_batch['index'], np.arange(50))  # file order
 
 
 def test_deterministic_for_a_seed_and_seeds_differ(config):

@@ -59,7 +59,12 @@ def test_report_names_moco_v3_and_compares_only_the_studys_methods_with_the_publ
   assert 'MoCo v3 here: the symmetric loss with a predictor and the batch as negatives (no queue)' in report
 
 
-def test_every_method_a_study_can_pretrain_has_a_label_and_colours():
-  from configs import METHOD_CONFIGS  # pylint: disable=g-import-not-at-top
-  assert set(METHOD_CONFIGS) <= set(study_report.METHOD_LABELS)
-  assert set(study_report.METHOD_LABELS) == set(study_report._COLOURS)  # pylint: disable=protected-access
+def test_every_named_config_has_a_label_and_its_runs_are_reported(tmp_path):
+  from configs import METHOD_CONFIGS
+  assert set(study_report.METHOD_LABELS) == set(METHOD_CONFIGS) == set(study_report._COLOURS)
+  runs = ['simclr_aug', 'memory_bank_aug', 'dcl_aug', 'simclr_noaug', 'memory_bank_noaug', 'dcl_noaug',
+          'random_init']
+  study_report.write(str(tmp_path), _results(runs), {'simclr_aug': np.random.default_rng(1).normal(size=(30, 8))},
+                     _labels())
+  report = (tmp_path / 'report.md').read_text()
+  assert report.count('| Memory bank (Wu et al.) |') == 6 and report.count('| DCL |') == 6

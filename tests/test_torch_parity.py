@@ -272,6 +272,25 @@ def test_workdir_round_trip(tmp_path):
     assert _rel(model(_ncw(x)).numpy(), encoder.apply(variables, x, train=False)) < 1e-5
 
 
+@pytest.mark.parametrize('method', ['moco_v3', 'mochi'])
+def test_a_converted_workdirs_key_encoder_starts_as_its_encoder(method, tmp_path):
+  from ssl_jax import checkpointing, methods, optim
+  config = smoke.get_config(method)
+  state_dict = models.ShuffleNetV2Encoder(SMOKE).state_dict()
+  workdir = str(tmp_path / method)
+  convert.state_dict_to_workdir(state_dict, config, workdir)
+  method_module = methods.get_method(method)
+  networks = method_module.create_networks(config, bn_axis_name=None)
+  tx = optim.create_optimizer(config.optim, lambda step: 0.0)
+  like = jax.eval_shape(lambda: method_module.init_state(config, networks, tx, jax.random.PRNGKey(0)))
+  checkpointer = checkpointing.Checkpointer(workdir)
+  state = checkpointer.restore(like, 0)
+  checkpointer.close()
+  for part in ('params', 'batch_stats'):
+    query, key = getattr(state, part)['encoder'], getattr(state, 'ema_' + part)['encoder']
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, key, query))), part
+
+
 def test_bad_state_dict_key_is_named():
   with pytest.raises(ValueError, match='stage9'):
     convert.encoder_to_flax({'stage9.0.branch2.0.weight': torch.zeros(4, 4, 1)})

@@ -58,8 +58,8 @@ def _restore(workdir, config, step=None):
   return state
 
 
-@pytest.mark.parametrize('method', ['simclr', pytest.param('moco', marks=pytest.mark.slow),
-                                    pytest.param('moco_v3', marks=pytest.mark.slow)])
+@pytest.mark.parametrize('method', ['simclr'] + [pytest.param(m, marks=pytest.mark.slow) for m in (
+    'moco', 'moco_v3', 'memory_bank', 'fifo_bank', 'mochi')])
 def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   config = _config(method, data_dir)
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
@@ -70,10 +70,13 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   for key in ('loss', 'learning_rate', 'grad_norm', 'views_per_second', 'embedding_std',
               'positive_similarity', 'negative_similarity'):
     assert all(np.isfinite(r[key]) for r in records), key
-  if method == 'moco':  # v3 has no queue to fill
+  if method in ('moco', 'mochi', 'fifo_bank'):  # v3 has no queue to fill
     assert records[-1]['queue_fill'] == pytest.approx(1.0)
-  if method != 'simclr':
+  if 'moco' in config:
     assert 0.996 <= records[-1]['momentum'] <= 1.0
+  if method == 'memory_bank':  # a row per train example; the pipeline's indices address them
+    from ssl_jax.data import pipeline
+    assert _restore(straight, config).bank.shape[0] == pipeline.num_examples(config.data, 'train')
   assert os.listdir(os.path.join(straight, 'tensorboard'))
 
   # Interrupt: a run that stopped after its step-4 checkpoint (having logged step 6), then resumed to the end.

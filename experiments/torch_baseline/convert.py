@@ -227,7 +227,7 @@ def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdi
   params = dict(state.params, encoder=jax.tree.map(jax.numpy.asarray, encoder['params']))
   batch_stats = dict(state.batch_stats, encoder=jax.tree.map(jax.numpy.asarray, encoder['batch_stats']))
   replace = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params)}
-  if config.method == 'moco':  # The key encoder starts as a copy of the query encoder, as in init_state.
+  if hasattr(state, 'ema_params'):  # MoCo v2, v3, MoCHi: the key encoder starts as a copy, as in init_state.
     replace['ema_params'] = dict(state.ema_params, encoder=params['encoder'])
     replace['ema_batch_stats'] = dict(state.ema_batch_stats, encoder=batch_stats['encoder'])
   state = state.replace(**replace)

@@ -1,7 +1,10 @@
 """Input pipeline: tf.data streams of AoAM batches read by index from the `aoam` builder's array_record shards.
 
 A batch is a dict of numpy arrays: {'iq': float32 (B, L, 8), 'aoa': int32 (B,), 'modulation': int32 (B,),
-'angles_deg': float32 (B, 2)}. Augmentation is not done here (it runs in the JAX train step).
+'angles_deg': float32 (B, 2), 'index': int32 (B,)}. 'index' is each example's position in its split, the
+builder's file order (the simulator's order, or the row of the real HDF5 file): a stable id per example,
+which the memory-bank method uses as its bank row. Augmentation is not done here (it runs in the JAX train
+step).
 
 Pretraining order (exactly resumable by construction): the stream is a sequence of example positions
 p = 0, 1, 2, ... ; position p belongs to epoch e = p // N at offset p % N and reads example
@@ -71,15 +74,18 @@ def _parse_fn(length: int, keys: Sequence[str]) -> Callable[[tf.Tensor], dict[st
 
 def _stream(source, indices_of_step: Callable[[int], np.ndarray], start: int, stop: int, length: int,
             prefetch: int, keys: Sequence[str] = ('iq',) + LABEL_KEYS) -> Iterator[dict[str, np.ndarray]]:
-  """tf.data: step -> indices -> records (random access) -> parsed batch, in step order, prefetched."""
+  """tf.data: step -> indices -> records (random access) -> parsed batch + 'index', in step order, prefetched."""
 
   def read(step):
-    return np.array(source.__getitems__(indices_of_step(int(step)).tolist()), dtype=object)
+    indices = indices_of_step(int(step))
+    return np.array(source.__getitems__(indices.tolist()), dtype=object), indices.astype(np.int32)
 
+  parse = _parse_fn(length, keys)
   ds = tf.data.Dataset.range(start, stop)
-  ds = ds.map(lambda step: tf.numpy_function(read, [step], tf.string, stateful=False),
+  ds = ds.map(lambda step: tf.numpy_function(read, [step], (tf.string, tf.int32), stateful=False),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.map(_parse_fn(length, keys), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(lambda records, index: dict(parse(records), index=index), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
   ds = ds.prefetch(max(int(prefetch), 1))
   return ds.as_numpy_iterator()
 

@@ -6,6 +6,7 @@ everything they have in common lives here once (the two MoCo methods' momentum e
 """
 
 import dataclasses
+import zlib
 from typing import Any, Callable
 
 import flax
@@ -69,6 +70,16 @@ def view_keys(rng: jax.Array, step: jax.Array) -> ViewKeys:
   """
   (length_a, example_a), (length_b, example_b) = augment.view_keys(jax.random.fold_in(rng, step))
   return ViewKeys(length_a, length_b, example_a, example_b)
+
+
+def step_key(rng: jax.Array, step: jax.Array, purpose: str) -> jax.Array:
+  """The key of one step's draws for `purpose` (e.g. 'mochi'), apart from the views' keys.
+
+  Folded from the run key, the step and a fixed number per purpose (a CRC of its name), never from the
+  device: draws made for the whole global batch with it, each device taking its rows, do not depend on
+  the device count (as `view_keys`).
+  """
+  return jax.random.fold_in(jax.random.fold_in(rng, step), zlib.crc32(purpose.encode()) & 0x7FFFFFFF)
 
 
 def init_variables(networks: Networks, rng: jax.Array, input_length: int) -> tuple[dict, dict]:

@@ -10,6 +10,11 @@ One step, as in MoCo v2's reference code:
   3. loss = InfoNCE(q, k, queue); SGD on the query encoder only;
   4. the keys of all devices (the global batch, in device order) are written FIFO over the oldest rows.
 
+The loss, by `config.loss.name` (`queue_loss`): 'info_nce' (MoCo's) or 'debiased', the debiased
+(`config.loss.tau_plus`, Chuang et al. 2020) and hard-negative (`config.loss.beta`, Robinson et al. 2021)
+estimate of the queue's negative term (`losses_debiased.debiased_info_nce`; InfoNCE at tau_plus = beta = 0).
+MoCHi (`mochi.py`) runs this step with its own loss (`make_queue_step`).
+
 BatchNorm and information leakage: the queries and the keys are normalised in separate forward passes,
 each with statistics over the *global* batch of its view (`bn_axis_name`, all devices), never over a
 device-local sub-batch. MoCo's Shuffle-BN exists because per-device statistics let a query and its
@@ -21,7 +26,7 @@ The momentum encoder (its state, schedule, EMA update and key encoding, steps 1-
 (`moco_v3.py`), which has no queue.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax
 import jax
@@ -29,10 +34,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, models
+from ssl_jax import augment, losses, losses_debiased, models
 from ssl_jax.methods import common
 
 PyTree = common.PyTree
+QUEUE_LOSSES = ('info_nce', 'debiased')  # config.loss.name
+# `loss(q, k, queue, key, axis_name)`: the mean over this device's queries of a loss against their keys and
+# the queue; `key` (the same on every device) is for losses that draw (MoCHi), with `axis_name` to draw for
+# the global batch.
+QueueLoss = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, Optional[str]], jax.Array]
 
 
 @flax.struct.dataclass
@@ -117,12 +127,30 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
                    queue=losses.l2_normalize(queue), queue_ptr=jnp.zeros((), jnp.int32))
 
 
+def queue_loss(config: ml_collections.ConfigDict) -> QueueLoss:
+  """MoCo's loss by `config.loss.name` (module docstring), as a `QueueLoss`."""
+  name, temperature = config.loss.name, config.temperature
+  if name == 'info_nce':
+    return lambda q, k, queue, key, axis_name: losses.info_nce(q, k, queue, temperature=temperature)
+  if name == 'debiased':
+    tau_plus, beta = float(config.loss.tau_plus), float(config.loss.beta)
+    return lambda q, k, queue, key, axis_name: losses_debiased.debiased_info_nce(
+        q, k, queue, temperature=temperature, tau_plus=tau_plus, beta=beta)
+  raise ValueError(f'config.loss.name must be one of {QUEUE_LOSSES} for MoCo; got {name!r}')
+
+
 def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks,
                     tx: optax.GradientTransformation, schedules: common.Schedules,
                     axis_name: str | None) -> Callable[[MoCoState, dict], tuple[MoCoState, dict]]:
   """The per-device step `(state, batch) -> (state, metrics)`; `batch['iq']` is `(local_batch, time, 8)`."""
+  return make_queue_step(config, networks, tx, schedules, axis_name, queue_loss(config))
+
+
+def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks,
+                    tx: optax.GradientTransformation, schedules: common.Schedules, axis_name: str | None,
+                    loss_of: QueueLoss) -> Callable[[MoCoState, dict], tuple[MoCoState, dict]]:
+  """MoCo v2's per-device step (module docstring) with the loss `loss_of`, its key drawn per step."""
   policy = augment.AugmentPolicy.from_config(config.augment)
-  temperature = config.temperature
   global_batch = int(config.batch_size)
 
   def train_step(state: MoCoState, batch: dict,
@@ -131,10 +159,11 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
                                     policy, axis_name)
     momentum = schedules.momentum(state.step)
     ema_params, ema_stats, (k_b,) = encode_keys(networks, state, momentum, encode_as, ('b',))
+    loss_key = common.step_key(state.rng, state.step, 'queue_loss')
 
     def loss_fn(params):
       q_a, stats = encode_as(common.make_encode(networks, params), state.batch_stats, 'a')
-      loss = losses.info_nce(q_a, k_b, state.queue, temperature=temperature)  # this device's queries
+      loss = loss_of(q_a, k_b, state.queue, loss_key, axis_name)  # the mean over this device's queries
       return loss, (stats, q_a)
 
     (loss, (batch_stats, q_a)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

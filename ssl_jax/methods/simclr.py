@@ -1,20 +1,50 @@
-"""SimCLR: one encoder + projection head, NT-Xent with negatives from the global 2N-view batch.
+"""SimCLR: one encoder + projection head, a contrastive loss with negatives from the global 2N-view batch.
 
 Both views of the local batch are made inside the step (`ssl_jax.augment`) and encoded in two passes, each
 with BatchNorm statistics over the global batch of that view (`bn_axis_name`). The loss gathers the
 projections of all devices, so every view sees the 2N - 2 views of the other examples as negatives.
+
+The loss, by `config.loss.name` (`batch_loss`):
+  'nt_xent'  NT-Xent (the study's; `losses.nt_xent`);
+  'debiased' the debiased (Chuang et al. 2020, class prior `config.loss.tau_plus`) and hard-negative
+             (Robinson et al. 2021, concentration `config.loss.beta`) estimate of the negative term
+             (`losses_debiased.debiased_nt_xent`); with tau_plus = beta = 0 it is NT-Xent;
+  'dcl'      decoupled contrastive learning, the positive out of the denominator (Yeh et al. 2022);
+  'dclw'     DCL with the positive weighted by the von Mises-Fisher weight (`config.loss.dclw_sigma`).
+The state, networks and views are the same for all four.
 """
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, models
+from ssl_jax import augment, losses, losses_dcl, losses_debiased, models
 from ssl_jax.methods import common
 
+BATCH_LOSSES = ('nt_xent', 'debiased', 'dcl', 'dclw')  # config.loss.name
+BatchLoss = Callable[[jax.Array, jax.Array, Optional[str]], jax.Array]
+
 TrainState = common.TrainState
+
+
+def batch_loss(config: ml_collections.ConfigDict) -> BatchLoss:
+  """`loss(z_a, z_b, axis_name)`: the loss `config.loss.name` names, of the global batch (`losses` convention)."""
+  name, temperature = config.loss.name, config.temperature
+  if name == 'nt_xent':
+    return lambda z_a, z_b, axis_name: losses.nt_xent(z_a, z_b, temperature=temperature, axis_name=axis_name)
+  if name == 'debiased':
+    tau_plus, beta = float(config.loss.tau_plus), float(config.loss.beta)
+    return lambda z_a, z_b, axis_name: losses_debiased.debiased_nt_xent(
+        z_a, z_b, temperature=temperature, tau_plus=tau_plus, beta=beta, axis_name=axis_name)
+  if name == 'dcl':
+    return lambda z_a, z_b, axis_name: losses_dcl.dcl(z_a, z_b, temperature=temperature, axis_name=axis_name)
+  if name == 'dclw':
+    sigma = float(config.loss.dclw_sigma)
+    return lambda z_a, z_b, axis_name: losses_dcl.dclw(z_a, z_b, temperature=temperature, sigma=sigma,
+                                                       axis_name=axis_name)
+  raise ValueError(f'config.loss.name must be one of {BATCH_LOSSES} for SimCLR; got {name!r}')
 
 
 def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> common.Networks:
@@ -35,7 +65,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
                     axis_name: str | None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The per-device step `(state, batch) -> (state, metrics)`; `batch['iq']` is `(local_batch, time, 8)`."""
   policy = augment.AugmentPolicy.from_config(config.augment)
-  temperature = config.temperature
+  loss_of = batch_loss(config)
 
   def train_step(state: TrainState, batch: dict,
                  crop_lengths: common.CropLengths) -> tuple[TrainState, dict]:
@@ -46,7 +76,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
       encode = common.make_encode(networks, params)
       z_a, stats = encode_as(encode, state.batch_stats, 'a')
       z_b, stats = encode_as(encode, stats, 'b')
-      loss = losses.nt_xent(z_a, z_b, temperature=temperature, axis_name=axis_name)
+      loss = loss_of(z_a, z_b, axis_name)
       return loss, (stats, z_a, z_b)
 
     (loss, (batch_stats, z_a, z_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -1,0 +1,17 @@
+"""SimCLR with the debiased contrastive loss (Chuang et al. 2020) on AoAM: the in-batch negative term
+corrected for negatives that share the anchor's class, with class prior tau+ (`ssl_jax/losses_debiased.py`).
+
+tau+ = 0.1, Chuang et al.'s value for 10 classes. On AoAM a random other example shares the anchor's
+modulation with probability 1/7 and its AoA class with 1/225; the prior is a guess either way.
+"""
+
+import ml_collections
+
+from configs import simclr
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = simclr.get_config()
+  config.loss.name = 'debiased'
+  config.loss.tau_plus = 0.1
+  return config

@@ -1,0 +1,19 @@
+"""Instance discrimination with a memory bank (Wu et al. 2018) on AoAM, the study's shared setup otherwise.
+
+A bank of one embedding per train example; K negatives drawn from it per query (Wu et al.: 4,096, capped
+at the train split's size - 1), the positive the example's own row, updated after each step with momentum
+0.5 (`ssl_jax/methods/memory_bank.py`).
+"""
+
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base.get_config()
+  config.method = 'memory_bank'
+  config.memory_bank = ml_collections.ConfigDict()
+  config.memory_bank.num_negatives = 4096  # K per query, capped at the train examples - 1
+  config.memory_bank.momentum = 0.5  # mu in m_i <- normalize(mu m_i + (1 - mu) v_i)
+  return config
