@@ -366,11 +366,13 @@ class FlaxBatchNormReLU(nn.Module):
   axis_name: str | None = None
   relu: bool = False
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     bn = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
-                      epsilon=self.epsilon, use_fast_variance=False, axis_name=self.axis_name, dtype=self.dtype)
+                      epsilon=self.epsilon, use_fast_variance=False, axis_name=self.axis_name, dtype=self.dtype,
+                      param_dtype=self.param_dtype)
     nn.share_scope(self, bn)
     y = bn(x)
     return nn.relu(y) if self.relu else y
