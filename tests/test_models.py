@@ -108,6 +108,9 @@ def test_encoder_forms_agree_eval_float32():
   """Full encoder, odd length, running-average BN: forward and parameter gradients to ~1e-5."""
   x = jax.random.normal(jax.random.key(1), (2, 100, 8))
   (z_a, g_a), (z_b, g_b) = _forms_value_and_grad(x, train=False)
+  # The two programs differ only in the depthwise layers' 3-term sums (the rest is the same program): with
+  # ~20 such layers on the longest chain and fixed eval-mode BN, ~0.4 * sqrt(20 * 3) * u = 2e-7 relative
+  # (u = 6e-8), so 1e-5 is a wide margin while a wrong tap order or padding moves outputs by O(1).
   np.testing.assert_allclose(z_a, z_b, rtol=1e-5, atol=1e-5)
   for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -258,6 +261,38 @@ def test_factories_from_config():
     models.create_head(config.model)
   predictor = models.create_predictor(moco_config.get_config().model)
   assert predictor.output_dim == config.model.output_dim
+
+
+def test_model_dtype_decides_parameter_and_compute_dtypes():
+  """config.model.dtype: float32 parameters for float32/bfloat16; 'float64' puts every variable and output
+  of encoder, head and predictor in float64, and is refused with a clear message without 64-bit JAX."""
+  config = moco_config.get_config().model
+  config.stage_repeats = (1, 1, 1)
+  x = jax.ShapeDtypeStruct((2, 32, 8), jnp.float32)
+
+  def dtypes_of(model_config):
+    encoder = models.create_encoder(model_config)
+    head, predictor = models.create_head(model_config), models.create_predictor(model_config)
+    enc_vars = jax.eval_shape(encoder.init, jax.random.key(0), x)
+    h, _ = jax.eval_shape(lambda v, x: encoder.apply(v, x, train=True, mutable=['batch_stats']), enc_vars, x)
+    head_vars = jax.eval_shape(head.init, jax.random.key(0), h)
+    z = jax.eval_shape(head.apply, head_vars, h)
+    pred_vars = jax.eval_shape(predictor.init, jax.random.key(0), z)
+    p, _ = jax.eval_shape(lambda v, z: predictor.apply(v, z, train=True, mutable=['batch_stats']), pred_vars, z)
+    variables = {jnp.dtype(a.dtype).name for a in jax.tree.leaves((enc_vars, head_vars, pred_vars))}
+    return variables, h.dtype, z.dtype, p.dtype
+
+  assert dtypes_of(config) == ({'float32'}, jnp.float32, jnp.float32, jnp.float32)
+  config.dtype = 'bfloat16'  # bfloat16 encoder, float32 parameters; the heads promote to float32
+  assert dtypes_of(config) == ({'float32'}, jnp.bfloat16, jnp.float32, jnp.float32)
+  config.dtype = 'float64'
+  with pytest.raises(ValueError, match=r"model_config.dtype='float64' needs JAX's 64-bit mode.*JAX_ENABLE_X64"):
+    models.create_encoder(config)
+  with jax.enable_x64(True):
+    assert dtypes_of(config) == ({'float64'}, jnp.float64, jnp.float64, jnp.float64)
+  config.dtype = 'float128'
+  with pytest.raises(ValueError, match=r"model_config.dtype must be one of .*'float64'.*got 'float128'"):
+    models.create_encoder(config)
 
 
 def test_count_params():
