@@ -415,21 +415,34 @@ class FlaxBatchNormReLU(nn.Module):
 
 def test_encoder_with_the_fused_batch_norm_equals_the_encoder_with_flax_batch_norm():
   """The fused BN (+ ReLU) and flax's BN + ReLU give the same variables, train-mode outputs, statistics
-  and gradients through the whole encoder (so every BN and ReLU sits where flax's would)."""
-  x = jax.random.normal(jax.random.key(7), (4, 64, 8))
-  fused = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
-  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), norm=FlaxBatchNormReLU)
-  variables = fused.init(jax.random.key(0), x)
-  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference.init(jax.random.key(0), x))
+  and gradients through the whole encoder (so every BN and ReLU sits where flax's would).
 
-  def loss(model, params):
-    z, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
-                             mutable=['batch_stats'])
-    return jnp.sum(jnp.tanh(z)), updates['batch_stats']
+  Two different programs through train-mode BN on a small batch, which amplifies float32 rounding by an
+  amount no simple bound gives, so in float64: they agree to ~1e-15, and 1e-9 is far from both that and
+  a misplaced BN or ReLU (O(1))."""
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(7), (4, 64, 8), jnp.float64)
+    kwargs = dict(stage_repeats=(1, 2, 1), dtype=jnp.float64, param_dtype=jnp.float64)
+    fused = models.ShuffleNetV2Encoder(**kwargs)
+    reference = models.ShuffleNetV2Encoder(norm=FlaxBatchNormReLU, **kwargs)
+    variables = jax.jit(fused.init)(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+        jnp.shape, jax.eval_shape(reference.init, jax.random.key(0), x))
 
-  (loss_a, stats_a), grads_a = jax.value_and_grad(lambda p: loss(fused, p), has_aux=True)(variables['params'])
-  (loss_b, stats_b), grads_b = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(variables['params'])
-  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    def loss(model, params):
+      z, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
+                               mutable=['batch_stats'])
+      return jnp.sum(jnp.tanh(z)), updates['batch_stats']
+
+    (loss_a, stats_a), grads_a = jax.jit(jax.value_and_grad(lambda p: loss(fused, p), has_aux=True))(
+        variables['params'])
+    (loss_b, stats_b), grads_b = jax.jit(jax.value_and_grad(lambda p: loss(reference, p), has_aux=True))(
+        variables['params'])
+    assert loss_a.dtype == np.float64
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-9)
+    # The absolute floor: BN biases right before a conv + BN get an exactly-zero gradient in exact
+    # arithmetic, rounding noise only.
+    scale = max(float(np.abs(a).max()) for a in jax.tree.leaves((stats_b, grads_b)))
+    for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * scale)
   assert models.create_encoder(base_config.get_config().model).norm is layers.BatchNorm
