@@ -134,15 +134,21 @@ def test_moco_v3_step_trains_the_predictor_and_moves_the_key_encoder_by_ema():
 @pytest.mark.parametrize('name', ['moco', 'moco_v3'])  # SimCLR's state is a part of MoCo's
 def test_float64_model_gives_a_float64_state(name):
   """config.model.dtype='float64' (64-bit JAX on): parameters, statistics (the predictor's too), optimiser
-  state, EMA, queue and the step's metrics are float64."""
-  method = {'simclr': simclr, 'moco': moco, 'moco_v3': moco_v3}[name]
+  state, EMA, queue and the step's loss are float64, and a step keeps every dtype (traced, not compiled)."""
+  method = {'moco': moco, 'moco_v3': moco_v3}[name]
   config = smoke.get_config(name)
   config.model.dtype = 'float64'
   with jax.enable_x64(True):
-    state, step = _setup(config, method)
+    lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
+                                      total_steps=10)
+    tx = optim.create_optimizer(config.optim, lr)
+    networks = method.create_networks(config, bn_axis_name=None)
+    state = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
     floating = [a for a in jax.tree.leaves(state) if jax.numpy.issubdtype(a.dtype, jax.numpy.floating)]
     assert floating and all(a.dtype == np.float64 for a in floating)
-    new_state, metrics = step(state, _batch(config))
+    step = method.make_train_step(config, networks, tx,
+                                  common.Schedules(lr, moco.momentum_schedule(config.moco.momentum, 10)), None)
+    new_state, metrics = jax.eval_shape(lambda s, b: step(s, b, (32, 64)), state, _batch(config))
     assert jax.tree.map(lambda a: a.dtype, new_state) == jax.tree.map(lambda a: a.dtype, state)
     assert metrics['loss'].dtype == np.float64
 
