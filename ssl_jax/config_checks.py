@@ -206,7 +206,8 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
 
   # Model.
   r.choice('model.projection_norm', models.PROJECTION_NORMS, required=False)
-  r.choice('model.dtype', models.DTYPES)
+  if r.choice('model.dtype', models.DTYPES) and r.value('model.dtype') == 'float64' and models.float64_needs_x64():
+    r.fail('model.dtype', models.float64_needs_x64())
   if r.value('model.stage_repeats') is not _MISSING:
     r.int_sequence('model.stage_repeats', low=1, count=3)
   r.int_range('model.output_dim', 1)

@@ -4,6 +4,7 @@ shipped configs, and every out-of-range value named with its key and range, all 
 import os
 import re
 
+import jax
 import pytest
 from absl import flags
 
@@ -68,7 +69,9 @@ def test_shipped_configs_are_valid():
     ('simclr', {'seed': -1}, 'config.seed = -1: must be an integer >= 0'),
     ('simclr', {'method': 'byol'}, "config.method = 'byol': must be one of"),
     ('simclr', {'model__stage_repeats': (1, 0, 1)}, 'config.model.stage_repeats = (1, 0, 1): must be 3 integers'),
-    ('simclr', {'model__dtype': 'float64'}, "config.model.dtype = 'float64': must be one of"),
+    ('simclr', {'model__dtype': 'float128'}, "config.model.dtype = 'float128': must be one of"),
+    ('simclr', {'model__dtype': 'float64'}, "config.model.dtype = 'float64': needs JAX's 64-bit mode: set "
+     'JAX_ENABLE_X64=1'),  # (this test process runs without it)
     ('simclr', {'model__output_dim': 0}, 'config.model.output_dim = 0'),
     ('simclr', {'optim__learning_rate': 0.0}, 'config.optim.learning_rate = 0.0: must be a finite number > 0'),
     ('simclr', {'optim__momentum': 1.0}, 'config.optim.momentum = 1.0: must be a finite number in [0, 1)'),
@@ -114,6 +117,11 @@ def test_shipped_configs_are_valid():
 def test_each_bad_value_is_named_with_its_range(method, overrides, expected):
   problems = _problems(method, **overrides)
   assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_float64_is_accepted_with_64_bit_jax():
+  with jax.enable_x64(True):
+    assert _problems('simclr', model__dtype='float64') == []
 
 
 def test_moco_v2_takes_negatives_from_its_queue_and_may_run_one_example_per_step():

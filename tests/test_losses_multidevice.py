@@ -3,7 +3,10 @@
 Runs itself in a subprocess with 4 emulated CPU devices, in the three ways a per-device step can run:
 `jax.shard_map` with and without `check_vma`, and `jax.pmap`. The convention checked is the one in
 `ssl_jax/losses.py`: every device returns the global loss, and `pmean` of the per-device parameter
-gradients is the global-batch gradient.
+gradients is the global-batch gradient. The sharded and global programs sum in different orders, so the
+check runs in float64 (`JAX_ENABLE_X64=1`): rounding leaves ~1e-15 there, and a tolerance of 1e-12 is far
+from both it and a wrong collective (> 1e-3, checked below). The losses' float32 accuracy is tested
+against float64 NumPy in test_losses.py.
 """
 
 import os
@@ -14,8 +17,10 @@ NUM_DEVICES = 4
 
 
 def test_sharded_losses_equal_global():
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={NUM_DEVICES}',
-             JAX_PLATFORMS='cpu')
+  # A device thread starved for > 40 s on a loaded host makes XLA:CPU abort at a collective's rendezvous
+  # (see test_parallel.py): allow 600 s.
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={NUM_DEVICES} '
+             '--xla_cpu_collective_call_terminate_timeout_seconds=600', JAX_PLATFORMS='cpu', JAX_ENABLE_X64='1')
   result = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
   assert result.returncode == 0, result.stdout + result.stderr
@@ -32,15 +37,17 @@ def _main() -> None:
   from ssl_jax import losses
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
+  assert jax.config.jax_enable_x64, 'run with JAX_ENABLE_X64=1 (float64 comparisons)'
+  rtol = 1e-12
   mesh = Mesh(np.array(jax.devices()), ('batch',))
   n_local, in_dim, out_dim = 3, 5, 6
   n = n_local * NUM_DEVICES
   keys = jax.random.split(jax.random.key(0), 4)
-  params = {'w': jax.random.normal(keys[0], (in_dim, out_dim))}
+  params = {'w': jax.random.normal(keys[0], (in_dim, out_dim), jnp.float64)}
   # Per-example scale is a (sharded) data input so projection norms vary widely across rows.
-  scale = 10.0**jax.random.uniform(keys[1], (n, 1), minval=-1.0, maxval=3.0)
-  x_a = jax.random.normal(keys[2], (n, in_dim))
-  x_b = x_a + 0.3 * jax.random.normal(keys[3], (n, in_dim))
+  scale = 10.0**jax.random.uniform(keys[1], (n, 1), jnp.float64, minval=-1.0, maxval=3.0)
+  x_a = jax.random.normal(keys[2], (n, in_dim), jnp.float64)
+  x_b = x_a + 0.3 * jax.random.normal(keys[3], (n, in_dim), jnp.float64)
 
   def project(params, x, s):
     return s * (x @ params['w'])
@@ -74,10 +81,11 @@ def _main() -> None:
         params, split(x_a), split(x_b), split(scale))
     runs['pmap'] = (loss[:, 0], grad[0])
     for mode, (loss, grad) in runs.items():
-      np.testing.assert_allclose(np.asarray(loss), np.full(NUM_DEVICES, want_loss), rtol=2e-6,
+      assert loss.dtype == grad.dtype == jnp.float64
+      np.testing.assert_allclose(np.asarray(loss), np.full(NUM_DEVICES, want_loss), rtol=rtol,
                                  err_msg=f'{name} {mode}: per-device loss != global loss')
-      np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-5,
-                                 atol=1e-6 * float(jnp.abs(want_grad).max()),
+      np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=rtol,
+                                 atol=rtol * float(jnp.abs(want_grad).max()),
                                  err_msg=f'{name} {mode}: pmean(grad) != global grad')
       print(f'{name} {mode}: ok')
 
@@ -102,7 +110,7 @@ def _main() -> None:
   got = jax.jit(jax.shard_map(lambda a, b: losses.similarity_stats(a, b, 'batch'), mesh=mesh,
                               in_specs=(P('batch'), P('batch')), out_specs=P()))(z_a, z_b)
   for key in want:
-    np.testing.assert_allclose(float(got[key]), float(want[key]), atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(float(got[key]), float(want[key]), atol=rtol, err_msg=key)
   print('similarity_stats: ok')
   print('ALL CHECKS PASSED')
 

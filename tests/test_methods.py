@@ -57,10 +57,15 @@ def test_simclr_no_augmentation_views_are_identical():
   config.augment.enabled = False
   state, step = _setup(config, simclr)
   _, metrics = step(state, _batch(config))
+  # cos(u, u) of a float32 unit vector of d = 256: the normalisation (<= (d / 2 + 3) u, u = 6e-8) and the
+  # dot product (<= d u) round by <= 1.5 d u + 3 u = 2.3e-5 in the worst case, ~0.4 sqrt(d) u = 4e-7
+  # typically, and the batch mean averages 16 of them: 1e-5 is 25x the typical error of one.
   assert float(metrics['positive_similarity']) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_simclr_step_is_deterministic():
+  # The same compiled program on the same inputs, on one machine: XLA:CPU's reductions have a fixed order,
+  # so bit-for-bit equality is the contract (not a float tolerance).
   config = smoke.get_config('simclr')
   state, step = _setup(config, simclr)
   a, ma = step(state, _batch(config))
@@ -77,13 +82,19 @@ def test_moco_step_ema_queue_and_pointer():
   # EMA of the key encoder uses the query params from before the update (MoCo's order).
   expected = jax.tree.map(lambda t, o: m * t + (1 - m) * o, state.ema_params,
                           {k: v for k, v in state.params.items() if k != 'predictor'})
+  # One multiply-add per entry on each side (1 - m is exact for m in [0.5, 1]): each rounds by <= 2u of
+  # |m t| + |(1 - m) o| (u = 6e-8), the two sides differ by <= 4u = 2.4e-7 of it; 1e-6 relative, plus 1e-7
+  # for entries near 0 (BN biases start at 0).
   for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.ema_params)):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   # The key encoder is not trained by the gradient: only by EMA.
   assert _changed(state.params, new_state.params)
   assert int(new_state.queue_ptr) == config.batch_size
   written = np.asarray(new_state.queue[:config.batch_size])
-  np.testing.assert_allclose(np.linalg.norm(written, axis=1), 1.0, rtol=1e-5)
+  # Measured in float64, so only the step's float32 normalisation x * rsqrt(sum x^2) rounds: the sum of
+  # d = 256 squares by <= d u relative (worst case, u = 6e-8), the rsqrt by half that plus u, the product by
+  # u: norms within (d / 2 + 3) u = 7.9e-6 < 1e-5 (typically ~0.2 * sqrt(d) u = 2e-7).
+  np.testing.assert_allclose(np.linalg.norm(written.astype(np.float64), axis=1), 1.0, rtol=1e-5)
   assert not np.allclose(written, np.asarray(state.queue[:config.batch_size]))
   np.testing.assert_array_equal(new_state.queue[config.batch_size:], state.queue[config.batch_size:])
   assert float(metrics['queue_fill']) == pytest.approx(config.batch_size / config.moco.queue_size)
@@ -111,13 +122,35 @@ def test_moco_v3_step_trains_the_predictor_and_moves_the_key_encoder_by_ema():
   new_state, metrics = step(state, _batch(config))
   expected = jax.tree.map(lambda t, o: m * t + (1 - m) * o, state.ema_params,
                           {k: v for k, v in state.params.items() if k != 'predictor'})
-  for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.ema_params)):
+  for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(new_state.ema_params)):  # as for MoCo above
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   assert _changed(state.ema_batch_stats, new_state.ema_batch_stats)
   assert _changed(state.params['predictor'], new_state.params['predictor'])
   # Symmetric InfoNCE over 2 x 16 keys: each half starts near log(16) for an untrained network.
   assert 0.5 * 2 * np.log(16) < float(metrics['loss']) < 3 * 2 * np.log(16)
   assert 'queue_fill' not in metrics and float(metrics['momentum']) == pytest.approx(m)
+
+
+@pytest.mark.parametrize('name', ['moco', 'moco_v3'])  # SimCLR's state is a part of MoCo's
+def test_float64_model_gives_a_float64_state(name):
+  """config.model.dtype='float64' (64-bit JAX on): parameters, statistics (the predictor's too), optimiser
+  state, EMA, queue and the step's loss are float64, and a step keeps every dtype (traced, not compiled)."""
+  method = {'moco': moco, 'moco_v3': moco_v3}[name]
+  config = smoke.get_config(name)
+  config.model.dtype = 'float64'
+  with jax.enable_x64(True):
+    lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size, steps_per_epoch=10,
+                                      total_steps=10)
+    tx = optim.create_optimizer(config.optim, lr)
+    networks = method.create_networks(config, bn_axis_name=None)
+    state = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
+    floating = [a for a in jax.tree.leaves(state) if jax.numpy.issubdtype(a.dtype, jax.numpy.floating)]
+    assert floating and all(a.dtype == np.float64 for a in floating)
+    step = method.make_train_step(config, networks, tx,
+                                  common.Schedules(lr, moco.momentum_schedule(config.moco.momentum, 10)), None)
+    new_state, metrics = jax.eval_shape(lambda s, b: step(s, b, (32, 64)), state, _batch(config))
+    assert jax.tree.map(lambda a: a.dtype, new_state) == jax.tree.map(lambda a: a.dtype, state)
+    assert metrics['loss'].dtype == np.float64
 
 
 def test_momentum_schedule_rises_from_base_to_one():

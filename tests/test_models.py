@@ -108,6 +108,9 @@ def test_encoder_forms_agree_eval_float32():
   """Full encoder, odd length, running-average BN: forward and parameter gradients to ~1e-5."""
   x = jax.random.normal(jax.random.key(1), (2, 100, 8))
   (z_a, g_a), (z_b, g_b) = _forms_value_and_grad(x, train=False)
+  # The two programs differ only in the depthwise layers' 3-term sums (the rest is the same program): with
+  # ~20 such layers on the longest chain and fixed eval-mode BN, ~0.4 * sqrt(20 * 3) * u = 2e-7 relative
+  # (u = 6e-8), so 1e-5 is a wide margin while a wrong tap order or padding moves outputs by O(1).
   np.testing.assert_allclose(z_a, z_b, rtol=1e-5, atol=1e-5)
   for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -260,6 +263,38 @@ def test_factories_from_config():
   assert predictor.output_dim == config.model.output_dim
 
 
+def test_model_dtype_decides_parameter_and_compute_dtypes():
+  """config.model.dtype: float32 parameters for float32/bfloat16; 'float64' puts every variable and output
+  of encoder, head and predictor in float64, and is refused with a clear message without 64-bit JAX."""
+  config = moco_config.get_config().model
+  config.stage_repeats = (1, 1, 1)
+  x = jax.ShapeDtypeStruct((2, 32, 8), jnp.float32)
+
+  def dtypes_of(model_config):
+    encoder = models.create_encoder(model_config)
+    head, predictor = models.create_head(model_config), models.create_predictor(model_config)
+    enc_vars = jax.eval_shape(encoder.init, jax.random.key(0), x)
+    h, _ = jax.eval_shape(lambda v, x: encoder.apply(v, x, train=True, mutable=['batch_stats']), enc_vars, x)
+    head_vars = jax.eval_shape(head.init, jax.random.key(0), h)
+    z = jax.eval_shape(head.apply, head_vars, h)
+    pred_vars = jax.eval_shape(predictor.init, jax.random.key(0), z)
+    p, _ = jax.eval_shape(lambda v, z: predictor.apply(v, z, train=True, mutable=['batch_stats']), pred_vars, z)
+    variables = {jnp.dtype(a.dtype).name for a in jax.tree.leaves((enc_vars, head_vars, pred_vars))}
+    return variables, h.dtype, z.dtype, p.dtype
+
+  assert dtypes_of(config) == ({'float32'}, jnp.float32, jnp.float32, jnp.float32)
+  config.dtype = 'bfloat16'  # bfloat16 encoder, float32 parameters; the heads promote to float32
+  assert dtypes_of(config) == ({'float32'}, jnp.bfloat16, jnp.float32, jnp.float32)
+  config.dtype = 'float64'
+  with pytest.raises(ValueError, match=r"model_config.dtype='float64' needs JAX's 64-bit mode.*JAX_ENABLE_X64"):
+    models.create_encoder(config)
+  with jax.enable_x64(True):
+    assert dtypes_of(config) == ({'float64'}, jnp.float64, jnp.float64, jnp.float64)
+  config.dtype = 'float128'
+  with pytest.raises(ValueError, match=r"model_config.dtype must be one of .*'float64'.*got 'float128'"):
+    models.create_encoder(config)
+
+
 def test_count_params():
   assert models.count_params({'a': jnp.zeros((2, 3)), 'b': {'c': jnp.zeros(4)}}) == 10
 
@@ -366,11 +401,13 @@ class FlaxBatchNormReLU(nn.Module):
   axis_name: str | None = None
   relu: bool = False
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     bn = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
-                      epsilon=self.epsilon, use_fast_variance=False, axis_name=self.axis_name, dtype=self.dtype)
+                      epsilon=self.epsilon, use_fast_variance=False, axis_name=self.axis_name, dtype=self.dtype,
+                      param_dtype=self.param_dtype)
     nn.share_scope(self, bn)
     y = bn(x)
     return nn.relu(y) if self.relu else y
@@ -378,21 +415,34 @@ class FlaxBatchNormReLU(nn.Module):
 
 def test_encoder_with_the_fused_batch_norm_equals_the_encoder_with_flax_batch_norm():
   """The fused BN (+ ReLU) and flax's BN + ReLU give the same variables, train-mode outputs, statistics
-  and gradients through the whole encoder (so every BN and ReLU sits where flax's would)."""
-  x = jax.random.normal(jax.random.key(7), (4, 64, 8))
-  fused = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1))
-  reference = models.ShuffleNetV2Encoder(stage_repeats=(1, 2, 1), norm=FlaxBatchNormReLU)
-  variables = fused.init(jax.random.key(0), x)
-  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference.init(jax.random.key(0), x))
+  and gradients through the whole encoder (so every BN and ReLU sits where flax's would).
 
-  def loss(model, params):
-    z, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
-                             mutable=['batch_stats'])
-    return jnp.sum(jnp.tanh(z)), updates['batch_stats']
+  Two different programs through train-mode BN on a small batch, which amplifies float32 rounding by an
+  amount no simple bound gives, so in float64: they agree to ~1e-15, and 1e-9 is far from both that and
+  a misplaced BN or ReLU (O(1))."""
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(7), (4, 64, 8), jnp.float64)
+    kwargs = dict(stage_repeats=(1, 2, 1), dtype=jnp.float64, param_dtype=jnp.float64)
+    fused = models.ShuffleNetV2Encoder(**kwargs)
+    reference = models.ShuffleNetV2Encoder(norm=FlaxBatchNormReLU, **kwargs)
+    variables = jax.jit(fused.init)(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+        jnp.shape, jax.eval_shape(reference.init, jax.random.key(0), x))
 
-  (loss_a, stats_a), grads_a = jax.value_and_grad(lambda p: loss(fused, p), has_aux=True)(variables['params'])
-  (loss_b, stats_b), grads_b = jax.value_and_grad(lambda p: loss(reference, p), has_aux=True)(variables['params'])
-  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    def loss(model, params):
+      z, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
+                               mutable=['batch_stats'])
+      return jnp.sum(jnp.tanh(z)), updates['batch_stats']
+
+    (loss_a, stats_a), grads_a = jax.jit(jax.value_and_grad(lambda p: loss(fused, p), has_aux=True))(
+        variables['params'])
+    (loss_b, stats_b), grads_b = jax.jit(jax.value_and_grad(lambda p: loss(reference, p), has_aux=True))(
+        variables['params'])
+    assert loss_a.dtype == np.float64
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-9)
+    # The absolute floor: BN biases right before a conv + BN get an exactly-zero gradient in exact
+    # arithmetic, rounding noise only.
+    scale = max(float(np.abs(a).max()) for a in jax.tree.leaves((stats_b, grads_b)))
+    for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * scale)
   assert models.create_encoder(base_config.get_config().model).norm is layers.BatchNorm

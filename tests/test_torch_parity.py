@@ -1,4 +1,18 @@
-"""Parity of the PyTorch baseline (experiments/torch_baseline) with ssl_jax: weights, outputs, losses, training."""
+"""Parity of the PyTorch baseline (experiments/torch_baseline) with ssl_jax: weights, outputs, losses, training.
+
+Tolerances. Multi-step training runs in float64 in both frameworks (`config.model.dtype='float64'`, torch
+float64). In float32 (unit roundoff u = 2^-24 = 6e-8) the 20-step trajectories part by 1e-4..6e-3, by an
+amount that depends on the CPU: they agree to ~1e-7 for some steps, then jump 10-100x in one step, the mark
+of a discrete event (an activation within rounding of a ReLU kink or of a max-pool near-tie, where a
+rounding difference changes a gradient entry by O(1)), whose chance is proportional to u. The smooth part of
+the dynamics hardly amplifies: random 1e-12 relative changes of the weights move float64 losses by <=
+3.4e-12 over the 20 steps. In float64 (u = 1.1e-16) the two frameworks agree to ~1e-15 (measured with XLA at
+its default ISA and limited to SSE4.2). Single-step checks stay in float32, with tolerances from an error
+model: a float32 dot product of n terms of random sign has relative error ~0.4 * sqrt(n) * u (the rounding
+of each partial sum, a random walk; Higham & Mary, SIAM J. Sci. Comput. 2019), errors of a chain of layers
+add the same way, so a network with fan-ins n_l has relative error ~0.4 * sqrt(sum n_l) * u per framework
+and sqrt(2) times that between two frameworks that sum in different orders. Each test states its numbers.
+"""
 
 import os
 import sys
@@ -69,6 +83,10 @@ def test_full_encoder_eval_embeddings_match_and_weights_round_trip():
   with torch.no_grad():
     got = model(_ncw(x)).numpy()
   assert got.shape == (4, 1024)
+  # Eval mode (fixed affine BN, ReLU: relative errors neither grow nor shrink on average). Longest chain of
+  # fan-ins: stem 24, stage2 4 x (24 + 3 + 24), stage3 8 x (48 + 3 + 48), stage4 4 x (96 + 3 + 96), final
+  # 192, ~36 BN affines: sum ~2,060; 0.4 * sqrt(2060) * u = 1.1e-6 per framework, 1.6e-6 between the two.
+  # The largest of 4,096 outputs' differences (~4 sigma), over the largest output: ~3e-6 < 1e-5.
   assert _rel(got, want) < 1e-5
   back = convert.encoder_to_flax(model.state_dict())
   assert jax.tree.structure(back) == jax.tree.structure(variables)
@@ -97,16 +115,25 @@ def test_train_mode_batchnorm_outputs_and_running_stats():
       module.register_forward_hook(lambda m, i, o, name=name: counts.__setitem__(name, i[0].shape[0] * i[0].shape[2]))
   with torch.no_grad():
     got = model(_ncw(x)).numpy()
+  # Fan-ins 24 + 51 + 99 + 195 + 192, plus BN's batch reductions (6 x 32 rows at the stem, halving per
+  # stage: ~380): sum ~950, 0.4 * sqrt(950) * u = 7e-7 per framework, 1e-6 between them; ~4 sigma < 1e-5.
   assert _rel(got, want) < 1e-5
   # Running means agree; running_var differs only by torch's unbiased n / (n - 1) on the batch part.
+  # new = 0.9 * old + 0.1 * batch statistic, old in [-0.25, 1]: storing `new` rounds by u * |new| <= 6e-8
+  # absolute, and the batch statistic's own ~1e-6 relative error enters times 0.1, so 1e-6 absolute plus
+  # 1e-5 relative covers both. The batch part of running_var is recovered by subtracting 0.9 * old (in
+  # float64, so the test adds no rounding of its own): that cancellation leaves the stored values' absolute
+  # rounding (<= 2 * 6e-8 < atol) on a value 0.1 * var; the variance of inputs carrying ~1e-6 relative
+  # error is within ~2e-6 relative, and rtol=2e-4 stays 25x below a missed n / (n - 1) (>= 1/191 = 5e-3).
   before = convert.encoder_to_torch(variables)
   flax_after = convert.encoder_to_torch({'params': variables['params'], 'batch_stats': updates['batch_stats']})
   torch_after = model.state_dict()
   for name, n in counts.items():
     np.testing.assert_allclose(torch_after[f'{name}.running_mean'], flax_after[f'{name}.running_mean'],
                                rtol=1e-5, atol=1e-6)
-    batch_var_torch = (torch_after[f'{name}.running_var'] - 0.9 * before[f'{name}.running_var']).numpy()
-    batch_var_flax = (flax_after[f'{name}.running_var'] - 0.9 * before[f'{name}.running_var']).numpy()
+    old_var = before[f'{name}.running_var'].double()
+    batch_var_torch = (torch_after[f'{name}.running_var'].double() - 0.9 * old_var).numpy()
+    batch_var_flax = (flax_after[f'{name}.running_var'].double() - 0.9 * old_var).numpy()
     np.testing.assert_allclose(batch_var_torch * (n - 1) / n, batch_var_flax, rtol=2e-4, atol=1e-6)
 
 
@@ -130,9 +157,13 @@ def test_encoder_gradients_match():
   want = convert.encoder_to_torch({'params': grads, 'batch_stats': variables['batch_stats']})
   scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
   for name, param in model.named_parameters():
-    # BN biases right before a conv + BN get an exactly-zero gradient in exact arithmetic: rounding noise
-    # only, so an absolute floor relative to the largest gradient.
-    np.testing.assert_allclose(param.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-6 * scale,
+    # Forward and backward chains (train-mode BN: batch reductions of 8 x 32 rows and fewer) sum to n ~ 2,500
+    # fan-ins, and a weight's gradient sums 8 x T products: 0.4 * sqrt(2500 + 256) * u = 1.3e-6 of the
+    # layer's gradient scale per framework, 1.8e-6 between them. An entry well away from 0 is within
+    # rtol=1e-4 (>50 sigma); an entry near 0 (a cancelling sum; BN biases right before a conv + BN get an
+    # exactly-zero gradient in exact arithmetic, rounding noise only) keeps that absolute error, so an
+    # absolute floor of 1e-5 of the largest gradient (>5 sigma).
+    np.testing.assert_allclose(param.grad.numpy(), want[name].numpy(), rtol=1e-4, atol=1e-5 * scale,
                                err_msg=name)
 
 
@@ -143,6 +174,8 @@ def test_heads_match():
   head_params = head.init(jax.random.PRNGKey(0), h)['params']
   torch_head = models.projection_head(32, 16, 8)
   torch_head.load_state_dict(convert.head_to_torch(head_params))
+  # Fan-ins 32 + 16 (+ a batch of 6 for the norms): 0.4 * sqrt(54) * u = 2e-7 per framework; 1e-5 is a
+  # wide margin, and any wrong weight layout or formula moves outputs by O(1).
   with torch.no_grad():
     assert _rel(torch_head(torch.from_numpy(h)).numpy(), head.apply({'params': head_params}, h)) < 1e-5
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, convert.head_to_flax(torch_head.state_dict()),
@@ -174,6 +207,13 @@ def test_nt_xent_value_and_gradient_match_lightly(temperature):
   t_a, t_b = (torch.tensor(z, requires_grad=True) for z in (z_a, z_b))
   loss = lightly_loss.ntxent_loss(temperature)(t_a, t_b)
   loss.backward()
+  # A cosine of two normalised dim-16 vectors rounds by ~sqrt(38 roundings / 3) * u = 2e-7 (worst case
+  # 38 u = 2.3e-6: two normalisations of 11 u, the dot product 16 u), a logit by that / tau = 3e-6 at
+  # tau = 0.07. A row's loss (log-sum-exp minus the positive logit) passes it on about twice and the loss
+  # averages 24 rows: ~8e-7 absolute per framework on a loss of 3-4, 3e-7 relative between the two; 1e-5
+  # is 30x that (and ~1/4 of the worst case, every rounding in one direction). The gradient is (softmax -
+  # one-hot) / tau: the softmax carries the logits' absolute error as relative error (~3e-6 typical,
+  # worst case 3e-5), so 1e-4 of the largest entry.
   assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value))
   assert _rel(t_a.grad.numpy(), g_a) < 1e-4
   assert _rel(t_b.grad.numpy(), g_b) < 1e-4
@@ -193,6 +233,8 @@ def test_info_nce_and_queue_match_lightly_memory_bank():
     t_q = torch.tensor(q, requires_grad=True)
     loss = criterion(t_q, torch.from_numpy(k))
     loss.backward()
+    # As for NT-Xent (dim 8, tau 0.07). Queue rows are unit-normalised keys: a norm of 8 squares is off
+    # by <= 8 u / 2, the division by u, so each entry (<= 1) by <= 5 u = 3e-7 per framework, 6e-7 < 1e-6.
     assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value)), step
     assert _rel(t_q.grad.numpy(), g_q) < 1e-4, step
     jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, losses.l2_normalize(jnp.asarray(k)), None)
@@ -201,8 +243,11 @@ def test_info_nce_and_queue_match_lightly_memory_bank():
 
 
 def _trajectories(method: str, num_steps: int = 20):
+  """`num_steps` SGD steps of ssl_jax and of the torch baseline in float64, from the same weights on the same
+  views: (jax losses, torch losses, jax state, torch trainer)."""
   from experiments.torch_baseline import side_by_side
   config = smoke.get_config(method)
+  config.model.dtype = 'float64'
   config.augment.crop_lengths = (32,)  # one compiled JAX step; crops stay random
   # Antenna dropout off: an example with all four antennas dropped is exactly zero, and on its tied
   # max-pool windows JAX splits the gradient while torch routes it to one input (both valid subgradients).
@@ -212,38 +257,59 @@ def _trajectories(method: str, num_steps: int = 20):
   config.optim.warmup_epochs = 0.0  # cosine decay over the 20 steps
   if method == 'moco':
     config.moco.momentum = 0.99
-  run = side_by_side.build_jax(config, num_steps, num_steps)
-  trainer = side_by_side.build_torch(run, num_steps, num_steps)
-  x = np.random.RandomState(7).randn(config.batch_size, config.data.length, 8).astype(np.float32)
-  jax_losses, torch_losses = [], []
-  for step in range(num_steps):  # the same batch every step; the views (crops, dropout) change each step
-    view_a, view_b = side_by_side.jax_views(run, x, step)
-    run.state, metrics = run.step_fn(run.state, {'iq': x}, side_by_side.crop_lengths(run, step))
-    jax_losses.append(float(metrics['loss']))
-    torch_losses.append(trainer.step(side_by_side.to_ncw(view_a), side_by_side.to_ncw(view_b), step))
-  return np.array(jax_losses), np.array(torch_losses), run, trainer
+  with jax.enable_x64(True):
+    run = side_by_side.build_jax(config, num_steps, num_steps)
+    trainer = side_by_side.build_torch(run, num_steps, num_steps)
+    dtype = side_by_side.torch_dtype(run)
+    assert dtype == torch.float64 and all(a.dtype == np.float64 for a in jax.tree.leaves(run.state.params))
+    x = np.random.RandomState(7).randn(config.batch_size, config.data.length, 8).astype(np.float32)
+    jax_losses, torch_losses = [], []
+    for step in range(num_steps):  # the same batch every step; the views (crops) change each step
+      view_a, view_b = side_by_side.jax_views(run, x, step)
+      run.state, metrics = run.step_fn(run.state, {'iq': x}, side_by_side.crop_lengths(run, step))
+      jax_losses.append(float(metrics['loss']))
+      torch_losses.append(trainer.step(side_by_side.to_ncw(view_a, dtype), side_by_side.to_ncw(view_b, dtype),
+                                       step))
+    return np.array(jax_losses), np.array(torch_losses), jax.device_get(run.state), trainer
+
+
+# float64 in both frameworks agree to ~1e-15 after 20 steps (module docstring); 1e-9 leaves a wide margin,
+# while a wrong optimiser, loss, EMA or queue order moves losses and weights by >1e-3.
+FLOAT64_RTOL = 1e-9
+
+
+def _assert_params_close(got, want, rtol: float = FLOAT64_RTOL) -> None:
+  """Every leaf of `got` (converted from torch) against ssl_jax's `want`. The absolute floor is rtol times the
+  largest parameter: BN biases right before a conv + BN get an exactly-zero gradient in exact arithmetic
+  and hold rounding noise only (~1e-17 in float64)."""
+  got_leaves = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(got)}
+  want_leaves = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(want)}
+  assert sorted(got_leaves) == sorted(want_leaves)
+  scale = max(float(np.abs(v).max()) for v in want_leaves.values())
+  for key, value in want_leaves.items():
+    np.testing.assert_allclose(got_leaves[key], value, rtol=rtol, atol=rtol * scale, err_msg=key)
 
 
 @pytest.mark.slow
-def test_simclr_20_sgd_steps_match():
-  jax_losses, torch_losses, run, trainer = _trajectories('simclr')
+def test_simclr_20_sgd_steps_match_in_float64():
+  jax_losses, torch_losses, state, trainer = _trajectories('simclr')
   assert np.ptp(jax_losses) > 0.05  # the weights move enough for an optimiser mismatch to show
-  np.testing.assert_allclose(torch_losses, jax_losses, rtol=1e-3)
+  np.testing.assert_allclose(torch_losses, jax_losses, rtol=FLOAT64_RTOL)
   params, _ = convert.model_to_flax(trainer.model.state_dict())
-  want = jax.device_get(run.state.params)
-  np.testing.assert_allclose(params['head']['fc2']['kernel'], want['head']['fc2']['kernel'], rtol=1e-3, atol=1e-5)
+  _assert_params_close(params, state.params)
 
 
 @pytest.mark.slow
-def test_moco_20_sgd_steps_match():
-  jax_losses, torch_losses, run, trainer = _trajectories('moco')
+def test_moco_20_sgd_steps_match_in_float64():
+  jax_losses, torch_losses, state, trainer = _trajectories('moco')
   assert np.ptp(jax_losses) > 0.05
-  np.testing.assert_allclose(torch_losses, jax_losses, rtol=1e-3)
-  np.testing.assert_allclose(trainer.queue.numpy(), np.asarray(run.state.queue), rtol=0, atol=1e-4)
+  np.testing.assert_allclose(torch_losses, jax_losses, rtol=FLOAT64_RTOL)
+  params, _ = convert.model_to_flax(trainer.model.state_dict())
+  _assert_params_close(params, state.params)
   key_params, _ = convert.model_to_flax(trainer.key_model.state_dict())
-  want = jax.device_get(run.state.ema_params)
-  np.testing.assert_allclose(key_params['head']['fc2']['kernel'], want['head']['fc2']['kernel'], rtol=1e-3,
-                             atol=1e-5)
+  _assert_params_close(key_params, state.ema_params)
+  # Unit-norm rows: entries <= 1, so an absolute tolerance.
+  np.testing.assert_allclose(trainer.queue.numpy(), np.asarray(state.queue), rtol=0, atol=FLOAT64_RTOL)
 
 
 def test_workdir_round_trip(tmp_path):

@@ -80,7 +80,9 @@ def _modules(tree: Mapping, path: tuple[str, ...] = ()):
 
 
 def _tensor(x) -> torch.Tensor:
-  return torch.from_numpy(np.array(x, dtype=np.float32))
+  """float64 stays float64 (float64 runs, `config.model.dtype='float64'`); anything else becomes float32."""
+  x = np.asarray(x)
+  return torch.from_numpy(np.array(x, dtype=np.float64 if x.dtype == np.float64 else np.float32))
 
 
 def _set(tree: dict, path: tuple[str, ...], name: str, value: np.ndarray) -> None:

@@ -65,14 +65,21 @@ def jax_views(run: JaxRun, x: np.ndarray, step: int) -> tuple[np.ndarray, np.nda
   return np.asarray(view_a), np.asarray(view_b)
 
 
-def to_ncw(x: np.ndarray) -> torch.Tensor:
-  """`(batch, time, 8)` numpy -> `(batch, 8, time)` torch."""
-  return torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 2, 1)))
+def to_ncw(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+  """`(batch, time, 8)` numpy -> `(batch, 8, time)` torch of `dtype` (the torch model's, `torch_dtype`)."""
+  return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 2, 1))).to(dtype)
+
+
+def torch_dtype(run: JaxRun) -> torch.dtype:
+  """The torch dtype of the JAX run's parameters: float64 for `config.model.dtype='float64'`, else float32."""
+  leaf = jax.tree.leaves(run.state.params)[0]
+  return torch.float64 if leaf.dtype == np.float64 else torch.float32
 
 
 def build_torch(run: JaxRun, total_steps: int, steps_per_epoch: int) -> train.SimCLR | train.MoCo:
-  """The torch trainer for `run.config`, starting from the JAX run's current weights (and queue)."""
-  model = models.from_config(run.config.model)
+  """The torch trainer for `run.config`, starting from the JAX run's current weights (and queue), in the
+  dtype of those weights (`torch_dtype`)."""
+  model = models.from_config(run.config.model).to(torch_dtype(run))
   state = jax.device_get(run.state)
   model.load_state_dict(convert.model_to_torch(state.params, state.batch_stats))
   trainer = train.create(run.config, total_steps, steps_per_epoch, model)

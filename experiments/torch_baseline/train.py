@@ -102,8 +102,10 @@ class MoCo:
     self.model.train()
     self.key_model.train()  # MoCo's key encoder normalises with batch statistics too.
     self.optimizer = create_optimizer(self.model, config.optim)
+    # lightly makes its memory bank float32; it follows the model's dtype (float64 parity runs).
+    dtype = next(self.model.parameters()).dtype
     self.criterion = lightly_loss.ntxent_loss(config.temperature, int(config.moco.queue_size),
-                                              int(config.model.output_dim))
+                                              int(config.model.output_dim)).to(dtype)
     self.learning_rate = learning_rate
     self.momentum = momentum
 

@@ -60,12 +60,17 @@ class MoCoState(MomentumEncoderState):
 
 def momentum_schedule(base_momentum: float, total_steps: int,
                       cosine: bool = True) -> Callable[[jax.Array], jax.Array]:
-  """EMA momentum at a step: 1 - (1 - m0) * (cos(pi * step / total) + 1) / 2, rising from m0 to 1."""
+  """EMA momentum at a step: 1 - (1 - m0) * (cos(pi * step / total) + 1) / 2, rising from m0 to 1.
+
+  In JAX's default float dtype: float32, or float64 when 64-bit mode is on, so a float64 run
+  (`config.model.dtype='float64'`) has no float32 rounding in its EMA.
+  """
+  dtype = jnp.result_type(float)
   if not cosine:
-    return lambda step: jnp.asarray(base_momentum, jnp.float32)
+    return lambda step: jnp.asarray(base_momentum, dtype)
 
   def schedule(step):
-    progress = jnp.clip(jnp.asarray(step, jnp.float32) / max(total_steps, 1), 0.0, 1.0)
+    progress = jnp.clip(jnp.asarray(step, dtype) / max(total_steps, 1), 0.0, 1.0)
     return 1.0 - (1.0 - base_momentum) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
   return schedule
@@ -120,7 +125,8 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
   check_queue(config)
   init_key, queue_key, run_key = jax.random.split(rng, 3)
   params, batch_stats = common.init_variables(networks, init_key, config.data.length)
-  queue = jax.random.normal(queue_key, (int(config.moco.queue_size), config.model.output_dim), jnp.float32)
+  queue = jax.random.normal(queue_key, (int(config.moco.queue_size), config.model.output_dim),
+                            models.dtypes(config.model)[1])
   ema_params, ema_batch_stats = init_key_encoder(params, batch_stats)
   return MoCoState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                    opt_state=tx.init(params), rng=run_key, ema_params=ema_params, ema_batch_stats=ema_batch_stats,

@@ -3,6 +3,14 @@
 `create_encoder(config.model)` -> `ShuffleNetV2Encoder`, `(batch, time, 8) -> (batch, 1024)`;
 `create_head(config.model)` -> `ProjectionHead(hidden_dim, output_dim)`;
 `create_predictor(config.model)` -> MoCo v3 `Predictor(hidden_dim, output_dim)`.
+
+`config.model.dtype` is the one setting of precision, read by `dtypes(config.model)` for all three:
+'float32' (the default), 'bfloat16' or 'float16' run the encoder in that dtype with float32 parameters
+and statistics (the heads compute in the promoted dtype of their input and parameters); 'float64'
+computes and keeps everything in float64 (JAX's 64-bit mode must be on: `JAX_ENABLE_X64=1` or
+`with jax.enable_x64(True)`). float64 exists for numerical checks: runs that must agree across programs
+or machines to ~1e-9 (the torch parity and device-count tests), where float32 rounding, amplified by
+training, leaves ~1e-3.
 """
 
 from typing import Any, Optional
@@ -14,7 +22,7 @@ from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, ba
 from ssl_jax.models.layers import BatchNorm, DepthwiseConv1D, channel_shuffle
 from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16, 'float64': jnp.float64}
 DTYPES = tuple(_DTYPES)  # config.model.dtype values
 
 
@@ -24,15 +32,36 @@ def _get(model_config: Any, key: str) -> Any:
   return model_config[key]
 
 
+def float64_needs_x64() -> str | None:
+  """Why `config.model.dtype='float64'` cannot run now (JAX's 64-bit mode is off), else None."""
+  if jax.config.jax_enable_x64:
+    return None
+  return ("needs JAX's 64-bit mode: set JAX_ENABLE_X64=1 in the environment (or run under "
+          '`with jax.enable_x64(True):`); without it JAX would silently make float32 arrays')
+
+
+def dtypes(model_config: Any) -> tuple[Any, Any]:
+  """`(compute dtype, parameter dtype)` of `config.model.dtype`; parameters are at least float32.
+
+  Raises ValueError for an unknown name, or for 'float64' while JAX's 64-bit mode is off.
+  """
+  name = _get(model_config, 'dtype')
+  if name not in _DTYPES:
+    raise ValueError(f'model_config.dtype must be one of {sorted(_DTYPES)}, got {name!r}')
+  if name == 'float64' and float64_needs_x64():
+    raise ValueError(f"model_config.dtype='float64' {float64_needs_x64()}")
+  dtype = _DTYPES[name]
+  return dtype, jnp.promote_types(dtype, jnp.float32)
+
+
 def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
   """Encoder from `config.model` (dtype, stage_repeats)."""
-  dtype = _get(model_config, 'dtype')
-  if dtype not in _DTYPES:
-    raise ValueError(f'model_config.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}')
+  dtype, param_dtype = dtypes(model_config)
   stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
   if len(stage_repeats) != 3 or min(stage_repeats) < 1:
     raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
-  return ShuffleNetV2Encoder(bn_axis_name=bn_axis_name, dtype=_DTYPES[dtype], stage_repeats=stage_repeats)
+  return ShuffleNetV2Encoder(bn_axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype,
+                             stage_repeats=stage_repeats)
 
 
 def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:
@@ -42,13 +71,14 @@ def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> Projec
     raise ValueError(f'model_config.projection_norm must be one of {PROJECTION_NORMS}, got {output_norm!r}')
   return ProjectionHead(hidden_dim=int(_get(model_config, 'hidden_dim')),
                         output_dim=int(_get(model_config, 'output_dim')), output_norm=output_norm,
-                        axis_name=bn_axis_name)
+                        axis_name=bn_axis_name, param_dtype=dtypes(model_config)[1])
 
 
 def create_predictor(model_config: Any, bn_axis_name: Optional[str] = None) -> Predictor:
   """MoCo v3 predictor `hidden_dim -> output_dim` (it maps projections back to the projection space)."""
   return Predictor(hidden_dim=int(_get(model_config, 'hidden_dim')),
-                   output_dim=int(_get(model_config, 'output_dim')), bn_axis_name=bn_axis_name)
+                   output_dim=int(_get(model_config, 'output_dim')), bn_axis_name=bn_axis_name,
+                   param_dtype=dtypes(model_config)[1])
 
 
 def count_params(params: Any) -> int:
@@ -58,5 +88,5 @@ def count_params(params: Any) -> int:
 
 __all__ = [
     'BatchNorm', 'DepthwiseConv1D', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
-    'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor',
+    'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor', 'dtypes',
 ]

@@ -8,7 +8,7 @@
   projection. Parameters `fc1` (kernel only: BN follows), `bn1` (+ `batch_stats`), `fc2`.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -42,19 +42,21 @@ class ProjectionHead(nn.Module):
     with the statistics of the batch it is given. It stops the queries of MoCo v2 from bunching into
     one point early in short runs (`configs/moco_short_run.py`).
   axis_name: the batch axis across devices for 'batch' (global statistics), None on one device.
+  param_dtype: dtype of the parameters; the layers compute in the promoted dtype of input and parameters.
   """
   hidden_dim: int
   output_dim: int
   output_norm: str = 'none'
   axis_name: Optional[str] = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     _validate_features(x, 'ProjectionHead')
     if self.output_norm not in PROJECTION_NORMS:
       raise ValueError(f'ProjectionHead: output_norm must be one of {PROJECTION_NORMS}, got {self.output_norm!r}')
-    x = nn.relu(nn.Dense(self.hidden_dim, name='fc1')(x))
-    x = nn.Dense(self.output_dim, name='fc2')(x)
+    x = nn.relu(nn.Dense(self.hidden_dim, param_dtype=self.param_dtype, name='fc1')(x))
+    x = nn.Dense(self.output_dim, param_dtype=self.param_dtype, name='fc2')(x)
     return batch_standardize(x, self.axis_name) if self.output_norm == 'batch' else x
 
 
@@ -63,11 +65,15 @@ class Predictor(nn.Module):
   hidden_dim: int
   output_dim: int
   bn_axis_name: Optional[str] = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     _validate_features(x, 'Predictor')
-    x = nn.Dense(self.hidden_dim, use_bias=False, name='fc1')(x)
+    x = nn.Dense(self.hidden_dim, use_bias=False, param_dtype=self.param_dtype, name='fc1')(x)
+    # x is at least float32 here (the head's output): no promotion to force, and the running statistics
+    # are kept in param_dtype (float64 in float64 runs) instead of flax's fixed float32.
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
-                     axis_name=self.bn_axis_name, name='bn1')(x)
-    return nn.Dense(self.output_dim, name='fc2')(nn.relu(x))
+                     axis_name=self.bn_axis_name, param_dtype=self.param_dtype, force_float32_reductions=False,
+                     name='bn1')(x)
+    return nn.Dense(self.output_dim, param_dtype=self.param_dtype, name='fc2')(nn.relu(x))

@@ -196,7 +196,8 @@ class BatchNorm(nn.Module):
   The variables of `flax.linen.BatchNorm` (params `scale`, `bias`; batch_stats `mean`, `var`), its
   initialisers, momentum convention and biased running variance, so checkpoints and the torch weight
   mapping are unchanged; `use_fast_variance=False` semantics. Training mode runs `batch_norm_train`.
-  Statistics and normalisation are computed in at least float32 and the output cast to `dtype`.
+  Statistics and normalisation are computed in at least float32 and the output cast to `dtype`; the
+  parameters and running statistics are kept in `param_dtype`.
   """
   use_running_average: bool = False
   momentum: float = 0.9
@@ -204,14 +205,15 @@ class BatchNorm(nn.Module):
   axis_name: Optional[str] = None
   relu: bool = False
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     features = (x.shape[-1],)
-    ra_mean = self.variable('batch_stats', 'mean', lambda shape: jnp.zeros(shape, jnp.float32), features)
-    ra_var = self.variable('batch_stats', 'var', lambda shape: jnp.ones(shape, jnp.float32), features)
-    scale = self.param('scale', nn.initializers.ones, features, jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, features, jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda shape: jnp.zeros(shape, self.param_dtype), features)
+    ra_var = self.variable('batch_stats', 'var', lambda shape: jnp.ones(shape, self.param_dtype), features)
+    scale = self.param('scale', nn.initializers.ones, features, self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, features, self.param_dtype)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bfloat16 -> float32; float64 stays.
     if self.use_running_average:
       y = _normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.relu)

@@ -70,6 +70,7 @@ class ShuffleUnit(nn.Module):
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   norm: ModuleDef = layers.BatchNorm
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -78,11 +79,12 @@ class ShuffleUnit(nn.Module):
     branch_channels = self.out_channels // 2
     if self.stride == 1 and x.shape[-1] != self.out_channels:
       raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
-    conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
     dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
-                           dtype=self.dtype)
+                           dtype=self.dtype, param_dtype=self.param_dtype)
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
-                           dtype=self.dtype)
+                           dtype=self.dtype, param_dtype=self.param_dtype)
 
     if self.stride == 1:
       identity, x2 = jnp.split(x, 2, axis=-1)
@@ -118,25 +120,27 @@ class ShuffleNetV2Encoder(nn.Module):
   Attributes:
     bn_axis_name: named axis (vmap / shard_map / pmap) over which BatchNorm averages batch statistics,
       so each device normalises with global-batch statistics; None for per-call statistics.
-    dtype: computation dtype; parameters stay float32.
+    dtype: computation dtype.
     norm: the BatchNorm (+ ReLU) module class, built as `norm(use_running_average=, axis_name=, dtype=,
-      relu=, name=)` with the variables of `flax.linen.BatchNorm`; `layers.BatchNorm`.
+      param_dtype=, relu=, name=)` with the variables of `flax.linen.BatchNorm`; `layers.BatchNorm`.
+    param_dtype: dtype of the parameters and BatchNorm statistics (float32, or float64 for float64 runs).
   """
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   stage_repeats: Sequence[int] = STAGE_REPEATS
   norm: ModuleDef = layers.BatchNorm
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     validate_input(x)
     channels = STAGE_OUT_CHANNELS
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
-                           dtype=self.dtype)
+                           dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.astype(self.dtype)
 
     x = nn.Conv(channels[0], kernel_size=(3,), strides=(2,), padding=((1, 1),), use_bias=False,
-                dtype=self.dtype, name='stem_conv')(x)
+                dtype=self.dtype, param_dtype=self.param_dtype, name='stem_conv')(x)
     x = bn(name='stem_bn', relu=True)(x)
     x = layers.max_pool1d(x, window=3, stride=2, padding=1)
 
@@ -144,9 +148,10 @@ class ShuffleNetV2Encoder(nn.Module):
       for unit_index in range(repeats):
         x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1,
                         bn_axis_name=self.bn_axis_name,
-                        dtype=self.dtype, norm=self.norm,
+                        dtype=self.dtype, norm=self.norm, param_dtype=self.param_dtype,
                         name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
 
-    x = nn.Conv(channels[4], kernel_size=(1,), use_bias=False, dtype=self.dtype, name='final_conv')(x)
+    x = nn.Conv(channels[4], kernel_size=(1,), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                name='final_conv')(x)
     x = bn(name='final_bn', relu=True)(x)
     return jnp.mean(x, axis=1)
