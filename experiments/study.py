@@ -247,7 +247,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
 def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int | None, mtc_only: bool,
                methods: tuple[str, ...], data_source: str, manual_dir: str) -> dict[str, Any]:
   """`run_study` once its arguments are checked and `out_dir` is locked."""
-  from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
+  from ssl_jax import encoders, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
 
@@ -288,7 +288,8 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
     t0 = time.perf_counter()
     summary = train.train_and_evaluate(config, workdir)
     results['timing_s'][f'pretrain_{name}'] = time.perf_counter() - t0
-    _, encoder, variables = checkpointing.load_encoder(workdir)
+    loaded = encoders.load_encoder(workdir)
+    encoder, variables = loaded.module, loaded.variables
     evaluation = evaluate(name, encoder, variables, config.data)
     results['runs'][name] = {'method': method, 'augment': augment, 'antenna_dropout': antenna_dropout,
                              'config': json.loads(config.to_json_best_effort()),
@@ -299,7 +300,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
                                                             batch_size=probes.embed_batch_size)
   reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
   set_data(reference, data_dir, data_source, manual_dir)
-  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)))
+  encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True))).module
   random_variables = suite.random_init_variables(encoder, reference.data, seed)
   results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
   print('[study] supervised baseline', flush=True)

@@ -9,7 +9,8 @@ last complete step is.
 A finalized step can still be damaged afterwards (a truncated or deleted file). Restoring without a step
 takes the newest step that restores and reports each newer one it skipped; the writer then moves those
 to `unreadable_checkpoints/` (kept, out of orbax's sight). When no step restores it is an error, never a
-silent fresh start. `restore_encoder` is the read side (evaluation): read-only, finalized steps only.
+silent fresh start. A read-only `Checkpointer` (evaluation, `ssl_jax.encoders`) sees finalized steps only.
+This module knows orbax, JAX and ml_collections, not the methods or models whose state it stores.
 """
 
 import dataclasses
@@ -244,52 +245,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-@dataclasses.dataclass(frozen=True)
-class Encoder:
-  """The query/online encoder of a workdir's checkpoint: its run config, module, variables and step."""
-  config: ml_collections.ConfigDict
-  module: Any
-  variables: dict
-  step: int
-
-
-def restore_encoder(workdir: str, step: int | None = None) -> Encoder:
-  """The encoder at `step` (default: the newest step that restores) of a pretraining workdir.
-
-  Reads without the writer lock and writes nothing, so it may run while the workdir's run is writing:
-  it sees only finalized steps. A newer step that cannot be restored is reported (one warning line) and
-  skipped; a requested step that does not exist or cannot be restored is an error naming the steps there.
-  """
-  from ssl_jax import methods, optim  # Local import: methods import models, which import this module's users.
-  config = read_config(workdir)
-  method = methods.get_method(config.method)
-  networks = method.create_networks(config, bn_axis_name=None)
-  tx = optim.create_optimizer(config.optim, lambda step: 0.0)
-  like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
-  checkpointer = Checkpointer(workdir, read_only=True)
-  try:
-    if not checkpointer.steps():
-      raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
-    if step is None:
-      restored = checkpointer.restore_newest(like)
-      for unreadable in restored.skipped:
-        logging.warning('checkpoint %s/%d is unreadable, using step %d instead: %s', directory,
-                        unreadable.step, restored.step, unreadable.reason)
-      state, step = restored.state, restored.step
-    else:
-      state = checkpointer.restore(like, step)
-  finally:
-    checkpointer.close()
-  variables = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
-  return Encoder(config, networks.encoder, variables, int(step))
-
-
-def load_encoder(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
-  """(config, encoder module, {'params', 'batch_stats'}) of `restore_encoder(workdir, step)`."""
-  encoder = restore_encoder(workdir, step)
-  return encoder.config, encoder.module, encoder.variables
