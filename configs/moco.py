@@ -6,10 +6,11 @@ batch_size / 256. The study does not give the queue size; MoCo v2 uses 65,536.
 
 import ml_collections
 
-from configs import base
+from configs import base, scales
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The study's config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = base.get_config()
   config.method = 'moco'
   config.optim.learning_rate = 0.03  # base_lr; the effective lr is base_lr * batch_size / 256
@@ -18,4 +19,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.moco.momentum = 0.996
   config.moco.momentum_cosine = True  # m rises from momentum to 1 over training
   config.moco.queue_size = 65_536
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/moco.py'))
