@@ -89,6 +89,22 @@ class UnreadableCheckpointError(ValueError):
   """A checkpoint step exists but cannot be restored (truncated or missing files, another run's state)."""
 
 
+class NonFiniteStateError(ValueError):
+  """A state with a NaN or an infinity was given to save; nothing was written."""
+
+
+@jax.jit
+def _all_finite(tree: PyTree) -> jax.Array:
+  leaves = [jax.numpy.all(jax.numpy.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jax.numpy.issubdtype(x.dtype, jax.numpy.inexact)]
+  return jax.numpy.all(jax.numpy.stack(leaves)) if leaves else jax.numpy.bool_(True)
+
+
+def all_finite(tree: PyTree) -> bool:
+  """True when no floating-point leaf of `tree` holds a NaN or an infinity (waits for the values)."""
+  return bool(_all_finite(tree))
+
+
 def _one_line(error: BaseException, limit: int = 400) -> str:
   """An orbax/TensorStore error on one line, without TensorStore's spec dump and driver nesting."""
   text = f'{error}'.split('[tensorstore_spec', 1)[0].split('See full TensorStore details', 1)[0]
@@ -146,11 +162,13 @@ class Checkpointer:
 
   Only finalized steps are ever listed or restored: orbax writes a step into a temporary directory and
   renames it when complete. `keep` is how many of the newest steps to keep; 0 keeps every step.
-  `read_only` (evaluation, which may read a workdir while its run writes it) never writes, deletes or
-  cleans up anything, not even the writer's temporary directories of a save in progress.
+  `every`: the cadence `should_save` answers, orbax's `FixedIntervalPolicy` (every `every`-th step);
+  None: only explicit saves. `read_only` (evaluation, which may read a workdir while its run writes it)
+  never writes, deletes or cleans up anything, not even the writer's temporary directories of a save in
+  progress. `save` refuses a state with a NaN or an infinity: a checkpoint never holds a diverged run.
   """
 
-  def __init__(self, workdir: str, *, keep: int = 2, read_only: bool = False):
+  def __init__(self, workdir: str, *, keep: int = 2, every: int | None = None, read_only: bool = False):
     if keep < 0:
       raise ValueError(f'config.keep_checkpoints={keep}: give how many of the newest checkpoints to keep '
                        '(>= 1), or 0 to keep every checkpoint.')
@@ -160,8 +178,16 @@ class Checkpointer:
       _quiet_read_only_notice()
       options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
     else:
+      if every is not None and every < 1:
+        raise ValueError(f'config.checkpoint_every_steps={every}: must be >= 1.')
+      # Orbax's policies, not its default (which would also save the first step it is asked about).
+      if every is None:
+        policy = ocp.checkpoint_managers.SpecificStepsPolicy(steps=())
+      else:
+        policy = ocp.checkpoint_managers.FixedIntervalPolicy(every)
       options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True,
-                                             cleanup_tmp_directories=True)
+                                             cleanup_tmp_directories=True, save_decision_policy=policy,
+                                             enable_should_save_is_saving_in_progress_check=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -171,10 +197,25 @@ class Checkpointer:
     """The finalized steps, oldest first."""
     return sorted(self._manager.all_steps())
 
+  def should_save(self, step: int) -> bool:
+    """Whether `step` is a checkpoint step of the cadence (`every`) and newer than the latest checkpoint.
+
+    On several processes every process must ask at every step: orbax asks JAX's preemption service too
+    (`multihost_utils.reached_preemption_sync_point(step)`), with the step as its counter.
+    """
+    return self._manager.should_save(int(step))
+
   def save(self, step: int, state: PyTree) -> None:
-    """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk)."""
+    """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk).
+
+    Raises NonFiniteStateError, writing nothing, when a floating-point leaf of `state` holds a NaN or an
+    infinity (checking waits for the state's values). A step already saved is left as it is.
+    """
     if step in self._manager.all_steps():
       return
+    if not all_finite(state):
+      raise NonFiniteStateError(f'the state of step {step} holds a NaN or an infinity; not saved to '
+                                f'{self.directory}')
     self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
 
   def _restore_step(self, like: PyTree, step: int) -> PyTree:
