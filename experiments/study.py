@@ -236,7 +236,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
     t0 = time.perf_counter()
-    summary = train.train_and_evaluate(config, workdir)
+    summary = train.pretrain(config, workdir)
     results['timing_s'][f'pretrain_{name}'] = time.perf_counter() - t0
     loaded = encoders.load_encoder(workdir)
     encoder, variables = loaded.module, loaded.variables

@@ -49,3 +49,12 @@ def test_the_library_imports_no_script_folder(path):
   assert not _top_level(_imported(path)) & {'configs', 'experiments'}
   assert 'sys.path' not in source
   assert "import_module('experiments" not in source and "import_module('configs" not in source
+
+
+def test_the_train_loop_knows_nothing_of_views():
+  """The crop lengths are drawn by the method's host step (`methods.common.HostStep`), not by train.py."""
+  path = os.path.join(LIBRARY, 'train.py')
+  with open(path) as f:
+    source = f.read()
+  assert not {'ssl_jax.augment', 'augment'} & {name.split('ssl_jax.', 1)[-1] for name in _imported(path)}
+  assert 'crop' not in source and 'AugmentPolicy' not in source
