@@ -65,8 +65,9 @@ def test_the_smoke_preset_is_the_smoke_scale():
 
 @pytest.mark.parametrize('arg', ['scale=huge', 'size=cpu', 'cpu', 'scale='])
 def test_a_bad_config_argument_names_the_file_and_the_scales(arg):
-  with pytest.raises(scales.ConfigArgError, match=rf"configs/moco.py: the config argument must be scale=NAME with NAME one "
-                     rf"of \('smoke', 'demo', 'cpu', 'full'\), got '{arg}'"):
+  expected = (rf"configs/moco.py: the config argument must be scale=NAME with NAME one of \('smoke', 'demo', "
+              rf"'cpu', 'full'\), got '{arg}'")
+  with pytest.raises(scales.ConfigArgError, match=expected):
     METHOD_CONFIGS['moco'].get_config(arg)
   with pytest.raises(scales.ConfigArgError, match=r"configs/probe.py: .*scale=NAME"):
     probe_config_lib.get_config(arg)
