@@ -14,6 +14,6 @@ def get_config(method: str = 'simclr') -> ml_collections.ConfigDict:
   choices."""
   if method not in METHOD_CONFIGS:
     raise scales.ConfigArgError(
-        f'configs/smoke.py:METHOD: unknown preset {method!r}; choose one of {sorted(METHOD_CONFIGS)} '
+        f'configs/smoke.py: unknown preset {method!r}; choose one of {sorted(METHOD_CONFIGS)} '
         '(e.g. --config=configs/smoke.py:moco)')
   return METHOD_CONFIGS[method].get_config('scale=smoke')

@@ -17,7 +17,7 @@ def test_every_method_has_its_config_and_a_smoke_preset():
     assert module.get_config().method == name
     assert smoke.get_config(name).method == name
   assert 'queue_size' not in METHOD_CONFIGS['moco_v3'].get_config().moco  # v3 keeps no queue
-  with pytest.raises(scales.ConfigArgError, match=r"configs/smoke.py:METHOD: unknown preset 'mocov3'"):
+  with pytest.raises(scales.ConfigArgError, match=r"configs/smoke.py: unknown preset 'mocov3'"):
     smoke.get_config('mocov3')
 
 
