@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: the main job on the embedded (simulated) data: a scaled study with report and plots.
+## ssl_jax.launch starts it with mimalloc preloaded (XLA:CPU's train steps stop page-faulting).
 demo: $(STAMP)
-	$(PY) experiments/study.py --scale demo --out runs/demo
+	$(PY) -m ssl_jax.launch experiments/study.py --scale demo --out runs/demo
 
 ## test: the whole suite, slow tests included.
 test: $(STAMP)
@@ -26,6 +27,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not slow" tests
 
+## bench: train-step speed; it starts its timed process with mimalloc itself (--host_allocators).
 bench: $(STAMP)
 	$(PY) experiments/bench_train_step.py
 

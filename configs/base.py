@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Loop, logging, checkpoints.
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 2
+  config.keep_checkpoints = 2  # the newest N stay on disk; 0 keeps every checkpoint
   config.progress_bar = True
   # Profile steps profile_first_step .. + profile_num_steps - 1 into WORKDIR/profile (JAX's profiler; open the
   # trace in TensorBoard's profile plugin or Perfetto). 0: no profile.

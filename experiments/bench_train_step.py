@@ -9,9 +9,10 @@ For each method and batch size it times the jitted, state-donating step on all l
 length) and the study's MTC mix (crop lengths cycled over the pairs of the crop set, so the mean cost is
 the expected cost under MTC). Reports mean step time, views/s, first-call (compile) time and the
 process's peak RSS and minor page faults per step. Cases are interleaved over `--rounds` so that this
-machine's drift hits them alike. The host allocator (`ssl_jax.host_allocator`) is process-wide, so several
-`--host_allocators` run one child process each, kept alive and driven in alternating rounds over a pipe,
-and the step-time ratios against the first are printed.
+machine's drift hits them alike. The host allocator is bound when a process starts, so each of
+`--host_allocators` runs in a child process started for it (mimalloc preloaded as `ssl_jax.launch` does
+it, or taken out of LD_PRELOAD for the system allocator), kept alive and driven in alternating rounds over
+a pipe; the step-time ratios against the first are printed. Each row names the allocator in force.
 Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=512.
 """
 
@@ -30,9 +31,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import METHOD_CONFIGS  # noqa: E402
-from ssl_jax import host_allocator, methods, optim, parallel  # noqa: E402
+from ssl_jax import host_allocator, launch, methods, optim, parallel  # noqa: E402
 from ssl_jax.methods import common  # noqa: E402
 from ssl_jax.data import spec  # noqa: E402
+
+HOST_ALLOCATORS = ('mimalloc', 'system')
 
 
 def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
@@ -85,18 +88,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--length', type=int, default=512)
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--methods', default='simclr,moco')
-  parser.add_argument('--host_allocators', default=host_allocator.DEFAULT_POLICY,
-                      help=f'comma-separated host allocator policies {host_allocator.POLICIES}; several run '
-                           'one child process each, timed in alternating rounds')
+  parser.add_argument('--host_allocators', default=HOST_ALLOCATORS[0],
+                      help=f'comma-separated host allocators from {HOST_ALLOCATORS}: one child process each, '
+                           'timed in alternating rounds')
   parser.add_argument('--rounds', type=int, default=1,
                       help='interleave the cases over this many rounds of steps / rounds steps each')
   parser.add_argument('--mtc', action='store_true', help='also time the study MTC mix (25 programs)')
   parser.add_argument('--serve', action='store_true', help=argparse.SUPPRESS)  # Child mode, see drive_children.
   args = parser.parse_args(argv)
   args.host_allocators = args.host_allocators.split(',')
-  for policy in args.host_allocators:
-    if policy not in host_allocator.POLICIES:
-      parser.error(f'--host_allocators: unknown policy {policy!r}; choose from {host_allocator.POLICIES}')
+  for allocator in args.host_allocators:
+    if allocator not in HOST_ALLOCATORS:
+      parser.error(f'--host_allocators: unknown allocator {allocator!r}; choose from {HOST_ALLOCATORS}')
   return args
 
 
@@ -133,13 +136,22 @@ def add_round(results: list[list], round_results: list) -> None:
     result[1] += faults
 
 
-def serve(args: argparse.Namespace, allocator: str) -> None:
+def serve(args: argparse.Namespace) -> None:
   """Child mode: prepares the cases, then times one round of them per line read from stdin."""
-  cases = prepare_cases(args, allocator)
+  print(f'{host_allocator.describe()}\ndevices: {jax.devices()}  backend: {jax.default_backend()}', file=sys.stderr)
+  cases = prepare_cases(args, host_allocator.in_force())
   print(json.dumps([row for _, row in cases]), flush=True)
   for _ in sys.stdin:
     print(json.dumps(run_round(args, cases)), flush=True)
   print(json.dumps({'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def child_launch(allocator: str, forwarded: list[str]) -> launch.Launch:
+  """The bench child for `allocator`: mimalloc preloaded as `ssl_jax.launch` does, or kept out of it."""
+  child_args = [os.path.abspath(__file__), *forwarded, '--serve', f'--host_allocators={allocator}']
+  if allocator == 'mimalloc':
+    return launch.plan(child_args, dict(os.environ))
+  return launch.Launch([sys.executable, *child_args], host_allocator.without_mimalloc(dict(os.environ)), None)
 
 
 def read_reply(child: subprocess.Popen) -> object:
@@ -150,17 +162,17 @@ def read_reply(child: subprocess.Popen) -> object:
   return json.loads(line)
 
 
-def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], dict[str, float]]:
+def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], list[tuple[str, float]]]:
   """One child process per host allocator, rounds alternating between them: rows, results, peak RSS each."""
   forwarded = [f'--batch_sizes={args.batch_sizes}', f'--length={args.length}', f'--steps={args.steps}',
                f'--methods={args.methods}', f'--rounds={args.rounds}'] + (['--mtc'] if args.mtc else [])
   children = []
-  for policy in args.host_allocators:
-    # A child for another policy must not inherit this process's preloaded mimalloc.
-    env = os.environ if policy == 'mimalloc' else host_allocator.without_mimalloc(dict(os.environ))
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *forwarded, '--serve',
-                              f'--host_allocators={policy}'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True, env=env)
+  for allocator in args.host_allocators:
+    child_start = child_launch(allocator, forwarded)
+    if child_start.note:
+      print(child_start.note, flush=True)
+    child = subprocess.Popen(child_start.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=child_start.env)
     rows = read_reply(child)
     children.append((child, rows, [[[], 0] for _ in rows]))
   for _ in range(args.rounds):
@@ -168,10 +180,10 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], di
       child.stdin.write('next\n')
       child.stdin.flush()
       add_round(results, read_reply(child))
-  peak_mib = {}
-  for policy, (child, _, _) in zip(args.host_allocators, children):
+  peak_mib = []
+  for child, child_rows, _ in children:
     child.stdin.close()
-    peak_mib[policy] = read_reply(child)['peak_rss_mib']
+    peak_mib.append((child_rows[0]['host_allocator'], read_reply(child)['peak_rss_mib']))
     if child.wait() != 0:
       raise RuntimeError(f'bench child exited with {child.returncode}: {child.args}')
   rows = [row for _, child_rows, _ in children for row in child_rows]
@@ -181,23 +193,10 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], di
 
 def main() -> None:
   args = parse_args()
-  if args.serve or len(args.host_allocators) == 1:
-    applied = host_allocator.configure(args.host_allocators[0])  # Before JAX starts its backend.
-    if args.serve:
-      print(applied, file=sys.stderr)
-      return serve(args, applied.policy)
-    print(applied)
-    print(f'devices: {jax.devices()}  backend: {jax.default_backend()}')
-    cases = prepare_cases(args, applied.policy)
-    results = [[[], 0] for _ in cases]
-    # Interleaved rounds: every case runs a few steps per round, so machine drift hits all cases alike.
-    for _ in range(args.rounds):
-      add_round(results, run_round(args, cases))
-    rows = [row for _, row in cases]
-    peak_mib = {applied.policy: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-  else:
-    print(f'host allocators {args.host_allocators}: one child process each, {args.rounds} alternating rounds')
-    rows, results, peak_mib = drive_children(args)
+  if args.serve:
+    return serve(args)
+  print(f'host allocators {args.host_allocators}: one child process each, {args.rounds} alternating rounds')
+  rows, results, peak_mib = drive_children(args)
   for row, (times, faults) in zip(rows, results):
     step_s = float(np.mean(times))
     row.update(step_ms=1e3 * step_s, views_per_s=2 * row['batch'] / step_s, steps_timed=len(times),
@@ -218,8 +217,8 @@ def main() -> None:
             f"{r['step_ms'] / first[key]['step_ms']:.2f}")
     else:
       first[key] = r
-  for policy, mib in peak_mib.items():
-    print(f'peak RSS of the process with host allocator {policy}: {mib:.0f} MiB')
+  for allocator, mib in peak_mib:
+    print(f'peak RSS of the process with host allocator {allocator}: {mib:.0f} MiB')
 
 
 if __name__ == '__main__':

@@ -3,6 +3,9 @@
   python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
       [--methods simclr,moco,moco_v3] [--data real --manual_dir DIR]
 
+Start it as `python -m ssl_jax.launch experiments/study.py ...` (as `make demo` does) to run on mimalloc
+(ssl_jax/launch.py); the first line it prints names the host allocator in force.
+
 Pretrains an encoder per method (`--methods`, default the study's SimCLR and MoCo v2) with MTC+AD and one
 with no augmentation (with `--mtc_only` also one with MTC alone), named `<method>_aug`, `<method>_noaug`,
 `<method>_mtc`; probes each at every label budget (several seeds), probes a randomly initialised encoder,
@@ -277,9 +280,6 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--methods', default=','.join(DEFAULT_METHODS),
                       help=f"comma-separated methods to pretrain, from {', '.join(METHOD_CONFIGS)} ('moco' is "
                            "MoCo v2, the study's); default: the study's")
-  parser.add_argument('--host_allocator', choices=host_allocator.POLICIES, default=host_allocator.DEFAULT_POLICY,
-                      help='mimalloc: relaunch with mimalloc preloaded (no page faults in train steps). '
-                           'system: the C library defaults (ssl_jax/host_allocator.py)')
   parser.add_argument('--data', choices=DATA_SOURCES, default='simulated',
                       help='simulated (the default) or real: the AoAM recordings train.h5 and test.h5 in --manual_dir')
   parser.add_argument('--manual_dir', default='', help='with --data real: the directory holding train.h5 and test.h5')
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = check_methods(tuple(args.methods.split(',')))
   except ValueError as e:
     parser.error(str(e))
-  # Before JAX starts its backend. Called with argv (from a notebook, say), the process is not replaced.
-  print(f'[study] {host_allocator.configure(args.host_allocator, relaunch=argv is None)}')
+  print(f'[study] {host_allocator.describe()}')  # mimalloc when started by `python -m ssl_jax.launch`
   from ssl_jax import console
   console.quiet_libraries()  # The libraries' INFO logs off, each warning once (ssl_jax/console.py).
   import matplotlib

@@ -172,12 +172,12 @@ def view_keys(key: jax.Array):
 
 def _iq_parts(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """`(batch, time, 8)` -> I and Q, each `(batch, time, 4)`."""
-  parts = x.reshape(x.shape[:2] + (NUM_ANTENNAS, 2))
+  parts = x.reshape(x.shape[:2] + (spec.NUM_ANTENNAS, spec.NUM_IQ))
   return parts[..., 0], parts[..., 1]
 
 
 def _from_iq(i: jax.Array, q: jax.Array) -> jax.Array:
-  return jnp.stack([i, q], axis=-1).reshape(i.shape[:2] + (NUM_CHANNELS,))
+  return jnp.stack([i, q], axis=-1).reshape(i.shape[:2] + (spec.NUM_CHANNELS,))
 
 
 def _rotate(x: jax.Array, angle: jax.Array) -> jax.Array:

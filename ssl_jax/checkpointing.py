@@ -33,13 +33,20 @@ def config_path(workdir: str) -> str:
   return os.path.join(workdir, 'config.json')
 
 
+def write_json_atomic(path: str, payload: dict) -> None:
+  """Writes `payload` as JSON to `path` via a synced temporary file and a rename (never a partial file)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Writes `workdir/config.json` atomically."""
-  os.makedirs(workdir, exist_ok=True)
-  tmp = config_path(workdir) + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, config_path(workdir))
+  write_json_atomic(config_path(workdir), json.loads(config.to_json_best_effort()))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

@@ -248,7 +248,7 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   # Loop.
   r.int_range('log_every_steps', 1)
   r.int_range('checkpoint_every_steps', 1)
-  r.int_range('keep_checkpoints', 1, why=' (how many checkpoints stay on disk; 0 would keep none)')
+  r.int_range('keep_checkpoints', 0, why=' (how many of the newest checkpoints stay on disk; 0 keeps every one)')
   r.boolean('progress_bar')
   r.int_range('profile_first_step', 0, why=' (0: no profile)')
   r.int_range('profile_num_steps', 1)

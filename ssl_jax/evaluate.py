@@ -41,17 +41,6 @@ def results_path(workdir: str) -> str:
   return os.path.join(workdir, 'eval', 'results.json')
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-  """Writes `payload` as JSON to `path` via a temporary file and a rename (never a partial file)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
         step: Optional[int] = None, data=None) -> dict:
   """Evaluates the encoder of `workdir`, writes `workdir/eval/results.json`, returns the results.
@@ -101,7 +90,7 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
     logging.info('training the supervised baseline')
     results['supervised'] = evaluation.evaluate_supervised(encoder, config.data, probe_config, seed=seed,
                                                            data=data)
-  write_json_atomic(results_path(workdir), results)
+  checkpointing.write_json_atomic(results_path(workdir), results)
   return results
 
 

@@ -2,6 +2,9 @@
 
   python -m ssl_jax.main --config=configs/moco.py --workdir=DIR [--config.key=value ...]
 
+Start it with `python -m ssl_jax.launch -m ssl_jax.main ...` to run on mimalloc (ssl_jax/launch.py); the
+header says which host allocator is in force.
+
 Resumes automatically from the newest readable checkpoint in DIR. Multi-host: start one process per
 host with `--config.distributed.coordinator_address=HOST:PORT --config.distributed.num_processes=P
 --config.distributed.process_id=I`.
@@ -18,14 +21,11 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from ssl_jax import host_allocator  # No JAX import: configure() must run before JAX starts its backend.
+from ssl_jax import host_allocator
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the run config.')
-flags.DEFINE_enum('host_allocator', host_allocator.DEFAULT_POLICY, list(host_allocator.POLICIES),
-                  'mimalloc: relaunch with mimalloc preloaded, so XLA:CPU step buffers stop page-faulting. '
-                  'system: the C library defaults. See ssl_jax/host_allocator.py.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -44,7 +44,6 @@ def _config_description() -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected command-line arguments: {argv[1:]}')
-  allocator = host_allocator.configure(FLAGS.host_allocator)  # Before JAX starts its backend.
   if not FLAGS['verbosity'].present:
     from ssl_jax import console
     console.quiet_libraries()  # Before TensorFlow is imported.
@@ -57,7 +56,7 @@ def main(argv: list[str]) -> None:
   from ssl_jax import train, workdir_lock
   import jax
   if jax.process_index() == 0:
-    print(f'[ssl_jax] config: {_config_description()}\n[ssl_jax] {allocator}', flush=True)
+    print(f'[ssl_jax] config: {_config_description()}\n[ssl_jax] {host_allocator.describe()}', flush=True)
   try:
     summary = train.pretrain(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError, workdir_lock.WorkdirBusyError) as e:

@@ -193,12 +193,7 @@ def record_changes(workdir: str, requested: ml_collections.ConfigDict, changes: 
   history += [c.as_record(step) for c in changes]
   payload = _as_json(requested)
   payload[CHANGES_KEY] = history
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  checkpointing.write_json_atomic(path, payload)
   scalars = {}
   for c in changes:
     if c.kind == ON_PURPOSE and isinstance(c.new, (int, float)) and isinstance(c.old, (int, float)):

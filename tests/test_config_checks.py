@@ -48,7 +48,7 @@ def test_shipped_configs_are_valid():
     ('simclr', {'log_every_steps': 0}, 'config.log_every_steps = 0: must be an integer >= 1'),
     ('simclr', {'checkpoint_every_steps': 0}, 'config.checkpoint_every_steps = 0: must be an integer >= 1'),
     ('simclr', {'num_train_steps': 0}, 'config.num_train_steps = 0: must be >= 1'),
-    ('simclr', {'keep_checkpoints': 0}, 'config.keep_checkpoints = 0: must be an integer >= 1'),
+    ('simclr', {'keep_checkpoints': -1}, 'config.keep_checkpoints = -1: must be an integer >= 0'),
     # And the rest of the config.
     ('simclr', {'num_train_steps': -2}, 'config.num_train_steps = -2: must be >= 1'),
     ('simclr', {'num_train_steps': -1, 'num_epochs': 0}, 'config.num_epochs = 0: must be a finite number > 0'),
@@ -98,7 +98,7 @@ def test_moco_v2_takes_negatives_from_its_queue_and_may_run_one_example_per_step
 def test_every_problem_is_reported_at_once():
   config = smoke.get_config('simclr')
   for key, value in {'batch_size': 1, 'log_every_steps': 0, 'checkpoint_every_steps': 0, 'num_train_steps': 0,
-                     'keep_checkpoints': 0}.items():
+                     'keep_checkpoints': -1}.items():
     config[key] = value
   with pytest.raises(config_checks.ConfigError) as info:
     config_checks.check_pretrain_config(config)

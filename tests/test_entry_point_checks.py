@@ -26,7 +26,7 @@ def _run(args, timeout=300):
 
 
 def _main(*args):
-  return _run(['-m', 'ssl_jax.main', '--host_allocator=system', *args])
+  return _run(['-m', 'ssl_jax.main', *args])
 
 
 def _assert_message(proc, *expected):
@@ -56,16 +56,16 @@ def _workdir(tmp_path, config=None, name='run', step=3):
 # ssl_jax.main --------------------------------------------------------------------------------------------
 
 
-def test_main_refuses_zero_cadences_batch_one_zero_steps_and_no_checkpoints(tmp_path):
+def test_main_refuses_zero_cadences_batch_one_zero_steps_and_negative_keep(tmp_path):
   workdir = tmp_path / 'run'
   proc = _main('--config=configs/smoke.py', f'--workdir={workdir}', '--config.batch_size=1',
                '--config.log_every_steps=0', '--config.checkpoint_every_steps=0', '--config.num_train_steps=0',
-               '--config.keep_checkpoints=0')
+               '--config.keep_checkpoints=-1')
   _assert_message(proc, 'config.batch_size = 1: must be an integer >= 2',
                   'config.log_every_steps = 0: must be an integer >= 1',
                   'config.checkpoint_every_steps = 0: must be an integer >= 1',
                   'config.num_train_steps = 0: must be >= 1 (train that many steps), or -1',
-                  'config.keep_checkpoints = 0: must be an integer >= 1')
+                  'config.keep_checkpoints = -1: must be an integer >= 0')
   assert not workdir.exists()  # Refused before anything was written.
 
 
@@ -166,7 +166,7 @@ def test_study_rerun_with_other_steps_is_refused_before_any_work(tmp_path, capsy
   first.data.data_dir = str(out / 'tfds')
   workdir = out / 'runs' / 'simclr_aug'
   _workdir(out / 'runs', first, name='simclr_aug', step=1)
-  code = study.main(['--scale', 'smoke', '--out', str(out), '--steps', '2', '--host_allocator', 'system'])
+  code = study.main(['--scale', 'smoke', '--out', str(out), '--steps', '2'])
   err = capsys.readouterr().err
   assert code == 1
   assert f"'{workdir}' holds a run simclr_aug trained with other settings" in err

@@ -137,7 +137,7 @@ def test_cli_missing_step_is_one_line(tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'ssl_jax.evaluate', f'--workdir={workdir}', '--step=99'],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1
-  assert proc.stderr.strip() == f'error: no step 99 in {workdir} (have 4, 6)'
+  assert proc.stderr.strip() == f"error: no step 99 under {os.path.join(workdir, 'checkpoints')} (have 4, 6)"
 
 
 def test_unreadable_latest_falls_back_to_the_newest_good_step(tmp_path, caplog):

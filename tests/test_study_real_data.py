@@ -74,8 +74,7 @@ def test_unusable_files_stop_the_study_before_training(tmp_path, case, capsys):
   manual = str(tmp_path / 'recordings')
   write_recordings(manual, per_class=(2, 1), length=length, seed=0, **overrides)
   out = str(tmp_path / 'study')
-  code = study.main(['--scale', 'smoke', '--out', out, '--data', 'real', '--manual_dir', manual,
-                     '--host_allocator', 'system'])
+  code = study.main(['--scale', 'smoke', '--out', out, '--data', 'real', '--manual_dir', manual])
   error = capsys.readouterr().err.strip().splitlines()[-1]  # (TFDS progress bars may come before it)
   assert code == 2
   assert error.startswith(f'[study] error: --data real --manual_dir {manual}: {manual}/'), error
