@@ -50,7 +50,7 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   workdir holds no config or no checkpoint at `step`, or the train split cannot serve a requested budget
   (unless `probe_config.skip_unavailable_budgets`: then the budgets are skipped, each with a warning).
   """
-  from ssl_jax import config_checks, encoders, evaluation, path_checks  # Local imports: --help stays fast.
+  from ssl_jax import checkpointing, config_checks, encoders, evaluation, path_checks  # Local: --help stays fast.
   config_checks.check_probe_config(probe_config)
   if seed < 0:
     raise ValueError(f'--seed must be >= 0, got {seed}')
