@@ -84,6 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 2  # the newest N stay on disk; 0 keeps every checkpoint
   config.progress_bar = True
+  # Profile steps profile_first_step .. + profile_num_steps - 1 into WORKDIR/profile (JAX's profiler; open the
+  # trace in TensorBoard's profile plugin or Perfetto). 0: no profile.
+  config.profile_first_step = 0
+  config.profile_num_steps = 5
   # Keys a resume may change on purpose, comma-separated: 'num_train_steps' and/or 'num_epochs'. The steps
   # after the restored one follow the new schedule; the change is recorded (ssl_jax/resume_checks.py).
   config.allow_resume_changes = ''

@@ -8,10 +8,11 @@ workdir, representation='spectrum')` loads the spectrum tower's.
 
 import ml_collections
 
-from configs import base
+from configs import base, scales
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = base.get_config()
   config.method = 'clip'
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/clip.py'))

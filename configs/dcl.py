@@ -3,10 +3,11 @@ the denominator (`ssl_jax/losses_dcl.py`)."""
 
 import ml_collections
 
-from configs import simclr
+from configs import scales, simclr
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = simclr.get_config()
   config.loss.name = 'dcl'
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/dcl.py'))

@@ -7,11 +7,12 @@ modulation with probability 1/7 and its AoA class with 1/225; the prior is a gue
 
 import ml_collections
 
-from configs import simclr
+from configs import scales, simclr
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = simclr.get_config()
   config.loss.name = 'debiased'
   config.loss.tau_plus = 0.1
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/debiased.py'))

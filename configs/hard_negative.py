@@ -9,11 +9,12 @@ that this variant and `configs/debiased.py` each show one treatment of the negat
 
 import ml_collections
 
-from configs import simclr
+from configs import scales, simclr
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = simclr.get_config()
   config.loss.name = 'debiased'
   config.loss.beta = 0.14
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/hard_negative.py'))

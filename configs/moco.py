@@ -7,10 +7,11 @@ study's) or the debiased / hard-negative estimate over the queue.
 
 import ml_collections
 
-from configs import base
+from configs import base, scales
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The study's config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = base.get_config()
   config.method = 'moco'
   config.optim.learning_rate = 0.03  # base_lr; the effective lr is base_lr * batch_size / 256
@@ -23,4 +24,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.name = 'info_nce'  # 'info_nce' | 'debiased'
   config.loss.tau_plus = 0.0  # 'debiased': class prior tau+ in [0, 1) (Chuang et al. 2020)
   config.loss.beta = 0.0  # 'debiased': hardness concentration beta >= 0 (Robinson et al. 2021)
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/moco.py'))

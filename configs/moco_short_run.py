@@ -8,7 +8,7 @@ The study's MoCo v2 (its projection MLP, a large queue) did not learn in a few t
 They beat a random encoder in side runs with 40 simulated examples per class, but not at the study's cpu
 scale (100 per class).
 
-  python -m ssl_jax.main --config=configs/moco_short_run.py --workdir=DIR
+  python -m ssl_jax.main --config=configs/moco_short_run.py[:scale=cpu] --workdir=DIR
 """
 
 import ml_collections
@@ -16,8 +16,9 @@ import ml_collections
 from configs import moco
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = moco.get_config()
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """MoCo v2's config (at the scale `arg` names, see `configs/scales.py`) with the two changes above."""
+  config = moco.get_config(arg)
   config.model.projection_norm = 'batch'
   config.moco.queue_size = 256  # a multiple of batch_size, as every queue must be
   return config

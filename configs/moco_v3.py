@@ -7,10 +7,11 @@ momentum schedule (0.996 rising to 1 on a cosine) and lr rule (base lr 0.03 scal
 
 import ml_collections
 
-from configs import base
+from configs import base, scales
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The study's config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = base.get_config()
   config.method = 'moco_v3'
   config.optim.learning_rate = 0.03  # base_lr; the effective lr is base_lr * batch_size / 256
@@ -18,4 +19,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.moco = ml_collections.ConfigDict()  # the momentum encoder, as in configs/moco.py
   config.moco.momentum = 0.996
   config.moco.momentum_cosine = True  # m rises from momentum to 1 over training
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/moco_v3.py'))

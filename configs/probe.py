@@ -5,6 +5,10 @@ AoA linear-ReLU-linear), label budgets 1, 10, 100, 200, 500 per class from the t
 test split; silhouette of the test embeddings; a supervised baseline on the same budgets; ours besides:
 a random-init baseline. The study does not give the probe optimiser, the AoA hidden width or the number
 of seeds; the values below are ours. Override any key: `--probe_config.budgets=1,10`.
+
+`--probe_config=configs/probe.py:scale=NAME` gives the study's settings at a scale (`configs/scales.py`):
+budgets the scale's simulated train split can serve and shorter head training; `scale=full` keeps the
+protocol's budgets and skips those the split cannot serve (the simulated split holds 200 per class).
 """
 
 import ml_collections
@@ -12,7 +16,8 @@ import ml_collections
 from ssl_jax.data import spec
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The study's probe protocol; with `arg` = 'scale=NAME', its settings at that scale."""
   config = ml_collections.ConfigDict()
   config.tasks = ('aoa', 'amc')
   config.budgets = (1, 10, 100, 200, 500)  # labelled train examples per class
@@ -55,4 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.supervised.min_steps = 100
   config.supervised.max_steps = 600
   config.supervised.warmup_steps = 10
-  return config
+  if not arg:
+    return config
+  from configs import scales  # Here: without an argument this file needs only ssl_jax (`ssl_jax.evaluate`'s default).
+  return scales.apply_probe_scale(config, scales.parse_scale(arg, 'configs/probe.py'))

@@ -9,10 +9,11 @@ each batch's equipartition spreads ~1 example per prototype. SwAV's queue (for b
 
 import ml_collections
 
-from configs import base
+from configs import base, scales
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full config, or with `arg` = 'scale=NAME' one of `configs/scales.py`'s scales."""
   config = base.get_config()
   config.method = 'swav'
   config.temperature = 0.1  # τ of the prediction softmax (SwAV's)
@@ -27,4 +28,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.swav.queue_size = 0
   # The queue enters the sums from this step on (and once it is full); 2,625 = 15 epochs, SwAV's start.
   config.swav.queue_start_step = 2625
-  return config
+  return scales.apply_pretrain_scale(config, scales.parse_scale(arg, 'configs/swav.py'))

@@ -15,10 +15,11 @@ finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ
 (another --steps, --seed ...) is refused before any work, naming the workdir and the keys (use another
 --out, or delete the run to retrain it). Every config is checked before the first run starts.
 
-Scales: `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo` (`make demo`; about 10 minutes),
-`cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps; ~20 minutes on 2 CPU cores;
-`--mtc_only` adds ~10 minutes; MoCo v2 collapses in so few steps, `--methods simclr,moco_v3` runs MoCo v3),
-`full` (the study's 400 epochs at batch 256; for an accelerator).
+Scales (`configs/scales.py`; each run's config is `configs/<method>.py:scale=<scale>`, the probes'
+`configs/probe.py:scale=<scale>`): `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo`
+(`make demo`), `cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps; MoCo v2
+collapses in so few steps, `--methods simclr,moco_v3` runs MoCo v3), `full` (the study's 400 epochs at
+batch 256; for an accelerator). Times: docs/performance.md.
 
 Data: the simulator by default; `--data real --manual_dir DIR` runs every pretraining run, probe and
 baseline on the real AoAM files DIR/train.h5 and DIR/test.h5 instead. Their length must be the scale's
@@ -40,10 +41,11 @@ import ml_collections  # noqa: E402
 
 from configs import METHOD_CONFIGS  # noqa: E402
 from configs import probe as probe_config_lib  # noqa: E402
+from configs import scales  # noqa: E402
 from experiments import study_report  # noqa: E402
 from ssl_jax import host_allocator  # noqa: E402
 
-SCALES = ('smoke', 'demo', 'cpu', 'full')
+SCALES = scales.SCALES
 DATA_SOURCES = ('simulated', 'real')
 # The methods a study can pretrain are those of `METHOD_CONFIGS` ('moco' is MoCo v2, the study's).
 DEFAULT_METHODS = ('simclr', 'moco')  # the study's
@@ -74,47 +76,13 @@ def run_name(method: str, augment: bool, antenna_dropout: bool = True) -> str:
 
 def pretrain_config(method: str, augment: bool, scale: str,
                     antenna_dropout: bool = True) -> ml_collections.ConfigDict:
-  """The pretraining config of one run at a scale (the study's values, shrunk for the small scales)."""
+  """One run's pretraining config: `configs/<method>.py:scale=<scale>` with the run's augmentation."""
   check_methods((method,))
-  if scale not in SCALES:
-    raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  config = METHOD_CONFIGS[method].get_config()
+  config = METHOD_CONFIGS[method].get_config(f'scale={scale}')
   config.augment.enabled = augment
   if not antenna_dropout:
     config.augment.antenna_dropout = 0.0
-  config.progress_bar = True
-  if scale == 'full':
-    return config
-  settings = {
-      # length, crops, train/test examples per class, batch, steps, stage repeats, queue
-      'smoke': dict(length=64, crops=(32,), train=2, test=1, batch=16, steps=6, repeats=(1, 1, 1), queue=64),
-      'demo': dict(length=128, crops=(64, 128), train=12, test=4, batch=64, steps=120, repeats=(4, 8, 4),
-                   queue=1024),
-      # cpu: short examples (the study's crops up to L), so that 3,000 steps fit: SimCLR with MTC+AD needs
-      # them to beat a random encoder here (1,500 did not); at L=512 only ~600 would fit in the time.
-      'cpu': dict(length=128, crops=(32, 64, 128), train=100, test=26, batch=128, steps=3000,
-                  repeats=(4, 8, 4), queue=4096),
-  }[scale]
-  config.data.length = settings['length']
-  config.augment.crop_lengths = settings['crops']
-  config.data.examples_per_class = settings['train']
-  config.data.test_examples_per_class = settings['test']
-  config.batch_size = settings['batch']
-  set_steps(config, settings['steps'])
-  config.model.stage_repeats = settings['repeats']
-  config.optim.warmup_epochs = 1.0 if scale != 'smoke' else 0.0
-  if 'queue_size' in config.get('moco', {}):  # MoCo v2 and MoCHi
-    config.moco.queue_size = settings['queue']
-  if config.method == 'mochi' and scale == 'smoke':  # N within the 64-key queue
-    config.mochi.num_hard, config.mochi.num_mix, config.mochi.num_query_mix = 16, 8, 4
   return config
-
-
-def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
-  """Pretraining length and, with it, the cadence: 20 log lines and 2 checkpoints per run."""
-  config.num_train_steps = steps
-  config.log_every_steps = max(steps // 20, 1)
-  config.checkpoint_every_steps = max(steps // 2, 1)
 
 
 class DataError(ValueError):
@@ -164,29 +132,9 @@ def prepare_real_data(scale: str, data_dir: str, manual_dir: str) -> dict[str, A
 
 
 def probe_config(scale: str) -> ml_collections.ConfigDict:
-  """Probe and baseline settings at a scale (budgets capped by the examples each scale simulates)."""
-  config = probe_config_lib.get_config()
+  """Probe and baseline settings: `configs/probe.py:scale=<scale>` with the supervised baseline on."""
+  config = probe_config_lib.get_config(f'scale={scale}')
   config.supervised.enabled = True
-  if scale == 'smoke':
-    config.budgets = (1, 2)
-    config.num_seeds = 2
-    config.probe.num_steps = 50
-    config.supervised.budgets = (1,)
-    config.supervised.num_seeds = 1
-    config.supervised.min_steps = config.supervised.max_steps = 5
-  elif scale == 'demo':
-    config.budgets = (1, 10)
-    config.probe.num_steps = 200
-    config.supervised.budgets = (1, 10)
-    config.supervised.num_seeds = 1
-    config.supervised.max_steps = 150
-  elif scale == 'cpu':
-    config.budgets = (1, 10, 100)
-    config.supervised.budgets = (1, 10, 100)
-    config.supervised.num_seeds = 1
-    config.supervised.max_steps = 3000  # as many steps as pretraining
-  else:  # full: the study's budgets; the simulated train split holds 200 per class, so 500 is reported skipped.
-    config.skip_unavailable_budgets = True
   return config
 
 
@@ -252,7 +200,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
 def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int | None, mtc_only: bool,
                methods: tuple[str, ...], data_source: str, manual_dir: str) -> dict[str, Any]:
   """`run_study` once its arguments are checked and `out_dir` is locked."""
-  from ssl_jax import checkpointing, train  # Heavy imports after argument checks.
+  from ssl_jax import encoders, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
 
@@ -262,7 +210,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
     config = pretrain_config(method, augment, scale, antenna_dropout)
     config.seed = seed
     if steps is not None:
-      set_steps(config, steps)
+      scales.set_steps(config, steps)
     set_data(config, data_dir, data_source, manual_dir)
     configs[run_name(method, augment, antenna_dropout)] = config
   probes = probe_config(scale)
@@ -291,9 +239,10 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
     t0 = time.perf_counter()
-    summary = train.train_and_evaluate(config, workdir)
+    summary = train.pretrain(config, workdir)
     results['timing_s'][f'pretrain_{name}'] = time.perf_counter() - t0
-    _, encoder, variables = checkpointing.load_encoder(workdir)
+    loaded = encoders.load_encoder(workdir)
+    encoder, variables = loaded.module, loaded.variables
     evaluation = evaluate(name, encoder, variables, config.data)
     results['runs'][name] = {'method': method, 'augment': augment, 'antenna_dropout': antenna_dropout,
                              'config': json.loads(config.to_json_best_effort()),
@@ -304,7 +253,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
                                                             batch_size=probes.embed_batch_size)
   reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
   set_data(reference, data_dir, data_source, manual_dir)
-  _, encoder, _ = checkpointing.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)))
+  encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True))).module
   random_variables = suite.random_init_variables(encoder, reference.data, seed)
   results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
   print('[study] supervised baseline', flush=True)

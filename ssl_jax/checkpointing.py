@@ -9,7 +9,8 @@ last complete step is.
 A finalized step can still be damaged afterwards (a truncated or deleted file). Restoring without a step
 takes the newest step that restores and reports each newer one it skipped; the writer then moves those
 to `unreadable_checkpoints/` (kept, out of orbax's sight). When no step restores it is an error, never a
-silent fresh start. `restore_encoder` is the read side (evaluation): read-only, finalized steps only.
+silent fresh start. A read-only `Checkpointer` (evaluation, `ssl_jax.encoders`) sees finalized steps only.
+This module knows orbax, JAX and ml_collections, not the methods or models whose state it stores.
 """
 
 import dataclasses
@@ -95,6 +96,22 @@ class UnreadableCheckpointError(ValueError):
   """A checkpoint step exists but cannot be restored (truncated or missing files, another run's state)."""
 
 
+class NonFiniteStateError(ValueError):
+  """A state with a NaN or an infinity was given to save; nothing was written."""
+
+
+@jax.jit
+def _all_finite(tree: PyTree) -> jax.Array:
+  leaves = [jax.numpy.all(jax.numpy.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jax.numpy.issubdtype(x.dtype, jax.numpy.inexact)]
+  return jax.numpy.all(jax.numpy.stack(leaves)) if leaves else jax.numpy.bool_(True)
+
+
+def all_finite(tree: PyTree) -> bool:
+  """True when no floating-point leaf of `tree` holds a NaN or an infinity (waits for the values)."""
+  return bool(_all_finite(tree))
+
+
 def _one_line(error: BaseException, limit: int = 400) -> str:
   """An orbax/TensorStore error on one line, without TensorStore's spec dump and driver nesting."""
   text = f'{error}'.split('[tensorstore_spec', 1)[0].split('See full TensorStore details', 1)[0]
@@ -152,11 +169,13 @@ class Checkpointer:
 
   Only finalized steps are ever listed or restored: orbax writes a step into a temporary directory and
   renames it when complete. `keep` is how many of the newest steps to keep; 0 keeps every step.
-  `read_only` (evaluation, which may read a workdir while its run writes it) never writes, deletes or
-  cleans up anything, not even the writer's temporary directories of a save in progress.
+  `every`: the cadence `should_save` answers, orbax's `FixedIntervalPolicy` (every `every`-th step);
+  None: only explicit saves. `read_only` (evaluation, which may read a workdir while its run writes it)
+  never writes, deletes or cleans up anything, not even the writer's temporary directories of a save in
+  progress. `save` refuses a state with a NaN or an infinity: a checkpoint never holds a diverged run.
   """
 
-  def __init__(self, workdir: str, *, keep: int = 2, read_only: bool = False):
+  def __init__(self, workdir: str, *, keep: int = 2, every: int | None = None, read_only: bool = False):
     if keep < 0:
       raise ValueError(f'config.keep_checkpoints={keep}: give how many of the newest checkpoints to keep '
                        '(>= 1), or 0 to keep every checkpoint.')
@@ -166,8 +185,16 @@ class Checkpointer:
       _quiet_read_only_notice()
       options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
     else:
+      if every is not None and every < 1:
+        raise ValueError(f'config.checkpoint_every_steps={every}: must be >= 1.')
+      # Orbax's policies, not its default (which would also save the first step it is asked about).
+      if every is None:
+        policy = ocp.checkpoint_managers.SpecificStepsPolicy(steps=())
+      else:
+        policy = ocp.checkpoint_managers.FixedIntervalPolicy(every)
       options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True,
-                                             cleanup_tmp_directories=True)
+                                             cleanup_tmp_directories=True, save_decision_policy=policy,
+                                             enable_should_save_is_saving_in_progress_check=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -177,10 +204,25 @@ class Checkpointer:
     """The finalized steps, oldest first."""
     return sorted(self._manager.all_steps())
 
+  def should_save(self, step: int) -> bool:
+    """Whether `step` is a checkpoint step of the cadence (`every`) and newer than the latest checkpoint.
+
+    On several processes every process must ask at every step: orbax asks JAX's preemption service too
+    (`multihost_utils.reached_preemption_sync_point(step)`), with the step as its counter.
+    """
+    return self._manager.should_save(int(step))
+
   def save(self, step: int, state: PyTree) -> None:
-    """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk)."""
+    """Saves `state` at `step` (asynchronously; `wait` or `close` blocks until it is on disk).
+
+    Raises NonFiniteStateError, writing nothing, when a floating-point leaf of `state` holds a NaN or an
+    infinity (checking waits for the state's values). A step already saved is left as it is.
+    """
     if step in self._manager.all_steps():
       return
+    if not all_finite(state):
+      raise NonFiniteStateError(f'the state of step {step} holds a NaN or an infinity; not saved to '
+                                f'{self.directory}')
     self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
 
   def _restore_step(self, like: PyTree, step: int) -> PyTree:
@@ -251,52 +293,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-@dataclasses.dataclass(frozen=True)
-class Encoder:
-  """The query/online encoder of a workdir's checkpoint: its run config, module, variables and step."""
-  config: ml_collections.ConfigDict
-  module: Any
-  variables: dict
-  step: int
-
-
-def restore_encoder(workdir: str, step: int | None = None) -> Encoder:
-  """The encoder at `step` (default: the newest step that restores) of a pretraining workdir.
-
-  Reads without the writer lock and writes nothing, so it may run while the workdir's run is writing:
-  it sees only finalized steps. A newer step that cannot be restored is reported (one warning line) and
-  skipped; a requested step that does not exist or cannot be restored is an error naming the steps there.
-  """
-  from ssl_jax import methods, optim  # Local import: methods import models, which import this module's users.
-  config = read_config(workdir)
-  method = methods.get_method(config.method)
-  networks = method.create_networks(config, bn_axis_name=None)
-  tx = optim.create_optimizer(config.optim, lambda step: 0.0)
-  like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
-  checkpointer = Checkpointer(workdir, read_only=True)
-  try:
-    if not checkpointer.steps():
-      raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
-    if step is None:
-      restored = checkpointer.restore_newest(like)
-      for unreadable in restored.skipped:
-        logging.warning('checkpoint %s/%d is unreadable, using step %d instead: %s', directory,
-                        unreadable.step, restored.step, unreadable.reason)
-      state, step = restored.state, restored.step
-    else:
-      state = checkpointer.restore(like, step)
-  finally:
-    checkpointer.close()
-  variables = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
-  return Encoder(config, networks.encoder, variables, int(step))
-
-
-def load_encoder(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, dict]:
-  """(config, encoder module, {'params', 'batch_stats'}) of `restore_encoder(workdir, step)`."""
-  encoder = restore_encoder(workdir, step)
-  return encoder.config, encoder.module, encoder.variables

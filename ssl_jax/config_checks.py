@@ -301,6 +301,8 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   r.int_range('checkpoint_every_steps', 1)
   r.int_range('keep_checkpoints', 0, why=' (how many of the newest checkpoints stay on disk; 0 keeps every one)')
   r.boolean('progress_bar')
+  r.int_range('profile_first_step', 0, why=' (0: no profile)')
+  r.int_range('profile_num_steps', 1)
   allowed = lookup(config, 'allow_resume_changes', '')
   if not isinstance(allowed, str):
     r.fail('allow_resume_changes', f'must be a comma-separated string of keys from {RESUME_CHANGEABLE_KEYS}')

@@ -13,7 +13,7 @@ examples than the budget, or none): `--probe_config.skip_unavailable_budgets=Tru
 instead, each named in a warning and in the results' `skipped` list.
 
 A workdir whose run is still writing can be evaluated: evaluation takes no lock and reads only finalized
-checkpoints (see `ssl_jax.checkpointing.restore_encoder`).
+checkpoints (see `ssl_jax.encoders.load_encoder`).
 """
 
 import json
@@ -50,14 +50,13 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   workdir holds no config or no checkpoint at `step`, or the train split cannot serve a requested budget
   (unless `probe_config.skip_unavailable_budgets`: then the budgets are skipped, each with a warning).
   """
-  from ssl_jax import checkpointing, config_checks, path_checks  # Local imports: --help stays fast.
-  from ssl_jax import evaluation
+  from ssl_jax import checkpointing, config_checks, encoders, evaluation, path_checks  # Local: --help stays fast.
   config_checks.check_probe_config(probe_config)
   if seed < 0:
     raise ValueError(f'--seed must be >= 0, got {seed}')
   path_checks.check_trained_workdir(workdir, step)
   path_checks.check_workdir(os.path.dirname(results_path(workdir)), 'the results directory')
-  loaded = checkpointing.restore_encoder(workdir, step)  # Without a step: the newest that restores.
+  loaded = encoders.load_encoder(workdir, step)  # Without a step: the newest that restores.
   config, encoder, variables, step = loaded.config, loaded.module, loaded.variables, loaded.step
   data = data or evaluation.PipelineData(config.data, probe_config.embed_batch_size)
   unavailable = evaluation.unavailable_numbers(data.labels('train'), probe_config)

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
   if jax.process_index() == 0:
     print(f'[ssl_jax] config: {_config_description()}\n[ssl_jax] {host_allocator.describe()}', flush=True)
   try:
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    summary = train.pretrain(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError, workdir_lock.WorkdirBusyError) as e:
     _fail(e)
   print(json.dumps(summary))

@@ -45,6 +45,7 @@ from ssl_jax import checkpointing, config_checks, metrics_writer, path_checks
 # Keys (or key prefixes, ending in '.') whose change never changes what the run trains.
 FREE_KEYS = (
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'progress_bar', 'allow_resume_changes',
+    'profile_first_step', 'profile_num_steps',
     'data.data_dir', 'data.prefetch',
     'distributed.',
 )

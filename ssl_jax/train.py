@@ -1,20 +1,26 @@
 """The pretraining loop, top to bottom: lock -> mesh -> data -> state (or resume) -> step -> log -> checkpoint.
 
-`train_and_evaluate(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It holds the
+`pretrain(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It holds the
 workdir's writer lock for the whole run (`ssl_jax.workdir_lock`: a second run into the same workdir is
 refused, naming the process that writes there). It resumes from the newest checkpoint in `workdir` that
 restores (newer unreadable ones are reported and set aside, see `ssl_jax.checkpointing`), after dropping
 the metrics a killed run logged past that step, so every step is logged once. Because the input
 pipeline is resumable by step and the step is deterministic, a resumed run ends bit-identical (on CPU)
 to an uninterrupted one. SIGTERM/SIGINT save a checkpoint and stop cleanly, on every process of a
-multi-host run at the same step (`_StopRequest`); a non-finite loss stops the run with a clear message
-and keeps the last good checkpoint (no checkpoint is written after the first bad step).
+multi-host run at the same step (`_StopRequest`).
+
+The loop dispatches step after step without waiting for the device; it reads values back at log steps
+(the metrics) and at checkpoint steps (the state, which `Checkpointer.save` checks for NaN and infinity).
+A non-finite loss, parameter norm or state seen there stops the run with a message naming that step, and
+keeps the last good checkpoint: no checkpoint ever holds a non-finite state. Checkpoint steps follow
+orbax's cadence (`config.checkpoint_every_steps`); `config.profile_first_step` traces a few steps with
+JAX's profiler into `WORKDIR/profile`.
 """
 
 import contextlib
 import math
+import os
 import signal
-import time
 from typing import Any, Iterator, Optional
 
 import jax
@@ -22,14 +28,14 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import augment, checkpointing, config_checks, console as console_lib, metrics_writer, methods
-from ssl_jax import optim, parallel, resume_checks, workdir_lock
+from ssl_jax import checkpointing, config_checks, console as console_lib, metrics_writer, methods, optim
+from ssl_jax import parallel, periodic, resume_checks, workdir_lock
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
 
 
 class NonFiniteLossError(RuntimeError):
-  """The loss became NaN or Inf; the run stopped without checkpointing the bad state."""
+  """The loss or the state became NaN or Inf; the run stopped without checkpointing the bad state."""
 
 
 class _StopRequest:
@@ -42,8 +48,9 @@ class _StopRequest:
   it, all of them agree on the next step that none has passed, and
   `multihost_utils.reached_preemption_sync_point` turns true at that step in each. SIGINT (Ctrl-C) is
   passed on to it as SIGTERM. The agreement is made once, when the signal comes; the check each step is
-  a local read, not a collective. Steps are counted from the run's start step, which every process
-  restored alike, so a signal before the first step stops after the first step.
+  a local read, not a collective. The service's counter is the step (as orbax's `should_save` passes it
+  too), first set to the run's start step, which every process restored alike: a signal before the first
+  step stops after the first step.
   """
 
   def __init__(self, start_step: int, multi_process: bool):
@@ -59,11 +66,14 @@ class _StopRequest:
     signal.raise_signal(signal.SIGTERM)
 
   def check_available(self) -> None:
-    """Raises ValueError when a multi-process run has no preemption service to agree on a stop."""
+    """Raises ValueError when a multi-process run has no preemption service to agree on a stop.
+
+    Sets the service's counter to the start step (a signal before the first step then stops after it).
+    """
     if not self._multi_process:
       return
     try:
-      multihost_utils.reached_preemption_sync_point(0)
+      multihost_utils.reached_preemption_sync_point(self._start_step)
     except RuntimeError as e:
       raise ValueError('a multi-process run needs JAX\'s preemption service to stop all processes at the '
                        'same step on SIGTERM; it is off (jax_enable_preemption_service=False?): ' + str(e)) from e
@@ -93,12 +103,50 @@ class _StopRequest:
     Multi-process: every process must call this after every step.
     """
     if self._multi_process:
-      return 'preempted' if multihost_utils.reached_preemption_sync_point(step - self._start_step) else None
+      return 'preempted' if multihost_utils.reached_preemption_sync_point(step) else None
     return self._signal_name
 
 
+_GUARDED = ('loss', 'param_norm')  # Metrics every method reports; non-finite params show in param_norm.
+
+
+class _FiniteGuard:
+  """Stops the run at the first log or checkpoint step where the loss, the parameter norm or the state is
+  NaN or infinite: checks the metrics read at log steps, and saves through `Checkpointer.save`, which
+  refuses a non-finite state. Raises NonFiniteLossError naming that step and the last good checkpoint."""
+
+  def __init__(self, checkpointer: checkpointing.Checkpointer, start_step: int):
+    self._checkpointer = checkpointer
+    self._last_finite = start_step  # The last step whose values were read back and found finite.
+
+  def check_metrics(self, step: int, scalars: dict[str, float]) -> None:
+    values = {k: scalars[k] for k in _GUARDED}
+    if not all(math.isfinite(v) for v in values.values()):
+      raise self._error(step, ', '.join(f'{k} {v}' for k, v in values.items()))
+    self._last_finite = step
+
+  def save(self, step: int, state) -> None:
+    try:
+      self._checkpointer.save(step, state)
+    except checkpointing.NonFiniteStateError:
+      raise self._error(step, 'the state holds a NaN or an infinity') from None
+    self._last_finite = step
+
+  def _error(self, step: int, what: str) -> NonFiniteLossError:
+    latest = self._checkpointer.latest_step()
+    kept = (f'The last good checkpoint (step {latest}) in {self._checkpointer.directory} is kept'
+            if latest is not None else f'No checkpoint was written to {self._checkpointer.directory}')
+    return NonFiniteLossError(
+        f'non-finite training state at step {step} ({what}); stopped. Values are read back at log and '
+        f'checkpoint steps: step {step} is the first of those where this was seen (step {self._last_finite} was '
+        f'finite). {kept}. Lower config.optim.learning_rate or raise config.temperature.')
+
+
 def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict[str, Any]:
-  """Networks, optimiser, schedules, initial state (replicated on the mesh) and the parallel step."""
+  """Networks, optimiser, schedules, initial state (replicated on the mesh) and the parallel step.
+
+  `step_fn(state, batch, step) -> (state, metrics)` (`methods.common.HostStep`) runs step `step`.
+  """
   method = methods.get_method(config.method)
   num_steps = common.total_steps(config, steps_per_epoch)
   lr = optim.learning_rate_schedule(config.optim, batch_size=config.batch_size,
@@ -114,7 +162,7 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   networks = method.create_networks(config, bn_axis_name=parallel.AXIS)
   per_device_step = method.make_train_step(config, networks, tx, schedules, axis_name=parallel.AXIS)
   return {'state': parallel.replicate(jax.device_get(state), mesh), 'num_steps': num_steps,
-          'step_fn': parallel.data_parallel(per_device_step, mesh)}
+          'step_fn': common.host_step(config, parallel.data_parallel(per_device_step, mesh))}
 
 
 def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterator[dict[str, np.ndarray]]:
@@ -181,7 +229,7 @@ def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collecti
   return restored.state, f'resuming from step {restored.step}'
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason).
 
   Before the data is built, the config and paths are checked (`config_checks`) and a resume's config
@@ -203,7 +251,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Under the lock, before the data.
   is_chief = jax.process_index() == 0
   console = console_lib.Console(enabled=is_chief)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+                                            every=config.checkpoint_every_steps)
   mesh = parallel.create_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
 
@@ -221,8 +270,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
               f'events past step {start_step} (logged before the last run stopped)')
   if resume_changes and is_chief:
     resume_checks.record_changes(workdir, config, resume_changes, start_step)
-  run_rng = jax.device_get(state.rng)  # Fixed for the run; with the step it gives the views' keys.
-  policy = augment.AugmentPolicy.from_config(config.augment)
   stop = _StopRequest(start_step, multi_process=jax.process_count() > 1)
   stop.check_available()
 
@@ -240,56 +287,52 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                              'stop_reason': 'completed'}
   progress = console.progress(total=num_steps, initial=start_step, desc=f'{config.method} pretraining',
                               show=config.progress_bar)
-  last_good_step = start_step
-  window_start, window_steps = time.perf_counter(), 0
-  last_metrics = None
-  with stop.installed():
-    step = start_step
-    while step < num_steps:
-      batch = parallel.shard_batch(next(batches), mesh)
-      crop_lengths = common.crop_lengths_for_step(run_rng, step, policy, config.data.length)
-      state, metrics = step_fn(state, batch, crop_lengths)
-      step += 1
-      window_steps += 1
-      # One host sync per step: the guard must see every step before its state can be checkpointed.
-      loss, param_norm = (float(v) for v in jax.device_get((metrics['loss'], metrics['param_norm'])))
-      if not (math.isfinite(loss) and math.isfinite(param_norm)):
-        summary['stop_reason'] = 'non_finite_loss'
-        checkpointer.close()
-        writer.close()
-        progress.close()
-        raise NonFiniteLossError(
-            f'non-finite training state at step {step} (loss {loss}, parameter norm {param_norm}); stopped. The last good checkpoint (step {checkpointer.latest_step()}) '
-            f'in {checkpointer.directory} is kept. Lower config.optim.learning_rate or raise config.temperature.')
-      last_good_step = step
-      last_metrics = metrics
-      progress.update(1)
-      if step % config.log_every_steps == 0 or step == num_steps:
-        elapsed = time.perf_counter() - window_start
-        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        scalars['views_per_second'] = views_per_step * window_steps / max(elapsed, 1e-9)
-        scalars['epoch'] = step / steps_per_epoch
-        writer.write(step, scalars)
-        progress.set_postfix(loss=f'{loss:.4f}', views_s=f"{scalars['views_per_second']:.0f}")
-        console.line(f"step {step}/{num_steps}  loss {loss:.4f}  lr {scalars['learning_rate']:.3g}  "
-                     f"{scalars['views_per_second']:.0f} views/s")
-        summary['views_per_second'] = scalars['views_per_second']
-        window_start, window_steps = time.perf_counter(), 0
-      if step % config.checkpoint_every_steps == 0:
-        checkpointer.save(step, state)
-      reason = stop.reason(step)
-      if reason is not None:
-        summary['stop_reason'] = reason
-        console.line(f'{reason}: saving step {step} and stopping')
-        break
-  checkpointer.save(last_good_step, state)
-  checkpointer.close()
-  writer.close()
-  progress.close()
-  summary['final_step'] = last_good_step
-  if last_metrics is not None:
-    summary['final_loss'] = float(last_metrics['loss'])
+  profile = periodic.Profile(os.path.join(checkpointer.workdir, 'profile'),
+                             config.profile_first_step if is_chief else 0, config.profile_num_steps)
+  window = periodic.LogWindow(start_step)
+  guard = _FiniteGuard(checkpointer, start_step)
+  metrics = None
+  step = start_step
+  try:
+    with stop.installed():
+      while step < num_steps:
+        batch = parallel.shard_batch(next(batches), mesh)
+        profile.before_step(step + 1)
+        state, metrics = step_fn(state, batch, step)
+        step += 1
+        progress.update(1)
+        if profile.after_step(step, metrics):
+          console.line(f'profiled steps {profile.first}-{profile.last} into {profile.directory}')
+        if periodic.is_log_step(step, config.log_every_steps, num_steps):
+          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}  # Waits for the step.
+          guard.check_metrics(step, scalars)
+          window.close(step)
+          scalars['views_per_second'] = views_per_step * window.steps_per_second
+          scalars['epoch'] = step / steps_per_epoch
+          writer.write(step, scalars)
+          progress.set_postfix(loss=f"{scalars['loss']:.4f}", views_s=f"{scalars['views_per_second']:.0f}")
+          console.line(f"step {step}/{num_steps}  loss {scalars['loss']:.4f}  lr {scalars['learning_rate']:.3g}  "
+                       f"{scalars['views_per_second']:.0f} views/s  ETA {window.eta(step, num_steps)}")
+          summary['views_per_second'] = scalars['views_per_second']
+        if checkpointer.should_save(step):
+          guard.save(step, state)
+        reason = stop.reason(step)
+        if reason is not None:
+          summary['stop_reason'] = reason
+          console.line(f'{reason}: saving step {step} and stopping')
+          break
+      if metrics is not None:  # The last step's loss, checked as at a log step.
+        last = {k: float(v) for k, v in jax.device_get({k: metrics[k] for k in _GUARDED}).items()}
+        guard.check_metrics(step, last)
+        summary['final_loss'] = last['loss']
+      guard.save(step, state)
+  finally:
+    profile.stop()
+    checkpointer.close()
+    writer.close()
+    progress.close()
+  summary['final_step'] = step
   final_loss = f", loss {summary['final_loss']:.4f}" if 'final_loss' in summary else ''
-  console.line(f"{summary['stop_reason']} at step {last_good_step}/{num_steps}{final_loss}; checkpoint "
-               f'{checkpointer.directory}/{last_good_step}')
+  console.line(f"{summary['stop_reason']} at step {step}/{num_steps}{final_loss}; checkpoint "
+               f'{checkpointer.directory}/{step}')
   return summary

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import smoke
-from ssl_jax import augment, checkpointing, config_checks, evaluate, evaluation, losses, models
+from ssl_jax import augment, checkpointing, config_checks, encoders, evaluate, evaluation, losses, models
 from ssl_jax.methods import clip, common
 import method_harness  # tests/method_harness.py
 from test_evaluate import array_data, tiny_probe_config
@@ -114,7 +114,7 @@ def test_evaluation_reads_the_iq_encoder_and_the_spectrum_encoder_on_request(tmp
   checkpointer.save(1, state)
   checkpointer.close()
 
-  iq = checkpointing.restore_encoder(workdir)
+  iq = encoders.load_encoder(workdir)
   assert type(iq.module) is models.ShuffleNetV2Encoder and iq.step == 1
   for got, want in ((iq.variables['params'], state.params['encoder']),
                     (iq.variables['batch_stats'], state.batch_stats['encoder'])):

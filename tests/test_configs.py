@@ -4,11 +4,11 @@ what each changes against the method config it starts from."""
 import ml_collections
 from absl import flags
 import pytest
-from absl import flags
 
-from configs import LOSS_VARIANTS, METHOD_CONFIGS, moco_short_run, smoke
+from configs import LOSS_VARIANTS, METHOD_CONFIGS, moco_short_run, scales, smoke
 from configs import simclr as simclr_config
 from configs import moco as moco_config
+from configs import probe as probe_config_lib
 from ssl_jax import methods
 from ssl_jax.methods import moco
 
@@ -20,7 +20,7 @@ def test_every_method_has_its_config_and_a_smoke_preset():
     assert module.get_config().method == method
     assert smoke.get_config(name).method == method
   assert 'queue_size' not in METHOD_CONFIGS['moco_v3'].get_config().moco  # v3 keeps no queue
-  with pytest.raises(flags.IllegalFlagValueError, match=r"configs/smoke.py: unknown preset 'mocov3'"):
+  with pytest.raises(scales.ConfigArgError, match=r"configs/smoke.py: unknown preset 'mocov3'"):
     smoke.get_config('mocov3')
 
 
@@ -61,3 +61,48 @@ def test_mochi_is_moco_with_its_own_loss():
   assert not any(k.startswith('loss.') for k in mochi)  # MoCHi's loss is its own
   assert {k: mochi[k] for k in mochi if k.startswith('mochi.')} == {
       'mochi.num_hard': 1024, 'mochi.num_mix': 512, 'mochi.num_query_mix': 256}
+
+
+def test_no_argument_and_scale_full_are_the_studys_config():
+  for module in METHOD_CONFIGS.values():
+    assert module.get_config().to_dict() == module.get_config('scale=full').to_dict()
+
+
+def test_each_scale_shrinks_every_method_alike():
+  for scale in ('smoke', 'demo', 'cpu'):
+    configs = {name: module.get_config(f'scale={scale}') for name, module in METHOD_CONFIGS.items()}
+    shared = {(c.data.length, c.augment.crop_lengths, c.batch_size, c.num_train_steps, c.model.stage_repeats,
+               c.data.examples_per_class, c.log_every_steps, c.checkpoint_every_steps) for c in configs.values()}
+    assert len(shared) == 1, (scale, shared)
+    (length, crops, batch, steps, _, _, log_every, checkpoint_every), = shared
+    assert max(crops) <= length and steps % log_every == 0 and checkpoint_every < steps, scale
+    assert configs['moco'].moco.queue_size % batch == 0, scale
+    assert 'queue_size' not in configs['moco_v3'].moco, scale
+  cpu = METHOD_CONFIGS['simclr'].get_config('scale=cpu')
+  assert (cpu.data.length, cpu.augment.crop_lengths, cpu.num_train_steps) == (128, (32, 64, 128), 3000)
+
+
+def test_the_smoke_preset_is_the_smoke_scale():
+  for name, module in METHOD_CONFIGS.items():
+    assert smoke.get_config(name).to_dict() == module.get_config('scale=smoke').to_dict()
+
+
+@pytest.mark.parametrize('arg', ['scale=huge', 'size=cpu', 'cpu', 'scale='])
+def test_a_bad_config_argument_names_the_file_and_the_scales(arg):
+  expected = (rf"configs/moco.py: the config argument must be scale=NAME with NAME one of \('smoke', 'demo', "
+              rf"'cpu', 'full'\), got '{arg}'")
+  with pytest.raises(scales.ConfigArgError, match=expected):
+    METHOD_CONFIGS['moco'].get_config(arg)
+  with pytest.raises(scales.ConfigArgError, match=r"configs/probe.py: .*scale=NAME"):
+    probe_config_lib.get_config(arg)
+
+
+def test_probe_scales():
+  assert probe_config_lib.get_config().to_dict() != probe_config_lib.get_config('scale=full').to_dict()
+  assert probe_config_lib.get_config('scale=full').skip_unavailable_budgets  # 500 per class is not simulated
+  for scale in ('smoke', 'demo', 'cpu'):
+    probes = probe_config_lib.get_config(f'scale={scale}')
+    per_class = METHOD_CONFIGS['simclr'].get_config(f'scale={scale}').data.examples_per_class
+    assert max(probes.budgets) <= per_class and max(probes.supervised.budgets) <= per_class, scale
+    assert not probes.supervised.enabled  # The study turns the (slow) supervised baseline on.
+  assert probe_config_lib.get_config('scale=cpu').supervised.max_steps == 3000  # as many as pretraining

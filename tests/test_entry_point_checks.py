@@ -73,6 +73,9 @@ def test_main_names_an_unknown_preset():
   proc = _main('--config=configs/smoke.py:byol', '--workdir=/tmp/never-written')
   from configs import METHOD_CONFIGS  # pylint: disable=g-import-not-at-top
   _assert_message(proc, f"unknown preset 'byol'; choose one of {sorted(METHOD_CONFIGS)}")
+  proc = _main('--config=configs/moco.py:scale=huge', '--workdir=/tmp/never-written')
+  _assert_message(proc, "configs/moco.py: the config argument must be scale=NAME with NAME one of ('smoke', "
+                  "'demo', 'cpu', 'full'), got 'scale=huge'")
 
 
 def test_main_refuses_a_workdir_that_is_a_file(tmp_path):
@@ -158,8 +161,9 @@ def test_evaluate_names_a_missing_step_and_a_bad_probe_config(tmp_path):
 def test_study_rerun_with_other_steps_is_refused_before_any_work(tmp_path, capsys):
   from experiments import study
   out = tmp_path / 'study'
+  from configs import scales
   first = study.pretrain_config('simclr', True, 'smoke')
-  study.set_steps(first, 1)
+  scales.set_steps(first, 1)
   first.data.data_dir = str(out / 'tfds')
   workdir = out / 'runs' / 'simclr_aug'
   _workdir(out / 'runs', first, name='simclr_aug', step=1)

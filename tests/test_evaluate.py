@@ -11,7 +11,7 @@ import pytest
 
 from configs import probe as probe_config_lib
 from configs import smoke
-from ssl_jax import checkpointing, evaluate, evaluation, methods, optim
+from ssl_jax import checkpointing, encoders, evaluate, evaluation, methods, optim
 from ssl_jax.evaluation import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,8 +128,8 @@ def _damage(workdir, step):
 def test_missing_step_is_named_with_the_steps_there(tmp_path):
   workdir = _workdir_with_steps(tmp_path, [4, 6])
   with pytest.raises(FileNotFoundError, match=rf'no step 99 in {workdir} \(have 4, 6\)'):
-    checkpointing.restore_encoder(workdir, 99)
-  assert checkpointing.restore_encoder(workdir, 4).step == 4
+    encoders.load_encoder(workdir, 99)
+  assert encoders.load_encoder(workdir, 4).step == 4
 
 
 def test_cli_missing_step_is_one_line(tmp_path):
@@ -143,15 +143,15 @@ def test_cli_missing_step_is_one_line(tmp_path):
 def test_unreadable_latest_falls_back_to_the_newest_good_step(tmp_path, caplog):
   workdir = _workdir_with_steps(tmp_path, [4, 6])
   _damage(workdir, 6)
-  loaded = checkpointing.restore_encoder(workdir)
+  loaded = encoders.load_encoder(workdir)
   assert loaded.step == 4
   assert any('checkpoints/6 is unreadable, using step 4' in r.getMessage() for r in caplog.records)
   with pytest.raises(checkpointing.UnreadableCheckpointError, match='checkpoints/6 cannot be restored'):
-    checkpointing.restore_encoder(workdir, 6)  # Asked for by name: an error, no substitute.
+    encoders.load_encoder(workdir, 6)  # Asked for by name: an error, no substitute.
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))  # The reader moves nothing.
   _damage(workdir, 4)
   with pytest.raises(checkpointing.UnreadableCheckpointError, match='step 6: .*; step 4: '):
-    checkpointing.restore_encoder(workdir)
+    encoders.load_encoder(workdir)
 
 
 def test_reader_sees_only_finalized_steps_and_leaves_a_save_in_progress_alone(tmp_path):
@@ -160,7 +160,7 @@ def test_reader_sees_only_finalized_steps_and_leaves_a_save_in_progress_alone(tm
   in_progress = os.path.join(workdir, 'checkpoints', '8.orbax-checkpoint-tmp-1234')
   os.makedirs(in_progress)
   with workdir_lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
-    assert checkpointing.restore_encoder(workdir).step == 4
+    assert encoders.load_encoder(workdir).step == 4
   assert os.path.isdir(in_progress)  # A writing manager would clean it up; the reader does not.
 
 

@@ -180,3 +180,37 @@ def test_crop_lengths_are_drawn_per_step_from_the_run_key():
   config.augment.enabled = False
   off = augment.AugmentPolicy.from_config(config.augment)
   assert common.crop_lengths_for_step(rng, 3, off, config.data.length) == (64, 64)  # one program
+
+
+def test_host_step_passes_each_steps_crop_lengths_and_reads_the_run_key_once(monkeypatch):
+  """`HostStep` gives the launched step the lengths `crop_lengths_for_step` draws, across its table's ends."""
+  monkeypatch.setattr(common, 'CROP_TABLE_STEPS', 7)
+  config = smoke.get_config('simclr')
+  config.augment.crop_lengths = (16, 32, 64)
+  policy = augment.AugmentPolicy.from_config(config.augment)
+  rng = jax.random.PRNGKey(3)
+  calls = []
+
+  def launched(state, batch, crop_lengths):
+    calls.append(crop_lengths)
+    return state, {}
+
+  class State:  # Counts reads of the run key.
+    reads = 0
+
+    @property
+    def rng(self):
+      State.reads += 1
+      return rng
+
+  step_fn = common.host_step(config, launched)
+  start = 5  # A resumed run: the first table starts at the restored step.
+  for step in range(start, start + 20):
+    step_fn(State(), None, step)
+  expected = [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(start, start + 20)]
+  assert calls == expected and len(set(calls)) > 3
+  assert State.reads == 1
+  config.augment.enabled = False
+  calls.clear()
+  common.host_step(config, launched)(State(), None, 0)
+  assert calls == [(64, 64)]

@@ -1,4 +1,4 @@
-"""ssl_jax.notebook_utils: checkout lookup, batch rounding, scale configs, loss curve, tables, report."""
+"""ssl_jax.notebook_utils: batch rounding, devices, loss curve, tables, report."""
 
 import os
 import subprocess
@@ -26,49 +26,11 @@ def test_round_up_to_multiple_rejects_non_positive(value, multiple, name):
     notebook_utils.round_up_to_multiple(value, multiple)
 
 
-def test_repo_root_is_this_checkout(tmp_path):
-  assert notebook_utils.repo_root() == REPO
-  assert notebook_utils.repo_root(str(tmp_path)) == REPO  # Found from the installed package.
-
-
-@pytest.mark.parametrize('method', ['simclr', 'moco', 'moco_v3'])
-def test_pretrain_config_rounds_batch_to_devices(method, tmp_path):
-  config = notebook_utils.pretrain_config(method, 'smoke', data_dir=str(tmp_path), device_count=3)
-  study = notebook_utils.import_study()
-  reference = study.pretrain_config(method, True, 'smoke')
-  assert config.method == method
-  assert config.batch_size == notebook_utils.round_up_to_multiple(reference.batch_size, 3)
-  assert config.batch_size % 3 == 0
-  assert config.data.data_dir == str(tmp_path)
-  assert config.augment.enabled
-  assert config.num_train_steps == reference.num_train_steps
-
-
-def test_pretrain_config_keeps_batch_that_divides():
-  config = notebook_utils.pretrain_config('simclr', 'smoke', device_count=1, augment=False)
-  assert config.batch_size == notebook_utils.import_study().pretrain_config('simclr', False, 'smoke').batch_size
-  assert not config.augment.enabled
-
-
-@pytest.mark.parametrize('kwargs, match', [({'method': 'byol', 'scale': 'smoke'}, 'method'),
-                                           ({'method': 'simclr', 'scale': 'huge'}, 'scale')])
-def test_pretrain_config_rejects_unknown(kwargs, match):
-  with pytest.raises(ValueError, match=match):
-    notebook_utils.pretrain_config(device_count=1, **kwargs)
-
-
-def test_probe_config_has_no_supervised_baseline():
-  config = notebook_utils.probe_config('smoke')
-  assert not config.supervised.enabled
-  assert tuple(config.budgets) == tuple(notebook_utils.import_study().probe_config('smoke').budgets)
-  with pytest.raises(ValueError, match='scale'):
-    notebook_utils.probe_config('huge')
-
-
-def test_import_study_keeps_the_matplotlib_backend():
-  code = ('import matplotlib; matplotlib.use("pdf"); from ssl_jax import notebook_utils; '
-          'notebook_utils.import_study(); print(matplotlib.get_backend())')
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
+def test_importing_the_study_keeps_the_matplotlib_backend():
+  """A notebook imports experiments/study.py (as compare_methods.ipynb does) and keeps its own backend."""
+  code = ('import matplotlib; matplotlib.use("pdf"); from experiments import study; '
+          'print(matplotlib.get_backend())')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=REPO,
                        timeout=300, check=True).stdout
   assert out.strip().splitlines()[-1] == 'pdf'

@@ -104,7 +104,7 @@ def test_resume_with_changed_settings_is_refused_before_the_data_is_built(tmp_pa
     node = node[part]
   node[last] = value
   with pytest.raises(resume_checks.ResumeError, match=shown):
-    train.train_and_evaluate(config, workdir)
+    train.pretrain(config, workdir)
   assert not os.path.exists(os.path.join(data_dir, 'aoam'))  # Refused before any data was simulated.
   assert checkpointing.read_config(workdir).to_dict() == stored.to_dict()  # Nothing rewritten.
 
@@ -114,7 +114,7 @@ def test_fewer_steps_than_done_is_refused(data_dir, tmp_path):
   config.num_train_steps = 2
   config.allow_resume_changes = 'num_train_steps'
   with pytest.raises(resume_checks.ResumeError, match='holds a checkpoint at step 4, past the 2 steps'):
-    train.train_and_evaluate(config, workdir)
+    train.pretrain(config, workdir)
   assert checkpointing.read_config(workdir).num_train_steps == 4
 
 
@@ -122,12 +122,12 @@ def test_fewer_steps_than_done_is_refused(data_dir, tmp_path):
 def test_longer_run_on_purpose_follows_the_new_schedule_and_is_recorded(data_dir, tmp_path):
   config = _config(**{'num_train_steps': 4, 'checkpoint_every_steps': 2, 'data.data_dir': data_dir})
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  train.pretrain(config, workdir)
   config.num_train_steps = 8
   with pytest.raises(resume_checks.ResumeError, match='allow_resume_changes=num_train_steps'):
-    train.train_and_evaluate(config, workdir)
+    train.pretrain(config, workdir)
   config.allow_resume_changes = 'num_train_steps'
-  summary = train.train_and_evaluate(config, workdir)
+  summary = train.pretrain(config, workdir)
   assert summary['start_step'] == 4 and summary['final_step'] == 8
 
   with open(checkpointing.config_path(workdir)) as f:
@@ -152,6 +152,6 @@ def test_longer_run_on_purpose_follows_the_new_schedule_and_is_recorded(data_dir
 
   # The next resume compares against the recorded config: the same settings resume as they are.
   config.allow_resume_changes = ''
-  train.train_and_evaluate(config, workdir)
+  train.pretrain(config, workdir)
   with open(checkpointing.config_path(workdir)) as f:
     assert len(json.load(f)['config_changes']) == 3  # Only allow_resume_changes went back to ''.

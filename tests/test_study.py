@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from configs import scales
 from experiments import study
 
 
@@ -46,7 +47,7 @@ def test_cpu_scale_and_the_mtc_only_pair():
   assert config.augment.antenna_dropout == 0.0 and config.augment.enabled
   assert config.num_train_steps == 3000 and config.moco.queue_size % config.batch_size == 0
   assert study.probe_config('cpu').supervised.max_steps == config.num_train_steps
-  study.set_steps(config, 6000)
+  scales.set_steps(config, 6000)
   assert (config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps) == (6000, 300, 3000)
 
 

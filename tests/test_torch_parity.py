@@ -330,8 +330,9 @@ def test_workdir_round_trip(tmp_path):
   for key, value in state_dict.items():
     if not key.endswith('num_batches_tracked'):
       assert torch.equal(back[key], value), key
-  from ssl_jax import checkpointing
-  _, encoder, variables = checkpointing.load_encoder(workdir)
+  from ssl_jax import encoders
+  loaded = encoders.load_encoder(workdir)
+  encoder, variables = loaded.module, loaded.variables
   x = np.random.RandomState(8).randn(3, 64, 8).astype(np.float32)
   model.eval()
   with torch.no_grad():

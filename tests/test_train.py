@@ -11,6 +11,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -63,7 +64,7 @@ def _restore(workdir, config, step=None):
 def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   config = _config(method, data_dir)
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  summary = train.train_and_evaluate(config, straight)
+  summary = train.pretrain(config, straight)
   assert summary['final_step'] == config.num_train_steps and summary['stop_reason'] == 'completed'
   records = metrics_writer.read_metrics(straight)
   assert [r['step'] for r in records] == [2, 4, 6]
@@ -80,9 +81,9 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   assert os.listdir(os.path.join(straight, 'tensorboard'))
 
   # Interrupt: a run that stopped after its step-4 checkpoint (having logged step 6), then resumed to the end.
-  train.train_and_evaluate(config, resumed)
+  train.pretrain(config, resumed)
   shutil.rmtree(os.path.join(resumed, 'checkpoints', '6'))
-  summary = train.train_and_evaluate(config, resumed)
+  summary = train.pretrain(config, resumed)
   assert summary['start_step'] == 4 and summary['final_step'] == 6
   a, b = _restore(straight, config), _restore(resumed, config)
   # Bit-exact on purpose: both runs execute the same compiled programs on the same inputs on this machine
@@ -97,11 +98,11 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
 
 def test_workdir_of_another_method_is_refused(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(_config('simclr', data_dir, num_train_steps=2), workdir)
+  train.pretrain(_config('simclr', data_dir, num_train_steps=2), workdir)
   with pytest.raises(ValueError, match='config.method'):
-    train.train_and_evaluate(_config('moco', data_dir, num_train_steps=2), workdir)
+    train.pretrain(_config('moco', data_dir, num_train_steps=2), workdir)
   with pytest.raises(ValueError, match='config.model'):
-    train.train_and_evaluate(_config('simclr', data_dir, num_train_steps=2, **{'model.output_dim': 64}),
+    train.pretrain(_config('simclr', data_dir, num_train_steps=2, **{'model.output_dim': 64}),
                              workdir)
 
 
@@ -110,13 +111,56 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path
   config = _config('simclr', data_dir, num_train_steps=20, checkpoint_every_steps=1,
                    **{'optim.learning_rate': 1e12, 'optim.schedule': 'constant'})
   with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
-    train.train_and_evaluate(config, workdir)
+    train.pretrain(config, workdir)
   ckpt = checkpointing.Checkpointer(workdir)
   last = ckpt.latest_step()
   ckpt.close()
   assert last is not None and last < 20
   state = _restore(workdir, config)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state.params))
+
+
+def _poison_at(monkeypatch, bad_step, part):
+  """SimCLR's step, except that the step making `bad_step` turns `part` of the state ('params' or
+  'batch_stats') into NaN; NaN params stay NaN (and so do the loss and the parameter norm after them),
+  NaN BatchNorm statistics leave the loss and the parameters finite (train mode normalises by the batch)."""
+  from ssl_jax.methods import simclr
+  make_train_step = simclr.make_train_step
+
+  def poisoned_make_train_step(*args, **kwargs):
+    step = make_train_step(*args, **kwargs)
+
+    def poisoned(state, batch, crop_lengths):
+      state, metrics = step(state, batch, crop_lengths)
+      poison = jnp.where(state.step == bad_step, jnp.nan, 0.0)
+      return state.replace(**{part: jax.tree.map(lambda x: x + poison, getattr(state, part))}), metrics
+
+    return poisoned
+
+  monkeypatch.setattr(simclr, 'make_train_step', poisoned_make_train_step)
+
+
+@pytest.mark.parametrize('part, seen_at, message', [
+    ('params', 8, r'\(loss nan, param_norm nan\)'),  # seen at the log step after the poisoned step
+    ('batch_stats', 8, r'\(the state holds a NaN or an infinity\)'),  # seen only when the state is saved
+])
+def test_nan_between_log_steps_is_stopped_at_the_next_check_and_never_checkpointed(
+    data_dir, tmp_path, monkeypatch, part, seen_at, message):
+  _poison_at(monkeypatch, bad_step=6, part=part)
+  workdir = str(tmp_path / part)
+  config = _config('simclr', data_dir, num_train_steps=12, log_every_steps=2 if part == 'batch_stats' else 4,
+                   checkpoint_every_steps=4, keep_checkpoints=3)
+  with pytest.raises(train.NonFiniteLossError) as raised:
+    train.pretrain(config, workdir)
+  text = str(raised.value)
+  assert re.search(rf'non-finite training state at step {seen_at} {message}; stopped', text), text
+  assert f'step {seen_at} is the first of those where this was seen' in text
+  assert f"last good checkpoint (step 4) in {os.path.join(workdir, 'checkpoints')} is kept" in text
+  assert _steps(workdir) == [4]
+  state = _restore(workdir, config, 4)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
+  logged = [r['step'] for r in metrics_writer.read_metrics(workdir)]
+  assert logged == ([2, 4, 6, 8] if part == 'batch_stats' else [4])  # Non-finite metrics are not written.
 
 
 def _damage(workdir, step):
@@ -137,11 +181,11 @@ def _steps(workdir):
 def test_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumed(data_dir, tmp_path, capsys):
   config = _config('simclr', data_dir)
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  train.pretrain(config, workdir)
   assert _steps(workdir) == [4, 6]
   _damage(workdir, 6)
   capsys.readouterr()
-  summary = train.train_and_evaluate(config, workdir)
+  summary = train.pretrain(config, workdir)
   assert summary['start_step'] == 4 and summary['final_step'] == 6
   out = capsys.readouterr().out
   assert out.count(f"{os.path.join(workdir, 'checkpoints', '6')} is unreadable") == 1, out
@@ -155,13 +199,13 @@ def test_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumed(
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path):
   config = _config('simclr', data_dir)
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  train.pretrain(config, workdir)
   _damage(workdir, 4)
   _damage(workdir, 6)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     metrics_before = f.read()
   with pytest.raises(checkpointing.UnreadableCheckpointError, match=r'step 6: .*; step 4: .*Nothing was overwritten'):
-    train.train_and_evaluate(config, workdir)
+    train.pretrain(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '6']
   assert not os.path.exists(os.path.join(workdir, 'unreadable_checkpoints'))
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -170,10 +214,10 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path
 
 def test_keep_checkpoints_zero_keeps_every_checkpoint(data_dir, tmp_path):
   workdir = str(tmp_path / 'all')
-  train.train_and_evaluate(_config('simclr', data_dir, checkpoint_every_steps=2, keep_checkpoints=0), workdir)
+  train.pretrain(_config('simclr', data_dir, checkpoint_every_steps=2, keep_checkpoints=0), workdir)
   assert _steps(workdir) == [2, 4, 6]
   with pytest.raises(ValueError, match='keep_checkpoints = -1: must be an integer >= 0'):
-    train.train_and_evaluate(_config('simclr', data_dir, keep_checkpoints=-1), str(tmp_path / 'negative'))
+    train.pretrain(_config('simclr', data_dir, keep_checkpoints=-1), str(tmp_path / 'negative'))
 
 
 def _main(args, **kwargs):

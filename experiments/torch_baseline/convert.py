@@ -12,7 +12,7 @@ Command line (a pretraining workdir <-> a torch encoder `state_dict` file):
   python experiments/torch_baseline/convert.py to_flax --state_dict=encoder.pt --config=configs/simclr.py \
       --workdir=NEW_RUN
 
-`to_flax` writes a new workdir that `ssl_jax.checkpointing.load_encoder` (and so `ssl_jax.evaluate`) reads:
+`to_flax` writes a new workdir that `ssl_jax.encoders.load_encoder` (and so `ssl_jax.evaluate`) reads:
 the run config and a step-0 checkpoint of the method's initial state with the encoder replaced by the torch
 weights. It refuses a --workdir that is not empty (it never writes into a run). Both commands check their
 inputs first and exit 1 with a message (a workdir without a checkpoint, a missing step, a bad --out).
@@ -204,9 +204,9 @@ def model_to_flax(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
 
 def workdir_to_state_dict(workdir: str, step: int | None = None):
   """(config, torch encoder state_dict) of the query/online encoder of a pretraining workdir."""
-  from ssl_jax import checkpointing
-  config, _, variables = checkpointing.load_encoder(workdir, step)
-  return config, encoder_to_torch(variables)
+  from ssl_jax import encoders
+  encoder = encoders.load_encoder(workdir, step)
+  return encoder.config, encoder_to_torch(encoder.variables)
 
 
 def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdir: str, seed: int = 0) -> None:

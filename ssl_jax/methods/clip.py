@@ -27,7 +27,7 @@ compare at one τ, and a learnable τ would fall under the optimiser's coupled L
 log-temperature to 0 (τ = 1).
 
 Storage (checkpoints): `params['encoder']`, `params['head']` are the IQ tower, where every method keeps its
-encoder, so `ssl_jax.checkpointing.restore_encoder` and `ssl_jax.evaluate` read the IQ encoder;
+encoder, so `ssl_jax.encoders.load_encoder` and `ssl_jax.evaluate` read the IQ encoder;
 `params['spectrum']` = {'encoder', 'head'} the spectrum tower (`batch_stats` alike). `restore_encoder(workdir,
 representation='spectrum')` loads the spectrum encoder instead.
 """
@@ -151,28 +151,20 @@ def tower_encoder(networks: ClipNetworks, params: common.PyTree, batch_stats: co
 
 
 def restore_encoder(workdir: str, step: int | None = None, representation: str = 'iq'):
-  """The encoder of one tower of a CLIP workdir, as `ssl_jax.checkpointing.Encoder` (config, module,
-  variables, step): 'iq' is what `checkpointing.restore_encoder(workdir, step)` gives, 'spectrum' the other.
+  """The encoder of one tower of a CLIP workdir, as `ssl_jax.encoders.PretrainedEncoder` (config, module,
+  variables, step): 'iq' is what `encoders.load_encoder(workdir, step)` gives, 'spectrum' the other.
 
   Raises ValueError for another representation or a workdir of another method; FileNotFoundError without
-  a checkpoint (the messages of `checkpointing`).
+  a checkpoint (the messages of `ssl_jax.encoders.load_run`).
   """
-  from ssl_jax import checkpointing, optim  # Local import: checkpointing's users import the methods.
+  from ssl_jax import checkpointing, encoders  # Local import: encoders import the methods.
   if representation not in REPRESENTATIONS:
     raise ValueError(f'representation must be one of {REPRESENTATIONS}; got {representation!r}')
   if representation == 'iq':
-    return checkpointing.restore_encoder(workdir, step)
+    return encoders.load_encoder(workdir, step)
   config = checkpointing.read_config(workdir)
   if config.method != 'clip':
     raise ValueError(f'{workdir!r} holds a {config.method!r} run; only a clip run has a spectrum encoder')
-  networks = create_networks(config, bn_axis_name=None)
-  tx = optim.create_optimizer(config.optim, lambda s: 0.0)
-  like = jax.eval_shape(lambda: init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  iq = checkpointing.restore_encoder(workdir, step)  # Checks the workdir; fixes the step (newest readable).
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-  try:
-    state = checkpointer.restore(like, iq.step)
-  finally:
-    checkpointer.close()
-  module, variables = tower_encoder(networks, state.params, state.batch_stats, representation)
-  return checkpointing.Encoder(config, module, variables, iq.step)
+  run = encoders.load_run(workdir, step)
+  module, variables = tower_encoder(run.networks, run.state.params, run.state.batch_stats, representation)
+  return encoders.PretrainedEncoder(run.config, module, variables, run.step)

@@ -3,9 +3,12 @@
 A method module (`simclr.py`, `moco.py`, `moco_v3.py`) provides `create_networks(config, bn_axis_name)`,
 `init_state(config, networks, tx, rng)` and `make_train_step(config, networks, tx, schedules, axis_name)`;
 everything they have in common lives here once (the two MoCo methods' momentum encoder, in `moco.py`).
+A method's step takes its views' crop lengths as a static argument; `HostStep` draws them for each step,
+so that the train loop calls `step_fn(state, batch, step)` and knows nothing of views.
 """
 
 import dataclasses
+import functools
 import zlib
 from typing import Any, Callable
 
@@ -14,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from ssl_jax import augment, losses
@@ -148,6 +152,75 @@ def crop_lengths_for_step(rng: jax.Array, step: int, policy: augment.AugmentPoli
   keys = view_keys(rng, step)
   return (int(augment.draw_crop_length(keys.length_a, policy, time)),
           int(augment.draw_crop_length(keys.length_b, policy, time)))
+
+
+CROP_TABLE_STEPS = 1024  # Steps whose crop lengths `HostStep` draws in one host computation.
+
+
+@functools.partial(jax.jit, static_argnames=('policy', 'time'))
+def _crop_length_table(rng: jax.Array, steps: jax.Array, policy: augment.AugmentPolicy, time: int) -> jax.Array:
+  """`(len(steps), 2)`: row i is `crop_lengths_for_step(rng, steps[i], policy, time)`."""
+
+  def one(step):
+    keys = view_keys(rng, step)
+    return jnp.stack([augment.draw_crop_length(keys.length_a, policy, time),
+                      augment.draw_crop_length(keys.length_b, policy, time)])
+
+  return jax.vmap(one)(steps)
+
+
+def _host_device() -> jax.Device:
+  """This process's first CPU device; its first device when JAX runs without a CPU backend."""
+  try:
+    return jax.local_devices(backend='cpu')[0]
+  except RuntimeError:
+    return jax.local_devices()[0]
+
+
+class HostStep:
+  """`step_fn(state, batch, step) -> (state, metrics)`: one train step with the views it must make.
+
+  `launched(state, batch, crop_lengths)` runs a method's step with the two views' crop lengths as a static
+  argument (`parallel.data_parallel`: one compiled program per length pair). `step` is the step's index,
+  `state.step` as the host counts it (reading the device's value would wait for the previous step).
+  The lengths are `crop_lengths_for_step(run key, step)`, drawn `CROP_TABLE_STEPS` steps at a time in one
+  computation on the host's CPU, so that the loop dispatches step after step without waiting for one.
+  The run key is read once, from the first state given: a method never changes `state.rng`.
+  """
+
+  def __init__(self, launched: Callable[[PyTree, PyTree, CropLengths], tuple[PyTree, PyTree]],
+               policy: augment.AugmentPolicy, time: int):
+    self._launched = launched
+    self._policy = policy
+    self._time = time
+    self._rng = None
+    self._table_start = 0
+    self._table = np.zeros((0, 2), np.int64)
+
+  def crop_lengths(self, step: int) -> CropLengths:
+    """The two views' crop lengths of `step` (after the first call, which reads the run key)."""
+    if not self._policy.enabled:
+      return (self._time, self._time)
+    index = step - self._table_start
+    if not 0 <= index < len(self._table):
+      host = _host_device()
+      steps = jax.device_put(np.arange(step, step + CROP_TABLE_STEPS, dtype=np.int32), host)
+      self._table = np.asarray(_crop_length_table(jax.device_put(self._rng, host), steps, self._policy,
+                                                  self._time))
+      self._table_start, index = step, 0
+    length_a, length_b = self._table[index]
+    return (int(length_a), int(length_b))
+
+  def __call__(self, state: PyTree, batch: PyTree, step: int) -> tuple[PyTree, PyTree]:
+    if self._rng is None:
+      self._rng = np.asarray(jax.device_get(state.rng))
+    return self._launched(state, batch, self.crop_lengths(step))
+
+
+def host_step(config: ml_collections.ConfigDict,
+              launched: Callable[[PyTree, PyTree, CropLengths], tuple[PyTree, PyTree]]) -> HostStep:
+  """`HostStep` for a run of `config` (its augmentation and example length)."""
+  return HostStep(launched, augment.AugmentPolicy.from_config(config.augment), config.data.length)
 
 
 def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,

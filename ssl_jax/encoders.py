@@ -1,0 +1,80 @@
+"""The read side of a pretraining workdir: its query/online encoder, ready to embed data.
+
+`load_encoder(workdir, step=None)` rebuilds the run's networks from its `config.json`, restores the train
+state of a checkpoint (`ssl_jax.checkpointing`) and returns the encoder module with its variables.
+Evaluation (`ssl_jax.evaluate`), the study, the notebooks and the torch converter read workdirs through it.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+from absl import logging
+
+from ssl_jax import checkpointing, methods, optim
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedEncoder:
+  """The query/online encoder of a workdir's checkpoint.
+
+  `module.apply(variables, x, train=False)` embeds `x` `(batch, time, 8)`; `variables` holds 'params' and
+  'batch_stats'; `config` is the run's config; `step` the checkpoint step it was restored from.
+  """
+  config: ml_collections.ConfigDict
+  module: nn.Module
+  variables: dict[str, Any]
+  step: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+  """A workdir's run as restored for reading: its config, networks and the train state at `step`."""
+  config: ml_collections.ConfigDict
+  networks: Any
+  state: Any
+  step: int
+
+
+def load_run(workdir: str, step: int | None = None) -> RestoredRun:
+  """The train state at `step` (default: the newest step that restores) of a pretraining workdir.
+
+  Reads without the writer lock and writes nothing, so it may run while the workdir's run is writing:
+  it sees only finalized steps. A newer step that cannot be restored is reported (one warning line) and
+  skipped. Raises FileNotFoundError when `workdir` holds no config or no checkpoint, or not the requested
+  step (naming the steps there are), and `checkpointing.UnreadableCheckpointError` when the requested step
+  (or, without a step, every step) cannot be restored.
+  """
+  config = checkpointing.read_config(workdir)
+  method = methods.get_method(config.method)
+  networks = method.create_networks(config, bn_axis_name=None)
+  tx = optim.create_optimizer(config.optim, lambda step: 0.0)
+  like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  try:
+    if not checkpointer.steps():
+      raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
+    if step is None:
+      restored = checkpointer.restore_newest(like)
+      for unreadable in restored.skipped:
+        logging.warning('checkpoint %s/%d is unreadable, using step %d instead: %s', directory,
+                        unreadable.step, restored.step, unreadable.reason)
+      state, step = restored.state, restored.step
+    else:
+      state = checkpointer.restore(like, step)
+  finally:
+    checkpointer.close()
+  return RestoredRun(config, networks, state, int(step))
+
+
+def load_encoder(workdir: str, step: int | None = None) -> PretrainedEncoder:
+  """The query/online encoder of `load_run(workdir, step)` (the same errors)."""
+  run = load_run(workdir, step)
+  variables = {'params': run.state.params['encoder'], 'batch_stats': run.state.batch_stats['encoder']}
+  return PretrainedEncoder(run.config, run.networks.encoder, variables, run.step)

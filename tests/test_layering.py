@@ -1,0 +1,60 @@
+"""The dependency rules between the parts of the project, read from the source (no imports run)."""
+
+import ast
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIBRARY = os.path.join(REPO, 'ssl_jax')
+
+
+def _library_modules() -> list[str]:
+  paths = []
+  for root, _, files in os.walk(LIBRARY):
+    paths += [os.path.join(root, f) for f in files if f.endswith('.py')]
+  return sorted(paths)
+
+
+def _imported(path: str) -> set[str]:
+  """Every module name `path` imports (`import a.b` -> 'a.b'; `from a import b` -> 'a', 'a.b')."""
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.add(node.module)
+      names.update(f'{node.module}.{alias.name}' for alias in node.names)
+  return names
+
+
+def _top_level(names: set[str]) -> set[str]:
+  return {name.split('.')[0] for name in names}
+
+
+def test_checkpointing_knows_orbax_jax_and_ml_collections_alone():
+  imported = _top_level(_imported(os.path.join(LIBRARY, 'checkpointing.py')))
+  third_party = imported - set(sys.stdlib_module_names)
+  assert third_party <= {'jax', 'orbax', 'ml_collections', 'absl'}, third_party
+
+
+@pytest.mark.parametrize('path', _library_modules(), ids=lambda p: os.path.relpath(p, REPO))
+def test_the_library_imports_no_script_folder(path):
+  """ssl_jax works without the checkout's configs/ and experiments/ and never edits sys.path to reach them."""
+  with open(path) as f:
+    source = f.read()
+  assert not _top_level(_imported(path)) & {'configs', 'experiments'}
+  assert 'sys.path' not in source
+  assert "import_module('experiments" not in source and "import_module('configs" not in source
+
+
+def test_the_train_loop_knows_nothing_of_views():
+  """The crop lengths are drawn by the method's host step (`methods.common.HostStep`), not by train.py."""
+  path = os.path.join(LIBRARY, 'train.py')
+  with open(path) as f:
+    source = f.read()
+  assert not {'ssl_jax.augment', 'augment'} & {name.split('ssl_jax.', 1)[-1] for name in _imported(path)}
+  assert 'crop' not in source and 'AugmentPolicy' not in source
