@@ -21,12 +21,7 @@ NUM_EXAMPLES = 450  # the smoke config's train split: 2 per AoA class
 def _config(name, **overrides):
   config = smoke.get_config(name)
   config.augment.crop_lengths = (config.data.length,)  # one step program per config (crops: test_methods)
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for part in path:
-      node = node[part]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

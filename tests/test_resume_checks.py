@@ -16,12 +16,7 @@ from ssl_jax.methods import common
 
 def _config(**overrides):
   config = smoke.get_config('simclr')
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for part in path:
-      node = node[part]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

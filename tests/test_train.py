@@ -29,12 +29,7 @@ def data_dir(tmp_path_factory):
 def _config(method, data_dir, **overrides):
   config = smoke.get_config(method)
   config.data.data_dir = data_dir
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for part in path:
-      node = node[part]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
