@@ -3,8 +3,6 @@ one step on 1 and 2 emulated devices in float64 (`device_count_report`)."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from typing import Any, Callable
 
@@ -14,7 +12,6 @@ import numpy as np
 from ssl_jax import augment, methods, optim
 from ssl_jax.methods import common
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def batch(config, seed: int = 0) -> dict:
@@ -131,15 +128,8 @@ def device_count_report(method: str, overrides: dict | None = None, start_step: 
   part: ||2 devices - 1 device|| / ||1 device||}, 'moved': how far the step moved the parameters, ...}.
   Everything computes in float64 (the encoders' compute dtype, every array of the state and the batch).
   """
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu',
-             PYTHONPATH=REPO)
-  env.pop('JAX_COMPILATION_CACHE_DIR', None)  # Multi-device programs loaded from the cache crashed (SIGSEGV).
-  proc = subprocess.run([sys.executable, '-c', _DEVICE_SCRIPT, method, json.dumps(overrides or {}),
-                         str(start_step)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-  messages = '\n'.join(l for l in proc.stderr.splitlines() if not l.lstrip().startswith('@ '))
-  assert proc.returncode == 0, messages[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
-  return json.loads(line[len('RESULT'):])
+  import emulated_devices  # pylint: disable=g-import-not-at-top  (tests/; not on the device script's path)
+  return emulated_devices.run(_DEVICE_SCRIPT, [method, json.dumps(overrides or {}), str(start_step)], 2)
 
 
 # The float64 tolerance of `device_count_report`: two device counts run the same float64 arithmetic except

@@ -8,14 +8,12 @@ Each case runs in a subprocess with `XLA_FLAGS=--xla_force_host_platform_device_
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import emulated_devices  # tests/emulated_devices.py
+
 
 _SCRIPT = textwrap.dedent('''
     import json, sys
@@ -81,15 +79,7 @@ _TOLERANCE = {'loss_metrics': 1e-4, 'queue': 1e-4, 'bank': 1e-4, 'opt_state': 1e
 
 
 def _run(name: str, overrides: dict) -> dict:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu',
-             PYTHONPATH=REPO)
-  env.pop('JAX_COMPILATION_CACHE_DIR', None)  # Multi-device programs loaded from the cache crashed (SIGSEGV).
-  proc = subprocess.run([sys.executable, '-c', _SCRIPT, name, json.dumps(overrides)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=1200)
-  messages = '\n'.join(l for l in proc.stderr.splitlines() if not l.lstrip().startswith('@ '))
-  assert proc.returncode == 0, messages[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
-  return json.loads(line[len('RESULT'):])
+  return emulated_devices.run(_SCRIPT, [name, json.dumps(overrides)], 2, timeout=1200)
 
 
 @pytest.mark.slow

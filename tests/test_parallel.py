@@ -17,6 +17,8 @@ import textwrap
 
 import pytest
 
+import emulated_devices  # tests/emulated_devices.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-9  # float64 runs: see the module docstring
 
@@ -88,24 +90,8 @@ _SCRIPT = textwrap.dedent('''
 ''')
 
 
-# XLA:CPU aborts the process (SIGABRT: "Termination timeout ... of 40 seconds exceeded ... Expected 4 threads
-# to join the rendezvous, but only 3 of them arrived on time") when one emulated device reaches a collective
-# more than 40 s after the others, which a loaded 2-core host can cause by starving one device's thread.
-# Host scheduling is not under test: allow 600 s (a real deadlock still ends there, with XLA's message,
-# inside the subprocess timeout).
-_XLA_FLAGS = '--xla_force_host_platform_device_count=4 --xla_cpu_collective_call_terminate_timeout_seconds=600'
-
-
 def _run(method: str, projection_norm: str = 'none') -> dict:
-  env = dict(os.environ, XLA_FLAGS=_XLA_FLAGS, JAX_PLATFORMS='cpu', PYTHONPATH=REPO, JAX_ENABLE_X64='1')
-  env.pop('JAX_COMPILATION_CACHE_DIR', None)  # Multi-device programs loaded from the cache crashed (SIGSEGV).
-  proc = subprocess.run([sys.executable, '-c', _SCRIPT, method, projection_norm], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=900)
-  # An abort prints a long native stack ('    @ 0x...' lines): keep the messages above it in view.
-  messages = '\n'.join(l for l in proc.stderr.splitlines() if not l.lstrip().startswith('@ '))
-  assert proc.returncode == 0, messages[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
-  return json.loads(line[len('RESULT'):])
+  return emulated_devices.run(_SCRIPT, [method, projection_norm], 4, x64=True)
 
 
 @pytest.mark.slow
