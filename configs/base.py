@@ -92,6 +92,18 @@ def get_config() -> ml_collections.ConfigDict:
   # after the restored one follow the new schedule; the change is recorded (ssl_jax/resume_checks.py).
   config.allow_resume_changes = ''
 
+  # Online monitor (ssl_jax/monitor.py): weighted kNN accuracy (InstDisc / solo-learn vote) of the frozen
+  # encoder on both tasks, bank from the train split and queries from the test split, a fixed subset of
+  # per_class examples of every AoA class; at step 0 of a new run, every every_steps steps and the last.
+  config.monitor = ml_collections.ConfigDict()
+  config.monitor.every_steps = 500  # 0: off
+  config.monitor.k = 20
+  config.monitor.temperature = 0.07
+  config.monitor.bank_per_class = 10  # train examples per AoA class (2,250 in all)
+  config.monitor.query_per_class = 4  # test examples per AoA class (900 in all)
+  config.monitor.batch_size = 256  # examples per encoder call
+  config.monitor.seed = 0  # draws the subset
+
   # Multi-host (empty: single process).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = ''

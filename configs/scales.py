@@ -23,13 +23,16 @@ FULL = 'full'
 # Pretraining, per scale (full: the config file's own values). `queue` is MoCo v2's queue size.
 _PRETRAIN: dict[str, dict[str, Any]] = {
     'smoke': dict(length=64, crops=(32, 64), train=2, test=1, batch=16, steps=6, repeats=(1, 1, 1), queue=64,
-                  warmup_epochs=0.0, log_every=2, checkpoint_every=4, progress_bar=False),
+                  warmup_epochs=0.0, log_every=2, checkpoint_every=4, progress_bar=False, monitor_every=3,
+                  monitor_bank=1, monitor_queries=1),
     'demo': dict(length=128, crops=(64, 128), train=12, test=4, batch=64, steps=120, repeats=(4, 8, 4),
-                 queue=1024, warmup_epochs=1.0, log_every=6, checkpoint_every=60, progress_bar=True),
+                 queue=1024, warmup_epochs=1.0, log_every=6, checkpoint_every=60, progress_bar=True, monitor_every=30,
+                 monitor_bank=4, monitor_queries=2),
     # cpu: short examples (the study's crops up to L), so that 3,000 steps fit: SimCLR with MTC+AD needs
     # them to beat a random encoder here (1,500 did not); at L=512 only ~600 would fit in the time.
     'cpu': dict(length=128, crops=(32, 64, 128), train=100, test=26, batch=128, steps=3000, repeats=(4, 8, 4),
-                queue=4096, warmup_epochs=1.0, log_every=150, checkpoint_every=1500, progress_bar=True),
+                queue=4096, warmup_epochs=1.0, log_every=150, checkpoint_every=1500, progress_bar=True,
+                monitor_every=150, monitor_bank=10, monitor_queries=4),
 }
 
 # Method-specific values per scale, set where a method's config has the key. At smoke: MoCHi's N within the
@@ -76,9 +79,12 @@ def parse_scale(arg: str | None, config_file: str) -> str:
 
 
 def set_steps(config: ml_collections.ConfigDict, steps: int) -> None:
-  """Pretraining length and, with it, the cadence: 20 log lines and 2 checkpoints per run."""
+  """Pretraining length and, with it, the cadence: 20 log lines, 2 checkpoints and (when on) 20 online-monitor
+  measurements per run."""
   config.num_train_steps = steps
   config.log_every_steps = max(steps // 20, 1)
+  if config.monitor.every_steps:
+    config.monitor.every_steps = config.log_every_steps
   config.checkpoint_every_steps = max(steps // 2, 1)
 
 
@@ -100,6 +106,9 @@ def apply_pretrain_scale(config: ml_collections.ConfigDict, scale: str) -> ml_co
   config.model.stage_repeats = settings['repeats']
   config.optim.warmup_epochs = settings['warmup_epochs']
   config.progress_bar = settings['progress_bar']
+  config.monitor.every_steps = settings['monitor_every']
+  config.monitor.bank_per_class = settings['monitor_bank']
+  config.monitor.query_per_class = settings['monitor_queries']
   if 'queue_size' in config.get('moco', {}):
     config.moco.queue_size = settings['queue']
   _set_present(config, _METHOD_PRETRAIN[scale])

@@ -36,7 +36,7 @@ import ml_collections
 
 from ssl_jax import methods, models, path_checks
 from ssl_jax.methods import moco, simclr
-from ssl_jax.data import simulate
+from ssl_jax.data import simulate, spec
 from ssl_jax.evaluation import clustering, suite
 
 SOURCES = ('simulated', 'real')
@@ -303,6 +303,7 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   r.boolean('progress_bar')
   r.int_range('profile_first_step', 0, why=' (0: no profile)')
   r.int_range('profile_num_steps', 1)
+  _monitor_problems(r)
   allowed = lookup(config, 'allow_resume_changes', '')
   if not isinstance(allowed, str):
     r.fail('allow_resume_changes', f'must be a comma-separated string of keys from {RESUME_CHANGEABLE_KEYS}')
@@ -320,6 +321,19 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
       r.fail('distributed.coordinator_address',
              f'must be host:port of process 0 when config.distributed.num_processes = {processes}')
   return r.problems
+
+
+def _monitor_problems(r: _Rules) -> None:
+  """The online monitor's keys (`ssl_jax/monitor.py`), checked also while it is off."""
+  r.int_range('monitor.every_steps', 0, why=' (0: the online monitor is off)')
+  r.number('monitor.temperature', low=0.0, low_open=True, why=' (T of the kNN weights exp(cos / T))')
+  r.int_range('monitor.query_per_class', 1, why=' (test examples of every AoA class the monitor classifies)')
+  r.int_range('monitor.batch_size', 1, why=' (examples per encoder call)')
+  r.int_range('monitor.seed', 0)
+  if r.int_range('monitor.bank_per_class', 1, why=' (train examples of every AoA class in the kNN bank)'):
+    bank = r.value('monitor.bank_per_class') * spec.NUM_AOA_CLASSES
+    r.int_range('monitor.k', 1, bank, why=f' (neighbours among the bank\'s {bank} examples, '
+                f'config.monitor.bank_per_class x {spec.NUM_AOA_CLASSES} AoA classes)')
 
 
 def _loss_problems(r: _Rules, method: str) -> None:

@@ -42,12 +42,18 @@ class LogWindow:
     self._start_time = clock()
     self._start_step = start_step
     self._first_close: tuple[int, float] | None = None
+    self._excluded = 0.0
     self.steps_per_second = float('nan')
+
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` of the open window (work besides the steps, e.g. the online monitor) out of its
+    steps per second; the ETA still counts them."""
+    self._excluded += seconds
 
   def close(self, step: int) -> float:
     now = self._clock()
-    self.steps_per_second = (step - self._start_step) / max(now - self._start_time, 1e-9)
-    self._start_time, self._start_step = now, step
+    self.steps_per_second = (step - self._start_step) / max(now - self._start_time - self._excluded, 1e-9)
+    self._start_time, self._start_step, self._excluded = now, step, 0.0
     if self._first_close is None:
       self._first_close = (step, now)
     return self.steps_per_second

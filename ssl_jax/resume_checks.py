@@ -6,7 +6,8 @@ Every leaf key of the two configs falls in one of three kinds:
   augmentation, optimiser and schedule, MoCo): a difference is refused, every differing key named as
   `config.KEY: old -> new`. Resume with the stored values or start a new workdir.
 - **free** (`FREE_KEYS`): where and how often the run logs and saves, the implementation of a step that
-  where the data cache lives, the process layout. Applied and recorded.
+  where the data cache lives, the process layout, the online monitor (`config.monitor`). Applied and
+  recorded.
 - **on purpose** (`config_checks.RESUME_CHANGEABLE_KEYS`: `num_train_steps`, `num_epochs`): refused
   unless `config.allow_resume_changes` names the key, e.g. `--config.allow_resume_changes=num_train_steps`.
 
@@ -48,6 +49,7 @@ FREE_KEYS = (
     'profile_first_step', 'profile_num_steps',
     'data.data_dir', 'data.prefetch',
     'distributed.',
+    'monitor.',  # the online monitor only watches: its cadence and subset never change what is trained
 )
 CHANGES_KEY = 'config_changes'  # the history list in config.json; not a config key
 _SIMULATOR_KEYS = ('data.examples_per_class', 'data.test_examples_per_class', 'data.snr_db_low',

@@ -29,7 +29,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ssl_jax import checkpointing, config_checks, console as console_lib, metrics_writer, methods, optim
-from ssl_jax import parallel, periodic, resume_checks, workdir_lock
+from ssl_jax import monitor, parallel, periodic, resume_checks, workdir_lock
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
 
@@ -162,7 +162,8 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   networks = method.create_networks(config, bn_axis_name=parallel.AXIS)
   per_device_step = method.make_train_step(config, networks, tx, schedules, axis_name=parallel.AXIS)
   return {'state': parallel.replicate(jax.device_get(state), mesh), 'num_steps': num_steps,
-          'step_fn': common.host_step(config, parallel.data_parallel(per_device_step, mesh))}
+          'step_fn': common.host_step(config, parallel.data_parallel(per_device_step, mesh)),
+          'encoder': init_networks.encoder}
 
 
 def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterator[dict[str, np.ndarray]]:
@@ -229,6 +230,15 @@ def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collecti
   return restored.state, f'resuming from step {restored.step}'
 
 
+def _watch(online: Optional[monitor.OnlineMonitor], step: int, state, num_steps: int,
+           console: console_lib.Console) -> dict[str, float]:
+  """The online monitor's metrics at `step` when it is on and due (printed too), else {}."""
+  watched = online.measure(step, state, num_steps) if online is not None else {}
+  if watched:
+    console.line(monitor.describe(step, watched))
+  return watched
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason).
 
@@ -289,6 +299,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                               show=config.progress_bar)
   profile = periodic.Profile(os.path.join(checkpointer.workdir, 'profile'),
                              config.profile_first_step if is_chief else 0, config.profile_num_steps)
+  online = monitor.OnlineMonitor.for_run(config, built['encoder'], mesh)  # None when config.monitor is off
+  if online is not None and start_step == 0:
+    writer.write(0, _watch(online, 0, state, num_steps, console))
   window = periodic.LogWindow(start_step)
   guard = _FiniteGuard(checkpointer, start_step)
   metrics = None
@@ -303,13 +316,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         progress.update(1)
         if profile.after_step(step, metrics):
           console.line(f'profiled steps {profile.first}-{profile.last} into {profile.directory}')
+        watched = _watch(online, step, state, num_steps, console)
+        window.exclude(watched.get(monitor.SECONDS, 0.0))
         if periodic.is_log_step(step, config.log_every_steps, num_steps):
           scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}  # Waits for the step.
           guard.check_metrics(step, scalars)
           window.close(step)
           scalars['views_per_second'] = views_per_step * window.steps_per_second
           scalars['epoch'] = step / steps_per_epoch
-          writer.write(step, scalars)
+          writer.write(step, dict(scalars, **watched))
+        elif watched:
+          writer.write(step, watched)
           progress.set_postfix(loss=f"{scalars['loss']:.4f}", views_s=f"{scalars['views_per_second']:.0f}")
           console.line(f"step {step}/{num_steps}  loss {scalars['loss']:.4f}  lr {scalars['learning_rate']:.3g}  "
                        f"{scalars['views_per_second']:.0f} views/s  ETA {window.eta(step, num_steps)}")

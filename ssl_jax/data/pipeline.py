@@ -149,6 +149,24 @@ def eval_batches(data_config: Any, split: str, *, batch_size: int,
   yield from _stream(source, indices, 0, -(-n // batch_size), data_config.length, data_config.prefetch)
 
 
+def examples_at(data_config: Any, split: str, indices: np.ndarray, *,
+                batch_size: int = 256) -> dict[str, np.ndarray]:
+  """The examples of a split at `indices` (file positions), read by random access, in the order given:
+  {'iq': float32 (k, L, 8), 'aoa', 'modulation', 'angles_deg', 'index'}. Raises ValueError for an index
+  outside the split."""
+  indices = np.asarray(indices, np.int64).reshape(-1)
+  source = _raw_source(data_config, split)
+  if indices.size and (indices.min() < 0 or indices.max() >= len(source)):
+    raise ValueError(f'indices must lie in [0, {len(source)}) for split {split!r}; got range '
+                     f'[{indices.min()}, {indices.max()}]')
+  if indices.size == 0:
+    raise ValueError(f'no indices given to read from split {split!r}')
+  of_step = lambda step: indices[step * batch_size:(step + 1) * batch_size]
+  parts = list(_stream(source, of_step, 0, -(-indices.size // batch_size), data_config.length,
+                       data_config.prefetch))
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def load_labels(data_config: Any, split: str) -> dict[str, np.ndarray]:
   """All labels of a split in file order (the order of eval_batches): aoa, modulation int32 (n,), angles_deg (n, 2)."""
   source = _raw_source(data_config, split)

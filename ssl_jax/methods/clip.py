@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, models
+from ssl_jax import augment, discrimination, losses, models
 from ssl_jax.data import spec
 from ssl_jax.methods import common
 
@@ -132,6 +132,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: ClipNetworks,
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(z_iq, axis_name),
         'embedding_std_spectrum': common.embedding_std(z_spectrum, axis_name),
+        'instance_accuracy': 0.5 * (discrimination.cross_top1(z_iq, z_spectrum, axis_name) +
+                                    discrimination.cross_top1(z_spectrum, z_iq, axis_name)),
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, memory_banks, models
+from ssl_jax import augment, discrimination, losses, memory_banks, models
 from ssl_jax.methods import common
 
 
@@ -88,6 +88,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
         'positive_similarity': similarity['pos_cosine'],
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(z_a, axis_name),
+        'instance_accuracy': discrimination.queue_top1(z_a, z_b, state.bank, axis_name),
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               bank=bank, bank_ptr=bank_ptr)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, memory_banks, models
+from ssl_jax import augment, discrimination, losses, memory_banks, models
 from ssl_jax.data import real_files, simulate, validate
 from ssl_jax.methods import common
 
@@ -88,6 +88,17 @@ def _similarities(v: jax.Array, bank: jax.Array, indices: jax.Array,
   return pos / count, neg / count
 
 
+def _instance_accuracy(v: jax.Array, bank: jax.Array, indices: jax.Array, negatives: jax.Array,
+                       axis_name: str | None) -> jax.Array:
+  """The fraction of the global batch's queries whose own bank row is the top-1 among it and their K sampled
+  rows (`ssl_jax.discrimination`), scored as the loss scores them (one matmul against the bank)."""
+  u = losses.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
+  similarity = u @ bank.T
+  positive = jnp.take_along_axis(similarity, indices[:, None], axis=1)[:, 0]
+  negative = jnp.take_along_axis(similarity, negatives.astype(jnp.int32), axis=1)
+  return discrimination.positive_top1(positive, negative, axis_name)
+
+
 def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks,
                     tx: optax.GradientTransformation, schedules: common.Schedules,
                     axis_name: str | None) -> Callable[[MemoryBankState, dict], tuple[MemoryBankState, dict]]:
@@ -127,6 +138,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
         'positive_similarity': positive_similarity,
         'negative_similarity': negative_similarity,
         'embedding_std': common.embedding_std(v, axis_name),
+        'instance_accuracy': _instance_accuracy(v, state.bank, indices, negatives, axis_name),
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               bank=bank)

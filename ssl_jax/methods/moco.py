@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, losses_debiased, models
+from ssl_jax import augment, discrimination, losses, losses_debiased, models
 from ssl_jax.methods import common
 
 PyTree = common.PyTree
@@ -188,6 +188,7 @@ def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks
         'positive_similarity': similarity['pos_cosine'],
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(q_a, axis_name),
+        'instance_accuracy': discrimination.queue_top1(q_a, k_b, state.queue, axis_name),
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               ema_params=ema_params, ema_batch_stats=ema_stats, queue=queue,

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, models
+from ssl_jax import augment, discrimination, losses, models
 from ssl_jax.methods import common, moco
 
 momentum_schedule = moco.momentum_schedule  # The EMA schedule of both MoCo methods.
@@ -82,6 +82,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
         'positive_similarity': similarity['pos_cosine'],
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(q_a, axis_name),
+        'instance_accuracy': discrimination.cross_top1(q_a, k_b, axis_name),  # view a's queries
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               ema_params=ema_params, ema_batch_stats=ema_stats)

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, losses_dcl, losses_debiased, models
+from ssl_jax import augment, discrimination, losses, losses_dcl, losses_debiased, models
 from ssl_jax.methods import common
 
 BATCH_LOSSES = ('nt_xent', 'debiased', 'dcl', 'dclw')  # config.loss.name
@@ -90,6 +90,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
         'positive_similarity': similarity['pos_cosine'],
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(z_a, axis_name),
+        'instance_accuracy': discrimination.in_batch_top1(z_a, z_b, axis_name),
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics

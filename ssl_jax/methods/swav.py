@@ -169,6 +169,8 @@ def make_train_step(config: ml_collections.ConfigDict, networks: SwAVNetworks,
         'negative_similarity': similarity['neg_cosine'],
         'embedding_std': common.embedding_std(z_a, axis_name),
         'prototypes_frozen': frozen.astype(jnp.float32),
+        # No 'instance_accuracy': SwAV predicts codes over prototypes, it does not pick an instance among
+        # instances (ssl_jax.discrimination). The online kNN monitor (ssl_jax.monitor) covers it.
     }
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     if queue_size:
