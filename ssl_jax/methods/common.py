@@ -232,6 +232,27 @@ def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransfor
   return optax.apply_updates(state.params, updates), opt_state, optax.global_norm(grads)
 
 
+def step_metrics(*, loss: jax.Array, step: jax.Array, schedules: Schedules, grad_norm: jax.Array,
+                 params: PyTree, positive_similarity: jax.Array, negative_similarity: jax.Array,
+                 embeddings: jax.Array, axis_name: str | None, **extra: jax.Array) -> dict[str, jax.Array]:
+  """The metrics every method's step reports, then the method's own (`extra`).
+
+  loss, learning_rate (at `step`), grad_norm, param_norm (non-finite parameters show here: the NaN guard
+  reads it), the mean cosine similarity of positive and of negative pairs, and `embedding_std` of
+  `embeddings` over the global batch (the collapse monitor).
+  """
+  return {
+      'loss': loss,
+      'learning_rate': schedules.learning_rate(step),
+      'grad_norm': grad_norm,
+      'param_norm': optax.global_norm(params),
+      'positive_similarity': positive_similarity,
+      'negative_similarity': negative_similarity,
+      'embedding_std': embedding_std(embeddings, axis_name),
+      **extra,
+  }
+
+
 def embedding_std(z: jax.Array, axis_name: str | None) -> jax.Array:
   """Collapse monitor: per-dimension std of the L2-normalised projections over the global batch, averaged.
 

@@ -79,17 +79,13 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     bank, bank_ptr = memory_banks.fifo_bank_update(state.bank, state.bank_ptr, z_b, axis_name=axis_name)
     similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
     size = state.bank.shape[0]
-    metrics = {
-        'loss': loss,  # already the global batch's (memory_banks' convention)
-        'learning_rate': schedules.learning_rate(state.step),
-        'grad_norm': grad_norm,
-        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
-        'queue_fill': jnp.minimum((state.step + 1) * global_batch, size) / size,
-        'positive_similarity': similarity['pos_cosine'],
-        'negative_similarity': similarity['neg_cosine'],
-        'embedding_std': common.embedding_std(z_a, axis_name),
-        'instance_accuracy': discrimination.queue_top1(z_a, z_b, state.bank, axis_name),
-    }
+    metrics = common.step_metrics(
+        loss=loss,  # already the global batch's (memory_banks' convention)
+        step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
+        positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],
+        embeddings=z_a, axis_name=axis_name,
+        queue_fill=jnp.minimum((state.step + 1) * global_batch, size) / size,
+        instance_accuracy=discrimination.queue_top1(z_a, z_b, state.bank, axis_name))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               bank=bank, bank_ptr=bank_ptr)
     return new_state, metrics

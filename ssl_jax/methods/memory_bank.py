@@ -130,16 +130,12 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     positive_similarity, negative_similarity = _similarities(v, state.bank, indices, axis_name)
     bank = memory_banks.update_memory_bank(state.bank, indices, v, momentum=momentum, axis_name=axis_name)
-    metrics = {
-        'loss': loss,  # already the global batch's (memory_banks' convention)
-        'learning_rate': schedules.learning_rate(state.step),
-        'grad_norm': grad_norm,
-        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
-        'positive_similarity': positive_similarity,
-        'negative_similarity': negative_similarity,
-        'embedding_std': common.embedding_std(v, axis_name),
-        'instance_accuracy': _instance_accuracy(v, state.bank, indices, negatives, axis_name),
-    }
+    metrics = common.step_metrics(
+        loss=loss,  # already the global batch's (memory_banks' convention)
+        step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
+        positive_similarity=positive_similarity, negative_similarity=negative_similarity,
+        embeddings=v, axis_name=axis_name,
+        instance_accuracy=_instance_accuracy(v, state.bank, indices, negatives, axis_name))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               bank=bank)
     return new_state, metrics

@@ -178,18 +178,12 @@ def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks
       loss = jax.lax.pmean(loss, axis_name)  # the mean over the global batch (equal local batch sizes)
     queue, queue_ptr = enqueue(state.queue, state.queue_ptr, losses.l2_normalize(k_b), axis_name)
     similarity = losses.similarity_stats(q_a, k_b, axis_name=axis_name)
-    metrics = {
-        'loss': loss,
-        'learning_rate': schedules.learning_rate(state.step),
-        'momentum': momentum,
-        'grad_norm': grad_norm,
-        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
-        'queue_fill': jnp.minimum((state.step + 1) * global_batch, queue.shape[0]) / queue.shape[0],
-        'positive_similarity': similarity['pos_cosine'],
-        'negative_similarity': similarity['neg_cosine'],
-        'embedding_std': common.embedding_std(q_a, axis_name),
-        'instance_accuracy': discrimination.queue_top1(q_a, k_b, state.queue, axis_name),
-    }
+    metrics = common.step_metrics(
+        loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
+        positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],
+        embeddings=q_a, axis_name=axis_name, momentum=momentum,
+        queue_fill=jnp.minimum((state.step + 1) * global_batch, queue.shape[0]) / queue.shape[0],
+        instance_accuracy=discrimination.queue_top1(q_a, k_b, state.queue, axis_name))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               ema_params=ema_params, ema_batch_stats=ema_stats, queue=queue,
                               queue_ptr=queue_ptr)

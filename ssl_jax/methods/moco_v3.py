@@ -73,17 +73,12 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     (loss, (batch_stats, q_a)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     similarity = losses.similarity_stats(q_a, k_b, axis_name=axis_name)
-    metrics = {
-        'loss': loss,  # already the global batch's: the loss gathers every device's keys
-        'learning_rate': schedules.learning_rate(state.step),
-        'momentum': momentum,
-        'grad_norm': grad_norm,
-        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
-        'positive_similarity': similarity['pos_cosine'],
-        'negative_similarity': similarity['neg_cosine'],
-        'embedding_std': common.embedding_std(q_a, axis_name),
-        'instance_accuracy': discrimination.cross_top1(q_a, k_b, axis_name),  # view a's queries
-    }
+    metrics = common.step_metrics(
+        loss=loss,  # already the global batch's: the loss gathers every device's keys
+        step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
+        positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],
+        embeddings=q_a, axis_name=axis_name, momentum=momentum,
+        instance_accuracy=discrimination.cross_top1(q_a, k_b, axis_name))  # view a's queries
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                               ema_params=ema_params, ema_batch_stats=ema_stats)
     return new_state, metrics

@@ -82,16 +82,11 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     (loss, (batch_stats, z_a, z_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
-    metrics = {
-        'loss': loss,
-        'learning_rate': schedules.learning_rate(state.step),
-        'grad_norm': grad_norm,
-        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
-        'positive_similarity': similarity['pos_cosine'],
-        'negative_similarity': similarity['neg_cosine'],
-        'embedding_std': common.embedding_std(z_a, axis_name),
-        'instance_accuracy': discrimination.in_batch_top1(z_a, z_b, axis_name),
-    }
+    metrics = common.step_metrics(
+        loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
+        positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],
+        embeddings=z_a, axis_name=axis_name,
+        instance_accuracy=discrimination.in_batch_top1(z_a, z_b, axis_name))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics
 

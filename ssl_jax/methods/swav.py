@@ -160,18 +160,12 @@ def make_train_step(config: ml_collections.ConfigDict, networks: SwAVNetworks,
     params = keep_prototypes(params, state.params, frozen)
     opt_state = keep_prototypes(opt_state, state.opt_state, frozen)
     similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
-    metrics = {
-        'loss': loss,
-        'learning_rate': schedules.learning_rate(state.step),
-        'grad_norm': grad_norm,
-        'param_norm': optax.global_norm(params),  # Non-finite params show here (the NaN guard reads it).
-        'positive_similarity': similarity['pos_cosine'],
-        'negative_similarity': similarity['neg_cosine'],
-        'embedding_std': common.embedding_std(z_a, axis_name),
-        'prototypes_frozen': frozen.astype(jnp.float32),
-        # No 'instance_accuracy': SwAV predicts codes over prototypes, it does not pick an instance among
-        # instances (ssl_jax.discrimination). The online kNN monitor (ssl_jax.monitor) covers it.
-    }
+    # No 'instance_accuracy': SwAV predicts codes over prototypes, it does not pick an instance among
+    # instances (ssl_jax.discrimination). The online kNN monitor (ssl_jax.monitor) covers it.
+    metrics = common.step_metrics(
+        loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
+        positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],
+        embeddings=z_a, axis_name=axis_name, prototypes_frozen=frozen.astype(jnp.float32))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     if queue_size:
       metrics['queue_in_use'] = use_queue.astype(jnp.float32)
