@@ -51,7 +51,8 @@ SHAPE_KEYS = ('method', 'batch_size', 'data.length', 'model.', 'augment.crop_len
               'moco.queue_size', 'fifo_bank.size', 'memory_bank.', 'mochi.', 'swav.', 'clip.', 'augment.iq.')
 
 
-def _get(config: Any, dotted: str, default: Any = None) -> Any:
+def get_key(config: Any, dotted: str, default: Any = None) -> Any:
+  """The value at a dotted key (`default` where a section or the key is missing)."""
   node = config
   for part in dotted.split('.'):
     if node is None or part not in node:
@@ -70,7 +71,7 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
 
 def count(config: Any) -> int:
   """K, the number of members (1 for a config without a `members` section)."""
-  return int(_get(config, 'members.count', 1))
+  return int(get_key(config, 'members.count', 1))
 
 
 def is_member_run(config: Any) -> bool:
@@ -81,17 +82,17 @@ def is_member_run(config: Any) -> bool:
 def values(config: Any, name: str) -> list:
   """Member `name`'s K values (`MEMBER_KEYS`): the list given, or the config's own value K times (seeds:
   `config.seed + k`)."""
-  given = tuple(_get(config, f'members.{name}', ()) or ())
+  given = tuple(get_key(config, f'members.{name}', ()) or ())
   if given:
     return list(given)
   if name == 'seed':
     return [int(config.seed) + k for k in range(count(config))]
-  return [_get(config, MEMBER_KEYS[name])] * count(config)
+  return [get_key(config, MEMBER_KEYS[name])] * count(config)
 
 
 def given_names(config: Any) -> list[str]:
   """The `MEMBER_KEYS` names with a non-empty list in `config.members`."""
-  return [name for name in MEMBER_KEYS if tuple(_get(config, f'members.{name}', ()) or ())]
+  return [name for name in MEMBER_KEYS if tuple(get_key(config, f'members.{name}', ()) or ())]
 
 
 def member_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
@@ -101,7 +102,7 @@ def member_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Con
   `data_order='shared'`, the shared data-order seed (both `config.seed` unless the config sets them).
   """
   k_count = count(config)
-  columns = {name: values(config, name) for name in MEMBER_KEYS if _get(config, MEMBER_KEYS[name]) is not None}
+  columns = {name: values(config, name) for name in MEMBER_KEYS if get_key(config, MEMBER_KEYS[name]) is not None}
   configs = []
   for k in range(k_count):
     member = copy.deepcopy(config)
@@ -173,7 +174,7 @@ def stack_configs(configs: Sequence[ml_collections.ConfigDict]) -> ml_collection
   with stacked.unlocked():
     stacked.members.count = len(configs)
     for name, path in MEMBER_KEYS.items():
-      column = [_get(c, path) for c in configs]
+      column = [get_key(c, path) for c in configs]
       stacked.members[name] = tuple(column) if column[0] is not None and len(set(column)) > 1 else ()
     stacked.seed = int(configs[0].seed)
     if all(int(c.seed) == int(configs[0].seed) + k for k, c in enumerate(configs)):
@@ -224,7 +225,7 @@ def hyperparameters(configs: Sequence[ml_collections.ConfigDict]) -> dict[str, n
   dtype = jnp.result_type(float)
   out = {}
   for name in TRACED:
-    column = [_get(c, MEMBER_KEYS[name]) for c in configs]
+    column = [get_key(c, MEMBER_KEYS[name]) for c in configs]
     if column[0] is not None:
       out[name] = np.asarray(column, dtype)
   return out

@@ -143,3 +143,27 @@ def test_members_spread_over_devices_are_their_single_runs(n_devices, member_dev
   report = json.loads([l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1][len('RESULT'):])
   for k, member in enumerate(report['members']):
     assert member['loss'] < FLOAT64_RTOL and member['state'] < FLOAT64_RTOL, (k, member)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'members.count': 0}, r'config\.members\.count = 0: must be an integer >= 1 \(the number of members: an empty'),
+    ({'members.count': 3, 'members.temperature': (0.1, 0.2)},
+     r'config\.members\.temperature = \(0\.1, 0\.2\): holds 2 values but config\.members\.count = 3'),
+    ({'members.count': 2, 'members.learning_rate': (0.1, -1.0)}, r'members\.learning_rate .*-1\.0 is not'),
+    ({'members.count': 2, 'members.momentum': (0.9, 0.99)}, r"momentum base .* method 'simclr' has none"),
+    ({'members.count': 3, 'members.devices': 2}, r'config\.members\.devices = 2: must divide config\.members\.count = 3'),
+    ({'members.count': 2, 'members.data_order': 'random'}, r'config\.members\.data_order'),
+])
+def test_bad_member_lists_are_refused_naming_the_key(overrides, message):
+  from ssl_jax import config_checks
+  config = smoke.get_config('simclr')
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.check_pretrain_config(config)
+
+
+def test_member_mesh_refuses_a_member_axis_that_does_not_divide_the_devices():
+  with pytest.raises(ValueError, match=r'config\.members\.devices=2 does not divide the device count 1'):
+    parallel.create_member_mesh(2)
