@@ -243,6 +243,7 @@ def _member_batches(config: ml_collections.ConfigDict, start_step: int,
   if config.members.data_order == 'shared':
     for batch in _host_batches(configs[0], start_step, local_devices):
       yield parallel.shard_batch(batch, mesh)
+    return
   streams = [_host_batches(c, start_step, local_devices) for c in configs]
   while True:
     batches = [next(stream) for stream in streams]

@@ -11,6 +11,8 @@ import pytest
 from configs import probe as probe_configs, smoke
 from ssl_jax import checkpointing, encoders, evaluate, members, metrics_writer, resume_checks, train
 
+pytestmark = pytest.mark.slow  # every test here pretrains (20 s to minutes each on 2 shared cores)
+
 TWO = dict(count=2, temperature=(0.1, 0.2))
 
 
