@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import augment, checkpointing, config_checks, console as console_lib, members, metrics_writer
+from ssl_jax import checkpointing, config_checks, console as console_lib, members, metrics_writer
 from ssl_jax import methods, optim, parallel, periodic, resume_checks, workdir_lock
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
@@ -219,9 +219,7 @@ def build_members(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int)
 
   launched = parallel.member_parallel(per_device, mesh, batch_per_member=per_member_data)
   hyper = parallel.place_members(members.hyperparameters(configs), mesh)
-  policy = augment.AugmentPolicy.from_config(shared.augment)
-  step_fn = common.HostStep(lambda state, batch, lengths: launched(state, hyper, batch, lengths), policy,
-                            shared.data.length, common.length_key(shared))
+  step_fn = common.host_step(shared, lambda state, batch, lengths: launched(state, hyper, batch, lengths))
   return {'state': parallel.place_members(state, mesh), 'num_steps': num_steps, 'step_fn': step_fn}
 
 
