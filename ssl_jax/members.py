@@ -16,6 +16,7 @@ K = 1 is a plain run (no member axis; `config_of` applies member 0's values). Fo
 - The member-valued hyperparameters enter the step as traced values (`Hyperparameters`): the method's own
   step is built inside `jax.vmap` from a config whose member keys are those values, so every method of
   `ssl_jax.methods` runs as members without a line of its own.
+- `per_device_step` is the per-device step of all members (for `parallel.member_parallel`).
 - `MemberState` is the method's state with a leading axis K plus `alive`: a member whose step produces a
   non-finite loss or state keeps its last finite state from then on (frozen, `alive=False`); the others
   go on.
@@ -260,3 +261,41 @@ def guarded(step: Callable[[PyTree, PyTree], tuple[PyTree, dict]]
     return kept, ok, metrics
 
   return run
+
+
+def per_device_step(config: ml_collections.ConfigDict, method: Any, steps_per_epoch: int, num_steps: int,
+                    batch_per_member: bool) -> Callable:
+  """The per-device step of a member run, for `parallel.member_parallel`:
+  `(MemberState, hyper, batch, crop_lengths) -> (MemberState, metrics)`, metrics with a member axis.
+
+  Each member runs `method`'s own step, built inside `jax.vmap` from `config` with its member values
+  `hyper` (traced scalars, `hyperparameters`) in place (`traced_config`), and `guarded`: a member whose step
+  is not finite keeps its state and is dead from then on (`metrics['alive']`). `batch` is shared by all
+  members, or with `batch_per_member` has a leading member axis.
+  """
+  from ssl_jax import optim, parallel  # pylint: disable=g-import-not-at-top
+  from ssl_jax.methods import common  # pylint: disable=g-import-not-at-top
+  networks = method.create_networks(config, bn_axis_name=parallel.AXIS)
+
+  def one_member(state, hyper, batch, crop_lengths):
+    traced = traced_config(config, hyper)
+    lr = optim.learning_rate_schedule(traced.optim, batch_size=config.batch_size,
+                                      steps_per_epoch=steps_per_epoch, total_steps=num_steps)
+    momentum = None
+    if hasattr(method, 'momentum_schedule'):  # MoCo v2 and v3: the key encoder's EMA momentum
+      momentum = method.momentum_schedule(traced.moco.momentum, num_steps, config.moco.momentum_cosine)
+    tx = optim.create_optimizer(traced.optim, lr)
+    train_step = method.make_train_step(traced, networks, tx, common.Schedules(lr, momentum),
+                                        axis_name=parallel.AXIS)
+    return train_step(state, batch, crop_lengths)
+
+  def per_device(state, hyper, batch, crop_lengths):
+    def one(member_state, alive, member_hyper, member_batch):
+      run = guarded(lambda s, b: one_member(s, member_hyper, b, crop_lengths))
+      return run(member_state, alive, member_batch)
+
+    new, alive, metrics = jax.vmap(one, in_axes=(0, 0, 0, 0 if batch_per_member else None))(
+        state.state, state.alive, hyper, batch)
+    return MemberState(state=new, alive=alive), dict(metrics, alive=alive)
+
+  return per_device

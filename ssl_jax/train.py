@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import signal
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import ml_collections
@@ -172,27 +172,6 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
           'step_fn': common.host_step(config, parallel.data_parallel(per_device_step, mesh))}
 
 
-def member_step(config: ml_collections.ConfigDict, networks: common.Networks, steps_per_epoch: int,
-                num_steps: int) -> Callable:
-  """`step(state, hyper, batch, crop_lengths) -> (state, metrics)`: one member's per-device step, built from
-  `config` with the member values `hyper` (traced scalars, `members.hyperparameters`) in place."""
-  method = methods.get_method(config.method)
-
-  def step(state, hyper, batch, crop_lengths):
-    traced = members.traced_config(config, hyper)
-    lr = optim.learning_rate_schedule(traced.optim, batch_size=config.batch_size,
-                                      steps_per_epoch=steps_per_epoch, total_steps=num_steps)
-    momentum = None
-    if hasattr(method, 'momentum_schedule'):
-      momentum = method.momentum_schedule(traced.moco.momentum, num_steps, config.moco.momentum_cosine)
-    tx = optim.create_optimizer(traced.optim, lr)
-    train_step = method.make_train_step(traced, networks, tx, common.Schedules(lr, momentum),
-                                        axis_name=parallel.AXIS)
-    return train_step(state, batch, crop_lengths)
-
-  return step
-
-
 def build_members(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict[str, Any]:
   """`build` for a member run (K >= 2, `ssl_jax.members`): the state is a `members.MemberState` split over
   the mesh's member axis; `step_fn` runs every member's step (vmapped inside the shard_map) at once."""
@@ -204,19 +183,8 @@ def build_members(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int)
   init_networks = method.create_networks(shared, bn_axis_name=None)
   init = jax.jit(lambda key: method.init_state(shared, init_networks, tx, key))  # one compile for all
   state = members.stack_states([jax.device_get(init(jax.random.PRNGKey(c.seed))) for c in configs])
-  networks = method.create_networks(shared, bn_axis_name=parallel.AXIS)
-  one_member = member_step(shared, networks, steps_per_epoch, num_steps)
   per_member_data = config.members.data_order == 'member'
-
-  def per_device(state, hyper, batch, crop_lengths):
-    def one(member_state, alive, member_hyper, member_batch):
-      run = members.guarded(lambda s, b: one_member(s, member_hyper, b, crop_lengths))
-      return run(member_state, alive, member_batch)
-
-    new, alive, metrics = jax.vmap(one, in_axes=(0, 0, 0, 0 if per_member_data else None))(
-        state.state, state.alive, hyper, batch)
-    return members.MemberState(state=new, alive=alive), dict(metrics, alive=alive)
-
+  per_device = members.per_device_step(shared, method, steps_per_epoch, num_steps, per_member_data)
   launched = parallel.member_parallel(per_device, mesh, batch_per_member=per_member_data)
   hyper = parallel.place_members(members.hyperparameters(configs), mesh)
   step_fn = common.host_step(shared, lambda state, batch, lengths: launched(state, hyper, batch, lengths))
