@@ -37,6 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   # (position, modulation), examples are slices of it, as in the real AoAM; 'example': redrawn per example.
   config.data.nuisances = 'recording'
   config.data.prefetch = 2
+  # -1: the data order follows config.seed. >= 0: it follows this seed (members share one order this way).
+  config.data.order_seed = -1
 
   # Encoder and projection head.
   config.model = ml_collections.ConfigDict()
@@ -55,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.enabled = True  # False: the "no augmentation" ablation (both views = the example)
   config.augment.crop_lengths = STUDY_CROP_LENGTHS
   config.augment.antenna_dropout = 0.2
+  # -1: each step's two crop lengths are drawn from the run's key (config.seed). >= 0: from this seed, so
+  # that runs of other seeds (the members of a member run) share each step's crop lengths, a static shape.
+  config.augment.crop_length_seed = -1
   # Label-preserving IQ augmentations (ssl_jax/augment.py), not the study's: each view gets them after MTC
   # and AD, inside the step, for every method; all off by default, each independent of `enabled`. All act
   # on every antenna alike, so the inter-antenna phase differences that carry the AoA are kept. A
@@ -103,6 +108,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.monitor.query_per_class = 4  # test examples per AoA class (900 in all)
   config.monitor.batch_size = 256  # examples per encoder call
   config.monitor.seed = 0  # draws the subset
+
+  # Members: K runs of this config trained by one program (ssl_jax/members.py). count = 1: a plain run.
+  # Each list holds `count` values (one per member) or is empty (every member takes the config's value;
+  # seeds: config.seed + k). Members share every shape (model, batch, crop set, queue size).
+  config.members = ml_collections.ConfigDict()
+  config.members.count = 1
+  config.members.seed = ()  # per member: initial weights and view draws (+ data order with data_order='member')
+  config.members.temperature = ()
+  config.members.learning_rate = ()  # config.optim.learning_rate per member
+  config.members.weight_decay = ()  # config.optim.weight_decay per member
+  config.members.momentum = ()  # config.moco.momentum (the EMA momentum base) per member: MoCo methods only
+  config.members.antenna_dropout = ()  # config.augment.antenna_dropout per member
+  config.members.data_order = 'shared'  # 'shared': config.seed's batches for all; 'member': each member's seed
+  config.members.devices = 1  # devices along the member axis of the mesh (divides count and the device count)
 
   # Multi-host (empty: single process).
   config.distributed = ml_collections.ConfigDict()

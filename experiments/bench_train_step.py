@@ -14,6 +14,17 @@ machine's drift hits them alike. The host allocator is bound when a process star
 it, or taken out of LD_PRELOAD for the system allocator), kept alive and driven in alternating rounds over
 a pipe; the step-time ratios against the first are printed. Each row names the allocator in force.
 Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=512.
+
+Members (`ssl_jax.members`):
+
+  python experiments/bench_train_step.py --members 1,2,4,8 [--methods simclr] [--batch_sizes 128]
+      [--length 128] [--steps 5] [--dtype float32|bfloat16]
+
+times the member step (`train.build_members`; K = 1 is the plain run's `train.build`) for each K in its own
+child process (so that each K's peak memory is its own): compile time (first call), step time, views/s
+per member and in all, peak RSS (and the device's peak bytes where the backend reports them). Then the
+cost of K members against K single runs (step time K / (K x step time 1): <= 1 means members are no
+dearer than separate runs) and one compile of K members against K compiles of one.
 """
 
 import argparse
@@ -95,7 +106,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help='interleave the cases over this many rounds of steps / rounds steps each')
   parser.add_argument('--mtc', action='store_true', help='also time the study MTC mix (25 programs)')
   parser.add_argument('--serve', action='store_true', help=argparse.SUPPRESS)  # Child mode, see drive_children.
+  parser.add_argument('--members', default='',
+                      help='comma-separated member counts K (e.g. 1,2,4,8): the member bench (module docstring)')
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                      help='compute dtype of the member bench (config.model.dtype)')
+  parser.add_argument('--member_case', default='', help=argparse.SUPPRESS)  # Child mode of --members.
   args = parser.parse_args(argv)
+  args.members = [int(k) for k in args.members.split(',') if k]
+  if any(k < 1 for k in args.members):
+    parser.error(f'--members: each count must be >= 1, got {args.members}')
   args.host_allocators = args.host_allocators.split(',')
   for allocator in args.host_allocators:
     if allocator not in HOST_ALLOCATORS:
@@ -191,8 +210,84 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], li
   return rows, results, peak_mib
 
 
+def member_case(method_name: str, count: int, batch_size: int, length: int, steps: int, dtype: str) -> dict:
+  """One member bench case in this process: compile and step time of `count` members (one crop pair)."""
+  from ssl_jax import train
+  config = METHOD_CONFIGS[method_name].get_config()
+  config.batch_size, config.data.length, config.model.dtype = batch_size, length, dtype
+  config.augment.crop_lengths = (length,)  # one program: both views at full length
+  if 'moco' in config and 'queue_size' in config.moco:
+    config.moco.queue_size = 16 * batch_size
+  config.members.count = count
+  if count > 1:
+    config.members.temperature = tuple(np.linspace(0.05, 0.2, count).tolist())
+    mesh = parallel.create_member_mesh(1)
+    built = train.build_members(config, mesh, 100)
+  else:
+    mesh = parallel.create_mesh()
+    built = train.build(config, mesh, 100)
+  batch = parallel.shard_batch(
+      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32)}, mesh)
+  state, step_fn = built['state'], built['step_fn']
+  t0 = time.perf_counter()
+  state, metrics = step_fn(state, batch, 0)
+  jax.block_until_ready(metrics['loss'])
+  compile_s = time.perf_counter() - t0
+  times = []
+  for step in range(1, steps + 1):
+    t0 = time.perf_counter()
+    state, metrics = step_fn(state, batch, step)
+    jax.block_until_ready(metrics['loss'])
+    times.append(time.perf_counter() - t0)
+  views = getattr(methods.get_method(method_name), 'VIEWS_PER_EXAMPLE', 2) * batch_size
+  step_s = float(np.median(times))
+  device_stats = jax.devices()[0].memory_stats() or {}
+  return {'method': method_name, 'members': count, 'batch': batch_size, 'length': length, 'dtype': dtype,
+          'compile_s': compile_s, 'step_ms': 1e3 * step_s, 'views_per_s_per_member': views / step_s,
+          'views_per_s_total': count * views / step_s,
+          'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          'device_peak_mib': device_stats.get('peak_bytes_in_use', 0) / 2**20 or None}
+
+
+def run_members(args: argparse.Namespace) -> None:
+  """`--members`: one child process per (method, K), then the table and the K-vs-single ratios."""
+  rows = []
+  for method in args.methods.split(','):
+    batch = int(args.batch_sizes.split(',')[0])
+    for count in args.members:
+      command = [sys.executable, os.path.abspath(__file__), '--member_case', f'{method},{count}',
+                 f'--batch_sizes={batch}', f'--length={args.length}', f'--steps={args.steps}', f'--dtype={args.dtype}']
+      out = subprocess.run(command, capture_output=True, text=True, check=False)
+      if out.returncode != 0:
+        raise RuntimeError(f'member bench child {command} failed:\n{out.stderr[-3000:]}')
+      rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+      print(rows[-1], flush=True)
+  print(f'\ndevices: {jax.devices()}')
+  print('\n| method | K | dtype | compile s | K compiles of 1, s | step ms | K x step ms of 1 | cost ratio | '
+        'views/s per member | views/s total | peak RSS MiB | device peak MiB |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+  single = {r['method']: r for r in rows if r['members'] == 1}
+  for r in rows:
+    one = single.get(r['method'])
+    k = r['members']
+    k_compiles = f"{k * one['compile_s']:.1f}" if one else '-'
+    k_steps = f"{k * one['step_ms']:.0f}" if one else '-'
+    ratio = f"{r['step_ms'] / (k * one['step_ms']):.2f}" if one else '-'
+    device = f"{r['device_peak_mib']:.0f}" if r['device_peak_mib'] else '-'
+    print(f"| {r['method']} | {k} | {r['dtype']} | {r['compile_s']:.1f} | {k_compiles} | {r['step_ms']:.0f} | "
+          f"{k_steps} | {ratio} | {r['views_per_s_per_member']:.0f} | {r['views_per_s_total']:.0f} | "
+          f"{r['peak_rss_mib']:.0f} | {device} |")
+
+
 def main() -> None:
   args = parse_args()
+  if args.member_case:
+    method, count = args.member_case.split(',')
+    print(json.dumps(member_case(method, int(count), int(args.batch_sizes.split(',')[0]), args.length,
+                                 args.steps, args.dtype)))
+    return
+  if args.members:
+    return run_members(args)
   if args.serve:
     return serve(args)
   print(f'host allocators {args.host_allocators}: one child process each, {args.rounds} alternating rounds')

@@ -104,7 +104,9 @@ class AugmentPolicy:
       if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
         raise ValueError(f'crop_lengths must hold positive ints; got {length!r} in {lengths!r}.')
     p = self.antenna_dropout
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
+    if isinstance(p, jax.core.Tracer):
+      pass  # a member's value inside a member run's step (ssl_jax.members), checked before it was traced
+    elif not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
       raise ValueError(f'antenna_dropout must be a float in [0, 1); got {p!r}.')
     if not isinstance(self.enabled, bool):
       raise ValueError(f'enabled must be a bool; got {self.enabled!r}.')

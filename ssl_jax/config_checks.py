@@ -25,6 +25,10 @@ The rules that are not plain ranges:
   example, which is what a crop of `data.length` says).
 - `augment.iq.snr_db`: () for no added noise, or a (low, high) pair of finite dB values, low <= high.
 - `allow_resume_changes`: keys a resume may change on purpose (see `ssl_jax.resume_checks`).
+- `members.*` (`ssl_jax.members`): `count` >= 1 (0 is an empty member list); each per-member list empty or
+  `count` values, each in its key's range; `momentum` only for a method with a momentum encoder; `devices`
+  divides `count`. Members cannot differ in a shape-defining key: the section lists none
+  (`members.stack_configs` refuses configs that do, naming the key).
 """
 
 from __future__ import annotations
@@ -313,6 +317,8 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
       r.fail('allow_resume_changes', f'names {unknown}; a resume may change only {RESUME_CHANGEABLE_KEYS} '
              '(everything else defines the run: start a new --workdir)')
 
+  _member_problems(r, config)
+
   # Multi-host.
   if r.int_range('distributed.num_processes', 1):
     processes = r.value('distributed.num_processes')
@@ -363,6 +369,54 @@ def _mochi_problems(r: _Rules, queue_ok: bool) -> None:
   why += f'; config.moco.queue_size = {high} holds them' if high is not None else ''
   why += '; a mix of two needs 2)' if low == 2 else ')'
   r.int_range('mochi.num_hard', low, high, why=why)
+
+
+# config.members.<name>: (check of one value, what it must be).
+_MEMBER_VALUE_RULES = {
+    'seed': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
+    'temperature': (lambda v: _is_number(v) and v > 0, 'a number > 0'),
+    'learning_rate': (lambda v: _is_number(v) and v > 0, 'a number > 0'),
+    'weight_decay': (lambda v: _is_number(v) and v >= 0, 'a number >= 0'),
+    'momentum': (lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)'),
+    'antenna_dropout': (lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)'),
+}
+
+
+def _member_problems(r: _Rules, config: Any) -> None:
+  """`config.members` (ssl_jax/members.py): K >= 1, each list empty or K valid values, K a multiple of the
+  member axis's devices; a momentum list only for a method with a momentum encoder."""
+  if lookup(config, 'data.order_seed', _MISSING) is not _MISSING:
+    r.int_range('data.order_seed', -1, why=' (-1: config.seed orders the data)')
+  if lookup(config, 'augment.crop_length_seed', _MISSING) is not _MISSING:
+    r.int_range('augment.crop_length_seed', -1, why=" (-1: the run's key draws the crop lengths)")
+  if lookup(config, 'members', _MISSING) is _MISSING:
+    return  # a config from before members: one run
+  if not r.int_range('members.count', 1, why=' (the number of members: an empty member list trains nothing)'):
+    return
+  count = r.value('members.count')
+  for name, (ok, what) in _MEMBER_VALUE_RULES.items():
+    key = f'members.{name}'
+    values = lookup(config, key, ())
+    if not isinstance(values, (tuple, list)):
+      r.fail(key, f'must be a list of {count} values (one per member), or () for the config\'s own value')
+      continue
+    if not values:
+      continue
+    if len(values) != count:
+      r.fail(key, f'holds {len(values)} values but config.members.count = {count}: give one per member, or () '
+             'for every member to take the config\'s own value')
+    bad = [v for v in values if not ok(v)]
+    if bad:
+      r.fail(key, f'each value must be {what}; {bad[0]!r} is not')
+    if name == 'momentum' and lookup(config, 'moco.momentum', _MISSING) is _MISSING:
+      r.fail(key, f'is the EMA momentum base of a momentum encoder; method {lookup(config, "method", "?")!r} has '
+             'none (no config.moco.momentum)')
+  r.choice('members.data_order', ('shared', 'member'))
+  if r.int_range('members.devices', 1, why=' (devices along the member axis of the mesh)'):
+    devices = r.value('members.devices')
+    if count % devices:
+      r.fail('members.devices', f'must divide config.members.count = {count}: each of the {devices} device '
+             'rows of the member axis holds the same number of members')
 
 
 def split_keys(text: str) -> list[str]:

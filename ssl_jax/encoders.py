@@ -1,7 +1,9 @@
 """The read side of a pretraining workdir: its query/online encoder, ready to embed data.
 
-`load_encoder(workdir, step=None)` rebuilds the run's networks from its `config.json`, restores the train
-state of a checkpoint (`ssl_jax.checkpointing`) and returns the encoder module with its variables.
+`load_encoder(workdir, step=None, member=None)` rebuilds the run's networks from its `config.json`, restores
+the train state of a checkpoint (`ssl_jax.checkpointing`) and returns the encoder module with its variables.
+A member run's workdir (`ssl_jax.members`, K >= 2) holds K encoders: `member` picks one (required there),
+and the returned config is that member's plain config (`members.config_of`).
 Evaluation (`ssl_jax.evaluate`), the study, the notebooks and the torch converter read workdirs through it.
 """
 
@@ -14,7 +16,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from ssl_jax import checkpointing, methods, optim
+from ssl_jax import checkpointing, members, methods, optim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,20 +41,32 @@ class RestoredRun:
   step: int
 
 
-def load_run(workdir: str, step: int | None = None) -> RestoredRun:
+def member_count(workdir: str) -> int:
+  """K, the members a workdir's run trains (1: a plain run). FileNotFoundError without a config."""
+  return members.count(checkpointing.read_config(workdir))
+
+
+def load_run(workdir: str, step: int | None = None, member: int | None = None) -> RestoredRun:
   """The train state at `step` (default: the newest step that restores) of a pretraining workdir.
 
   Reads without the writer lock and writes nothing, so it may run while the workdir's run is writing:
   it sees only finalized steps. A newer step that cannot be restored is reported (one warning line) and
   skipped. Raises FileNotFoundError when `workdir` holds no config or no checkpoint, or not the requested
   step (naming the steps there are), and `checkpointing.UnreadableCheckpointError` when the requested step
-  (or, without a step, every step) cannot be restored.
+  (or, without a step, every step) cannot be restored. `member`: the member of a member run (required
+  there; ValueError naming the members there are when it is missing or not one of them); a plain run
+  takes None or 0.
   """
-  config = checkpointing.read_config(workdir)
+  run_config = checkpointing.read_config(workdir)
+  config = members.config_of(run_config, member)
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda step: 0.0)
   like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
+  k_members = members.count(run_config)
+  if k_members >= 2:
+    stacked = jax.tree.map(lambda s: jax.ShapeDtypeStruct((k_members,) + s.shape, s.dtype), like)
+    like = members.MemberState(state=stacked, alive=jax.ShapeDtypeStruct((k_members,), bool))
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
@@ -70,11 +84,13 @@ def load_run(workdir: str, step: int | None = None) -> RestoredRun:
       state = checkpointer.restore(like, step)
   finally:
     checkpointer.close()
+  if k_members >= 2:
+    state = members.select(state, member)
   return RestoredRun(config, networks, state, int(step))
 
 
-def load_encoder(workdir: str, step: int | None = None) -> PretrainedEncoder:
-  """The query/online encoder of `load_run(workdir, step)` (the same errors)."""
-  run = load_run(workdir, step)
+def load_encoder(workdir: str, step: int | None = None, member: int | None = None) -> PretrainedEncoder:
+  """The query/online encoder of `load_run(workdir, step, member)` (the same errors)."""
+  run = load_run(workdir, step, member)
   variables = {'params': run.state.params['encoder'], 'batch_stats': run.state.batch_stats['encoder']}
   return PretrainedEncoder(run.config, run.networks.encoder, variables, run.step)

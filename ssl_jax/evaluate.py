@@ -12,6 +12,11 @@ step N in DIR (have ...)"), or the train split cannot serve a requested budget (
 examples than the budget, or none): `--probe_config.skip_unavailable_budgets=True` skips those budgets
 instead, each named in a warning and in the results' `skipped` list.
 
+A member run's workdir (`ssl_jax.members`, K >= 2) has every member probed (from the same checkpoint step):
+`results['members']` holds each member's settings and results, `results['pretrained']` their mean with a
+95% confidence interval over the members (`ssl_jax.evaluation.intervals`; each score's `values` are the
+members' probe-seed means). The random-init and supervised baselines do not depend on the member: once.
+
 A workdir whose run is still writing can be evaluated: evaluation takes no lock and reads only finalized
 checkpoints (see `ssl_jax.encoders.load_encoder`).
 """
@@ -56,7 +61,8 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
     raise ValueError(f'--seed must be >= 0, got {seed}')
   path_checks.check_trained_workdir(workdir, step)
   path_checks.check_workdir(os.path.dirname(results_path(workdir)), 'the results directory')
-  loaded = encoders.load_encoder(workdir, step)  # Without a step: the newest that restores.
+  num_members = encoders.member_count(workdir)
+  loaded = encoders.load_encoder(workdir, step, 0 if num_members > 1 else None)  # Without a step: the newest.
   config, encoder, variables, step = loaded.config, loaded.module, loaded.variables, loaded.step
   data = data or evaluation.PipelineData(config.data, probe_config.embed_batch_size)
   unavailable = evaluation.unavailable_numbers(data.labels('train'), probe_config)
@@ -78,9 +84,12 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
       'probe_config': json.loads(probe_config.to_json_best_effort()),
       'skipped': unavailable,
   }
-  logging.info('probing the pretrained encoder of %s', workdir)
-  results['pretrained'] = evaluation.evaluate_encoder(encoder, variables, config.data, probe_config,
-                                                      seed=seed, data=data)
+  if num_members == 1:
+    logging.info('probing the pretrained encoder of %s', workdir)
+    results['pretrained'] = evaluation.evaluate_encoder(encoder, variables, config.data, probe_config,
+                                                        seed=seed, data=data)
+  else:
+    results.update(_probe_members(workdir, step, num_members, probe_config, seed, data))
   if probe_config.random_init:
     logging.info('probing a randomly initialised encoder')
     random_variables = evaluation.random_init_variables(encoder, config.data, seed)
@@ -92,6 +101,25 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
                                                            data=data)
   checkpointing.write_json_atomic(results_path(workdir), results)
   return results
+
+
+def _probe_members(workdir: str, step: int, num_members: int, probe_config: ml_collections.ConfigDict, seed: int,
+                   data) -> dict:
+  """A member run's probes: `members` (each member's settings and results, all from checkpoint `step`),
+  `pretrained` (their mean with a 95% t-interval over the members, `evaluation.intervals.summarize`)."""
+  from ssl_jax import encoders, evaluation, members
+  from ssl_jax.evaluation import intervals
+  per_member = []
+  for member in range(num_members):
+    logging.info('probing member %d of %s', member, workdir)
+    loaded = encoders.load_encoder(workdir, step, member)
+    settings = {name: members.get_key(loaded.config, path) for name, path in members.MEMBER_KEYS.items()
+                if members.get_key(loaded.config, path) is not None}
+    scores = evaluation.evaluate_encoder(loaded.module, loaded.variables, loaded.config.data, probe_config,
+                                         seed=seed, data=data)
+    per_member.append({'member': member, 'settings': settings, 'pretrained': scores})
+  return {'num_members': num_members, 'members': per_member,
+          'pretrained': intervals.summarize([m['pretrained'] for m in per_member])}
 
 
 def main(argv: list[str]) -> None:

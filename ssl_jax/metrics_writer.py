@@ -41,10 +41,14 @@ class MetricWriter:
       import tensorflow as tf  # TensorBoard events via tf.summary; tf is already a dependency (tf.data).
       self._tb = tf.summary.create_file_writer(tensorboard_dir(workdir))
 
-  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+  def write(self, step: int, scalars: Mapping[str, float], member: int | None = None) -> None:
+    """One row of `scalars` at `step`; a member run's rows carry `member` (JSONL field `member`, TensorBoard
+    tags `KEY/member_K`, so that TensorBoard groups the members of each metric)."""
     if not self._enabled:
       return
     record = {'step': int(step)}
+    if member is not None:
+      record['member'] = int(member)
     for key, value in scalars.items():
       value = float(np.asarray(value))
       record[key] = value if math.isfinite(value) else str(value)
@@ -52,9 +56,10 @@ class MetricWriter:
       f.write(json.dumps(record) + '\n')
     if self._tb is not None:
       import tensorflow as tf
+      suffix = '' if member is None else f'/member_{int(member)}'
       with self._tb.as_default(step=int(step)):
         for key, value in scalars.items():
-          tf.summary.scalar(key, float(np.asarray(value)))
+          tf.summary.scalar(key + suffix, float(np.asarray(value)))
       self._tb.flush()
 
   def close(self) -> None:

@@ -28,7 +28,7 @@ replicated, so every process gets the same figures.
 
 import dataclasses
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -228,7 +228,11 @@ def _make_measure(encoder: nn.Module, *, k: int, temperature: float):
   return measure
 
 
-def describe(step: int, metrics: Mapping[str, float]) -> str:
-  """One console line of a measurement."""
-  accuracies = '  '.join(f'{task} {metrics[metric_name(task)]:.3f}' for task, _, _ in TASKS)
-  return f'step {step}  kNN monitor: {accuracies}  ({metrics[SECONDS]:.1f}s)'
+def describe(step: int, measurements: Sequence[Mapping[str, float]]) -> str:
+  """One console line of a step's measurements (one per member: each accuracy as the members' range)."""
+  def spread(values):
+    low, high = min(values), max(values)
+    return f'{low:.3f}' if low == high else f'{low:.3f}..{high:.3f}'
+  accuracies = '  '.join(f'{task} {spread([m[metric_name(task)] for m in measurements])}' for task, _, _ in TASKS)
+  seconds = sum(m[SECONDS] for m in measurements)
+  return f'step {step}  kNN monitor: {accuracies}  ({seconds:.1f}s)'

@@ -48,7 +48,7 @@ FREE_KEYS = (
     'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'progress_bar', 'allow_resume_changes',
     'profile_first_step', 'profile_num_steps',
     'data.data_dir', 'data.prefetch',
-    'distributed.',
+    'distributed.', 'members.devices',
     'monitor.',  # the online monitor only watches: its cadence and subset never change what is trained
 )
 CHANGES_KEY = 'config_changes'  # the history list in config.json; not a config key
@@ -60,6 +60,10 @@ _ABSENT = '<absent>'
 ABSENT_MEANS = {
     'augment.iq.cyclic_shift': False, 'augment.iq.rotate_90': False, 'augment.iq.common_phase': False,
     'augment.iq.max_frequency_shift': 0.0, 'augment.iq.snr_db': [],
+    'data.order_seed': -1, 'augment.crop_length_seed': -1,
+    'members.count': 1, 'members.seed': [], 'members.temperature': [], 'members.learning_rate': [],
+    'members.weight_decay': [], 'members.momentum': [], 'members.antenna_dropout': [],
+    'members.data_order': 'shared', 'members.devices': 1,
 }
 
 RUN = 'run-defining'

@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import checkpointing, config_checks, console as console_lib, metrics_writer, methods, optim
-from ssl_jax import monitor, parallel, periodic, resume_checks, workdir_lock
+from ssl_jax import checkpointing, config_checks, console as console_lib, members, metrics_writer
+from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks, workdir_lock
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
 
@@ -125,6 +125,12 @@ class _FiniteGuard:
       raise self._error(step, ', '.join(f'{k} {v}' for k, v in values.items()))
     self._last_finite = step
 
+  def check_members(self, step: int, alive: np.ndarray) -> None:
+    """A member run: stops when no member is alive (each one diverged and was frozen)."""
+    if not np.any(alive):
+      raise self._error(step, 'every member diverged')
+    self._last_finite = step
+
   def save(self, step: int, state) -> None:
     try:
       self._checkpointer.save(step, state)
@@ -146,6 +152,7 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   """Networks, optimiser, schedules, initial state (replicated on the mesh) and the parallel step.
 
   `step_fn(state, batch, step) -> (state, metrics)` (`methods.common.HostStep`) runs step `step`.
+  `config` is a plain run's (K = 1, `members.config_of`); a member run builds with `build_members`.
   """
   method = methods.get_method(config.method)
   num_steps = common.total_steps(config, steps_per_epoch)
@@ -166,11 +173,49 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
           'encoder': init_networks.encoder}
 
 
-def _host_batches(config: ml_collections.ConfigDict, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-  return pipeline.pretrain_batches(config.data, batch_size=config.batch_size, seed=config.seed,
+def build_members(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict[str, Any]:
+  """`build` for a member run (K >= 2, `ssl_jax.members`): the state is a `members.MemberState` split over
+  the mesh's member axis; `step_fn` runs every member's step (vmapped inside the shard_map) at once."""
+  method = methods.get_method(config.method)
+  configs = members.member_configs(config)
+  shared = configs[0]  # every member's shapes; its member values are replaced by traced ones in the step
+  num_steps = common.total_steps(shared, steps_per_epoch)
+  tx = optim.create_optimizer(shared.optim, lambda step: 0.0)  # the optimiser state's structure only
+  init_networks = method.create_networks(shared, bn_axis_name=None)
+  init = jax.jit(lambda key: method.init_state(shared, init_networks, tx, key))  # one compile for all
+  state = members.stack_states([jax.device_get(init(jax.random.PRNGKey(c.seed))) for c in configs])
+  per_member_data = config.members.data_order == 'member'
+  per_device = members.per_device_step(shared, method, steps_per_epoch, num_steps, per_member_data)
+  launched = parallel.member_parallel(per_device, mesh, batch_per_member=per_member_data)
+  hyper = parallel.place_members(members.hyperparameters(configs), mesh)
+  step_fn = common.host_step(shared, lambda state, batch, lengths: launched(state, hyper, batch, lengths))
+  return {'state': parallel.place_members(state, mesh), 'num_steps': num_steps, 'step_fn': step_fn,
+          'encoder': init_networks.encoder}
+
+
+def _host_batches(config: ml_collections.ConfigDict, start_step: int,
+                  num_local_devices: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
+  order_seed = int(config.data.get('order_seed', -1))
+  return pipeline.pretrain_batches(config.data, batch_size=config.batch_size,
+                                   seed=config.seed if order_seed < 0 else order_seed,
                                    start_step=start_step, process_index=jax.process_index(),
                                    process_count=jax.process_count(),
-                                   num_local_devices=jax.local_device_count())
+                                   num_local_devices=num_local_devices or jax.local_device_count())
+
+
+def _member_batches(config: ml_collections.ConfigDict, start_step: int,
+                    mesh) -> Iterator[dict[str, jax.Array]]:
+  """A member run's batches on the mesh: shared by all members, or (`data_order='member'`) one per member."""
+  configs = members.member_configs(config)
+  local_devices = parallel.batch_devices(mesh) // jax.process_count()
+  if config.members.data_order == 'shared':
+    for batch in _host_batches(configs[0], start_step, local_devices):
+      yield parallel.shard_batch(batch, mesh)
+    return
+  streams = [_host_batches(c, start_step, local_devices) for c in configs]
+  while True:
+    batches = [next(stream) for stream in streams]
+    yield parallel.shard_member_batch({k: np.stack([b[k] for b in batches]) for k in batches[0]}, mesh)
 
 
 def _agree_across_processes(value: int, what: str) -> None:
@@ -231,11 +276,17 @@ def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collecti
 
 
 def _watch(online: Optional[monitor.OnlineMonitor], step: int, state, num_steps: int,
-           console: console_lib.Console) -> dict[str, float]:
-  """The online monitor's metrics at `step` when it is on and due (printed too), else {}."""
-  watched = online.measure(step, state, num_steps) if online is not None else {}
-  if watched:
-    console.line(monitor.describe(step, watched))
+           console: console_lib.Console) -> dict[int | None, dict[str, float]]:
+  """The online monitor's metrics at `step` when it is on and due, by member (None: a plain run), printed in
+  one line; {} when it is off or not due."""
+  if online is None or not online.due(step, num_steps):
+    return {}
+  if isinstance(state, members.MemberState):
+    count = len(jax.device_get(state.alive))
+    watched = {k: online.measure(step, jax.device_get(members.select(state, k)), num_steps) for k in range(count)}
+  else:
+    watched = {None: online.measure(step, state, num_steps)}
+  console.line(monitor.describe(step, list(watched.values())))
   return watched
 
 
@@ -257,22 +308,68 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       lock.release()
 
 
+class _MemberLog:
+  """What a member run's log steps show: one metrics row per member, the members that diverged.
+
+  A member that diverged is reported once (console line, a last row with `alive` 0) and written no more;
+  when no member is left the run stops as a plain run does (NonFiniteLossError, via `_FiniteGuard`).
+  """
+
+  def __init__(self, state: members.MemberState):
+    self.alive = np.asarray(jax.device_get(state.alive)).astype(bool)
+
+  def rows(self, metrics: dict) -> list[tuple[int, dict[str, float]]]:
+    """(member, scalars) of the members alive before this log step (the newly dead ones included)."""
+    values = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    rows = [(k, {name: float(column[k]) for name, column in values.items()}) for k in range(len(self.alive))
+            if self.alive[k]]
+    return rows
+
+  def newly_dead(self, metrics: dict) -> list[int]:
+    alive_now = np.asarray(jax.device_get(metrics['alive'])).astype(bool)
+    dead = [k for k in range(len(self.alive)) if self.alive[k] and not alive_now[k]]
+    self.alive = self.alive & alive_now
+    return dead
+
+
+def _start_step(state) -> int:
+  """The step a (restored) state is at; a member run's: that of its members still alive."""
+  if isinstance(state, members.MemberState):
+    steps, alive = np.asarray(jax.device_get(state.state.step)), np.asarray(jax.device_get(state.alive))
+    return int(np.max(steps[alive])) if alive.any() else int(np.max(steps))
+  return int(jax.device_get(state.step))
+
+
+def _spread(values: list[float], fmt: str) -> str:
+  """One value, or the members' range 'min..max' (the progress bar's and log lines' spread)."""
+  low, high = min(values), max(values)
+  return format(low, fmt) if low == high else f'{format(low, fmt)}..{format(high, fmt)}'
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Under the lock, before the data.
+  member_run = members.is_member_run(config)
+  run_config = config if member_run else members.config_of(config)  # K = 1: member 0's values applied
   is_chief = jax.process_index() == 0
   console = console_lib.Console(enabled=is_chief)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                             every=config.checkpoint_every_steps)
-  mesh = parallel.create_mesh()
+  if member_run:
+    if int(config.members.devices) > 1 and jax.process_count() > 1:
+      raise ValueError(f'config.members.devices={config.members.devices}: members spread over devices need a '
+                       f'single process (this run has {jax.process_count()}); use config.members.devices=1.')
+    mesh = parallel.create_member_mesh(int(config.members.devices))
+  else:
+    mesh = parallel.create_mesh()
   parallel.check_batch_divides(config.batch_size, mesh)
 
   num_train = pipeline.num_examples(config.data, 'train')
   steps_per_epoch = max(num_train // config.batch_size, 1)
   resume_checks.check_steps_left(workdir, common.total_steps(config, steps_per_epoch))
-  built = build(config, mesh, steps_per_epoch)
+  built = (build_members if member_run else build)(run_config, mesh, steps_per_epoch)
   state, step_fn, num_steps = built['state'], built['step_fn'], built['num_steps']
   state, how = _resume(checkpointer, state, config, workdir, console, is_chief)
-  start_step = int(jax.device_get(state.step))
+  start_step = _start_step(state)
   if is_chief:
     dropped = metrics_writer.drop_after(workdir, start_step)
     if dropped['jsonl_rows'] or dropped['tensorboard_events']:
@@ -284,14 +381,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   stop.check_available()
 
   devices = jax.devices()
+  k_members = members.count(config) if member_run else 1
   console.line(f'{config.method} pretraining: workdir {checkpointer.workdir} ({how})')
   console.line(f'devices: {len(devices)} x {devices[0].platform} over {jax.process_count()} process(es); '
                f'batch {config.batch_size}, {num_steps} steps ({steps_per_epoch} per epoch)')
+  if member_run:
+    console.line(f'members: {k_members} ({", ".join(members.given_names(config)) or "seeds"} differ), '
+                 f'over {config.members.devices} device row(s) of the mesh; data order {config.members.data_order}')
   console.line(f'data: aoam {config.data.source}, L={config.data.length}, {num_train} train examples '
                f"({config.data.data_dir or '~/tensorflow_datasets'})")
 
   writer = metrics_writer.MetricWriter(workdir, enabled=is_chief)
-  batches = _host_batches(config, start_step)
+  batches = _member_batches(config, start_step, mesh) if member_run else (
+      parallel.shard_batch(b, mesh) for b in _host_batches(run_config, start_step))
   views_per_step = getattr(methods.get_method(config.method), 'VIEWS_PER_EXAMPLE', 2) * config.batch_size
   summary: dict[str, Any] = {'method': config.method, 'start_step': start_step, 'num_steps': num_steps,
                              'stop_reason': 'completed'}
@@ -301,15 +403,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                              config.profile_first_step if is_chief else 0, config.profile_num_steps)
   online = monitor.OnlineMonitor.for_run(config, built['encoder'], mesh)  # None when config.monitor is off
   if online is not None and start_step == 0:
-    writer.write(0, _watch(online, 0, state, num_steps, console))
+    for member, values in _watch(online, 0, state, num_steps, console).items():
+      writer.write(0, values, member=member)
   window = periodic.LogWindow(start_step)
   guard = _FiniteGuard(checkpointer, start_step)
+  member_log = _MemberLog(state) if member_run else None
   metrics = None
   step = start_step
   try:
     with stop.installed():
       while step < num_steps:
-        batch = parallel.shard_batch(next(batches), mesh)
+        batch = next(batches)
         profile.before_step(step + 1)
         state, metrics = step_fn(state, batch, step)
         step += 1
@@ -317,20 +421,31 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if profile.after_step(step, metrics):
           console.line(f'profiled steps {profile.first}-{profile.last} into {profile.directory}')
         watched = _watch(online, step, state, num_steps, console)
-        window.exclude(watched.get(monitor.SECONDS, 0.0))
+        window.exclude(sum(values.get(monitor.SECONDS, 0.0) for values in watched.values()))
         if periodic.is_log_step(step, config.log_every_steps, num_steps):
-          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}  # Waits for the step.
-          guard.check_metrics(step, scalars)
+          if member_run:
+            rows = member_log.rows(metrics)  # Waits for the step.
+            _report_dead(member_log.newly_dead(metrics), step, console)
+            guard.check_members(step, member_log.alive)
+          else:
+            rows = [(None, {k: float(v) for k, v in jax.device_get(metrics).items()})]  # Waits for the step.
+            guard.check_metrics(step, rows[0][1])
           window.close(step)
-          scalars['views_per_second'] = views_per_step * window.steps_per_second
-          scalars['epoch'] = step / steps_per_epoch
-          writer.write(step, dict(scalars, **watched))
-        elif watched:
-          writer.write(step, watched)
-          progress.set_postfix(loss=f"{scalars['loss']:.4f}", views_s=f"{scalars['views_per_second']:.0f}")
-          console.line(f"step {step}/{num_steps}  loss {scalars['loss']:.4f}  lr {scalars['learning_rate']:.3g}  "
-                       f"{scalars['views_per_second']:.0f} views/s  ETA {window.eta(step, num_steps)}")
-          summary['views_per_second'] = scalars['views_per_second']
+          for member, scalars in rows:
+            scalars['views_per_second'] = views_per_step * window.steps_per_second  # per member
+            scalars['epoch'] = step / steps_per_epoch
+            writer.write(step, dict(scalars, **watched.pop(member, {})), member=member)
+          alive_rows = [r for _, r in rows if r.get('alive', 1.0)] or [r for _, r in rows]
+          loss_text = _spread([r['loss'] for r in alive_rows], '.4f')
+          views = views_per_step * window.steps_per_second
+          progress.set_postfix(loss=loss_text, views_s=f'{views:.0f}')
+          members_text = f' ({len(alive_rows)}/{k_members} members alive)' if member_run else ''
+          console.line(f"step {step}/{num_steps}  loss {loss_text}{members_text}  lr "
+                       f"{_spread([r['learning_rate'] for r in alive_rows], '.3g')}  {views:.0f} views/s"
+                       f"{' per member' if member_run else ''}  ETA {window.eta(step, num_steps)}")
+          summary['views_per_second'] = views
+        for member, values in watched.items():  # a measurement off the log steps (or of a dead member)
+          writer.write(step, values, member=member)
         if checkpointer.should_save(step):
           guard.save(step, state)
         reason = stop.reason(step)
@@ -339,9 +454,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           console.line(f'{reason}: saving step {step} and stopping')
           break
       if metrics is not None:  # The last step's loss, checked as at a log step.
-        last = {k: float(v) for k, v in jax.device_get({k: metrics[k] for k in _GUARDED}).items()}
-        guard.check_metrics(step, last)
-        summary['final_loss'] = last['loss']
+        if member_run:
+          _report_dead(member_log.newly_dead(metrics), step, console)
+          guard.check_members(step, member_log.alive)
+          losses = np.asarray(jax.device_get(metrics['loss']), np.float64)
+          summary['final_losses'] = [float(v) if a else None for v, a in zip(losses, member_log.alive)]
+          summary['final_loss'] = float(np.mean(losses[member_log.alive]))
+          summary['alive'] = [bool(a) for a in member_log.alive]
+        else:
+          last = {k: float(v) for k, v in jax.device_get({k: metrics[k] for k in _GUARDED}).items()}
+          guard.check_metrics(step, last)
+          summary['final_loss'] = last['loss']
       guard.save(step, state)
   finally:
     profile.stop()
@@ -353,3 +476,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   console.line(f"{summary['stop_reason']} at step {step}/{num_steps}{final_loss}; checkpoint "
                f'{checkpointer.directory}/{step}')
   return summary
+
+
+def _report_dead(dead: list[int], step: int, console: console_lib.Console) -> None:
+  for k in dead:
+    console.line(f'WARNING: member {k} diverged (a non-finite loss or state) at or before step {step}; it keeps '
+                 'its last finite state (frozen) and the other members go on')

@@ -8,10 +8,11 @@ for BatchNorm with `momentum=None`, which these models do not use).
 
 Command line (a pretraining workdir <-> a torch encoder `state_dict` file):
 
-  python experiments/torch_baseline/convert.py to_torch --workdir=RUN --out=encoder.pt [--step=N]
+  python experiments/torch_baseline/convert.py to_torch --workdir=RUN --out=encoder.pt [--step=N] [--member=K]
   python experiments/torch_baseline/convert.py to_flax --state_dict=encoder.pt --config=configs/simclr.py \
       --workdir=NEW_RUN
 
+`--member=K` exports member K of a member run (`ssl_jax.members`; required there).
 `to_flax` writes a new workdir that `ssl_jax.encoders.load_encoder` (and so `ssl_jax.evaluate`) reads:
 the run config and a step-0 checkpoint of the method's initial state with the encoder replaced by the torch
 weights. It refuses a --workdir that is not empty (it never writes into a run). Both commands check their
@@ -202,10 +203,11 @@ def model_to_flax(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
   return {'encoder': encoder['params'], 'head': head}, {'encoder': encoder['batch_stats']}
 
 
-def workdir_to_state_dict(workdir: str, step: int | None = None):
-  """(config, torch encoder state_dict) of the query/online encoder of a pretraining workdir."""
+def workdir_to_state_dict(workdir: str, step: int | None = None, member: int | None = None):
+  """(config, torch encoder state_dict) of the query/online encoder of a pretraining workdir (of its member
+  `member` for a member run; the config is that member's)."""
   from ssl_jax import encoders
-  encoder = encoders.load_encoder(workdir, step)
+  encoder = encoders.load_encoder(workdir, step, member)
   return encoder.config, encoder_to_torch(encoder.variables)
 
 
@@ -262,7 +264,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit('to_torch needs --workdir and --out')
       path_checks.check_trained_workdir(flags_.workdir, flags_.step)
       path_checks.check_output_file(flags_.out, '--out')
-      _, state_dict = workdir_to_state_dict(flags_.workdir, flags_.step)
+      _, state_dict = workdir_to_state_dict(flags_.workdir, flags_.step, flags_.member)
       torch.save(state_dict, flags_.out)
       print(f'wrote {len(state_dict)} tensors to {flags_.out}')
     else:
@@ -290,4 +292,5 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', None, 'torch state_dict file to write (to_torch).')
   flags.DEFINE_string('state_dict', None, 'torch encoder state_dict file to read (to_flax).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (to_torch; default: the latest).')
+  flags.DEFINE_integer('member', None, 'Member of a member run to export (to_torch; required for one).')
   app.run(main)

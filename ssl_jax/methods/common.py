@@ -185,15 +185,16 @@ class HostStep:
   `state.step` as the host counts it (reading the device's value would wait for the previous step).
   The lengths are `crop_lengths_for_step(run key, step)`, drawn `CROP_TABLE_STEPS` steps at a time in one
   computation on the host's CPU, so that the loop dispatches step after step without waiting for one.
-  The run key is read once, from the first state given: a method never changes `state.rng`.
+  The run key is read once, from the first state given (a method never changes `state.rng`), unless
+  `length_rng` gives the key to draw them from (`config.augment.crop_length_seed`, `length_key`).
   """
 
   def __init__(self, launched: Callable[[PyTree, PyTree, CropLengths], tuple[PyTree, PyTree]],
-               policy: augment.AugmentPolicy, time: int):
+               policy: augment.AugmentPolicy, time: int, length_rng: np.ndarray | None = None):
     self._launched = launched
     self._policy = policy
     self._time = time
-    self._rng = None
+    self._rng = length_rng
     self._table_start = 0
     self._table = np.zeros((0, 2), np.int64)
 
@@ -217,10 +218,18 @@ class HostStep:
     return self._launched(state, batch, self.crop_lengths(step))
 
 
+def length_key(config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """The key each step's crop lengths are drawn from when `config.augment.crop_length_seed` >= 0 (else None:
+  the run's key, `state.rng`)."""
+  seed = int(config.augment.get('crop_length_seed', -1))
+  return None if seed < 0 else np.asarray(jax.random.PRNGKey(seed))
+
+
 def host_step(config: ml_collections.ConfigDict,
               launched: Callable[[PyTree, PyTree, CropLengths], tuple[PyTree, PyTree]]) -> HostStep:
-  """`HostStep` for a run of `config` (its augmentation and example length)."""
-  return HostStep(launched, augment.AugmentPolicy.from_config(config.augment), config.data.length)
+  """`HostStep` for a run of `config` (its augmentation, example length and crop-length key)."""
+  return HostStep(launched, augment.AugmentPolicy.from_config(config.augment), config.data.length,
+                  length_key(config))
 
 
 def apply_gradients(state: TrainState, grads: PyTree, tx: optax.GradientTransformation,
