@@ -123,6 +123,7 @@ def _encoder_and_subset(seed=0, n_bank=225 * 2 + 7, n_query=101):
       query_iq=rng.normal(size=(n_query, config.data.length, 8)).astype(np.float32),
       query_labels={'aoa': rng.integers(0, 225, n_query), 'modulation': rng.integers(0, 7, n_query)})
   config.monitor.batch_size = 64  # several chunks, the last one padded
+  config.monitor.every_steps = 3
   return config, encoder, variables, subset
 
 
@@ -137,7 +138,7 @@ def test_online_monitor_equals_the_direct_vote_on_the_encoder_features():
                                       num_classes=num_classes, k=20, temperature=0.07))
     assert got[monitor.metric_name(task)] == pytest.approx(want, abs=0.5 / len(subset.query_iq)), task
   assert got[monitor.SECONDS] > 0
-  assert online.measure(5, _State(variables), last_step=6) == {}  # not due (every 3 at smoke)
+  assert online.measure(5, _State(variables), last_step=6) == {}  # not due (every 3)
 
 
 def test_subset_is_per_aoa_class_and_deterministic():
@@ -193,7 +194,7 @@ def test_config_keys_are_checked_and_free_on_resume():
   assert any(p.startswith('config.monitor.k = 10000: must be an integer in [1, 225]') for p in problems)
   assert any(p.startswith('config.monitor.temperature = 0.0: must be a finite number > 0') for p in problems)
   changed = smoke.get_config('simclr')
-  changed.monitor.every_steps = 0
+  changed.monitor.every_steps = 5
   changed.monitor.bank_per_class = 2
   kinds = {c.key: c.kind for c in resume_checks.differences(smoke.get_config('simclr'), changed)}
   assert kinds == {'monitor.every_steps': resume_checks.FREE, 'monitor.bank_per_class': resume_checks.FREE}
@@ -283,6 +284,7 @@ _TWO_DEVICES = textwrap.dedent('''
     # A whole run on 2 devices writes the monitor's rows.
     config = smoke.get_config('simclr')
     config.data.data_dir, config.num_train_steps = sys.argv[1], 3
+    config.monitor.every_steps = 3
     train.pretrain(config, sys.argv[2])
     print('RESULT' + json.dumps(report))
 ''')
