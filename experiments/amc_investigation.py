@@ -61,7 +61,7 @@ class StemVariant(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    channels = shufflenet.STAGE_OUT_CHANNELS[0.5]
+    channels = shufflenet.STAGE_OUT_CHANNELS
     x = nn.Conv(channels[0], (self.stem_kernel,), strides=(self.stem_stride,),
                 padding=((self.stem_kernel // 2, self.stem_kernel // 2),), use_bias=False)(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
