@@ -85,6 +85,18 @@ def rotate_phase(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return out
 
 
+STUDY_CROPS = (32, 64, 128, 256, 512)  # MTC's crop set (docs/study.md)
+
+
+def random_crop(x: np.ndarray, rng: np.random.Generator, crops=STUDY_CROPS) -> np.ndarray:
+  """MTC on a batch: one crop length per batch from `crops` (uniform), one uniform start per example."""
+  length = int(rng.choice(crops))
+  if length >= x.shape[1]:
+    return x
+  starts = rng.integers(0, x.shape[1] - length + 1, x.shape[0])
+  return x[np.arange(x.shape[0])[:, None], starts[:, None] + np.arange(length)[None]]
+
+
 def train_with_augment(encoder, x, y, settings, seed, augment):
   """supervised.train_supervised's loop with a per-batch augmentation."""
   import optax
@@ -192,7 +204,8 @@ def main() -> None:
   parser.add_argument('--model', choices=('shufflenet', 'plain', 'stem'), default='shufflenet')
   parser.add_argument('--encoder', default='{}', help='JSON dict of ShuffleNetV2Encoder attributes')
   parser.add_argument('--fixed_aoa', type=int, default=-1, help='every example from this AoA class')
-  parser.add_argument('--augment', choices=('none', 'phase'), default='none')
+  parser.add_argument('--augment', choices=('none', 'phase', 'crop'), default='none',
+                      help="phase: a random carrier phase per example; crop: the study's MTC per batch")
   parser.add_argument('--dw_kernel', type=int, default=3, help='depthwise kernel taps (odd)')
   parser.add_argument('--optimizer', choices=('adamw', 'sgd'), default='adamw',
                       help='sgd: momentum 0.9 with coupled weight decay (torch.optim.SGD)')
@@ -256,7 +269,7 @@ def main() -> None:
                                                          seed=args.seed)
   else:
     model, variables, info = train_with_augment(encoder, x_train, train_y.astype(np.int32), settings,
-                                                args.seed, rotate_phase)
+                                                args.seed, {'phase': rotate_phase, 'crop': random_crop}[args.augment])
   print(f'trained {info} in {time.perf_counter() - t0:.0f}s', flush=True)
   pred_train = supervised.predict(model, variables, [x_train[:2000]], batch_size=256)
   pred_test = supervised.predict(model, variables, [x_test], batch_size=256)
