@@ -7,8 +7,8 @@ scaled to the batch (lr 0.5 at batch 1024 -> 0.03125 at 64, weight decay 4e-5), 
 rate; AdamW is the option. SGD, not AdamW, because AdamW's encoder generalised far worse on the
 simulated data: it fitted the training labels and stayed near chance on held-out modulation examples
 (experiments/results/amc_investigation.md). The number of steps scales with the budget,
-`clip(round(epochs * n / batch_size), min_steps, max_steps)`, so small budgets are not under-trained and
-large ones stay within a CPU time budget. Minibatches walk through seeded epoch permutations
+`clip(round(epochs * n / batch_size), min_steps, max_steps)`, so small budgets are not under-trained; the
+default cap lets every budget of the protocol train its epochs (a CPU scale sets a lower one). Minibatches walk through seeded epoch permutations
 (concatenated, so a budget smaller than one batch repeats examples). One compile per (model, batch
 shape): the learning rate is fed to the step as a value.
 """
@@ -40,7 +40,7 @@ class SupervisedSettings:
   batch_size: int = 64
   epochs: float = 30.0
   min_steps: int = 100
-  max_steps: int = 600
+  max_steps: int = 60_000
   warmup_steps: int = 10
 
   def __post_init__(self):
