@@ -18,8 +18,9 @@ finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ
 Scales (`configs/scales.py`; each run's config is `configs/<method>.py:scale=<scale>`, the probes'
 `configs/probe.py:scale=<scale>`): `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo`
 (`make demo`: SimCLR with MTC + AD alone, at the cpu scale's pretraining, against the random-init and
-supervised baselines at 1 and 10 labels per class; no MoCo and no ablation), `cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps; MoCo v2
-collapses in so few steps, `--methods simclr,moco_v3` runs MoCo v3), `full` (the study's 400 epochs at
+supervised baselines at 1 and 10 labels per class; no MoCo and no ablation), `cpu` (the real model, L=128
+with the study's crops up to 128, 3,000 steps; MoCo v2 collapses in so few steps, `--methods
+simclr,moco_v3` runs MoCo v3), `full` (the study's 400 epochs at
 batch 256; for an accelerator). Times: docs/performance.md.
 
 Data: the simulator by default; `--data real --manual_dir DIR` runs every pretraining run, probe and
