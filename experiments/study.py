@@ -17,8 +17,10 @@ finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ
 
 Scales (`configs/scales.py`; each run's config is `configs/<method>.py:scale=<scale>`, the probes'
 `configs/probe.py:scale=<scale>`): `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo`
-(`make demo`), `cpu` (the real model, L=128 with the study's crops up to 128, 3,000 steps; MoCo v2
-collapses in so few steps, `--methods simclr,moco_v3` runs MoCo v3), `full` (the study's 400 epochs at
+(`make demo`: SimCLR with MTC + AD alone, at the cpu scale's pretraining, against the random-init and
+supervised baselines at 1 and 10 labels per class; no MoCo and no ablation), `cpu` (the real model, L=128
+with the study's crops up to 128, 3,000 steps; MoCo v2 collapses in so few steps, `--methods
+simclr,moco_v3` runs MoCo v3), `full` (the study's 400 epochs at
 batch 256; for an accelerator). Times: docs/performance.md.
 
 Data: the simulator by default; `--data real --manual_dir DIR` runs every pretraining run, probe and
@@ -49,6 +51,15 @@ SCALES = scales.SCALES
 DATA_SOURCES = ('simulated', 'real')
 # The methods a study can pretrain are those of `METHOD_CONFIGS` ('moco' is MoCo v2, the study's).
 DEFAULT_METHODS = ('simclr', 'moco')  # the study's
+# The demo shows one comparison in minutes: SimCLR with MTC + AD against the random-init and supervised
+# baselines. Its default methods are SimCLR alone, and at this scale no no-augmentation run is made.
+SCALE_METHODS = {'demo': ('simclr',)}
+SCALES_WITHOUT_ABLATION = ('demo',)
+
+
+def default_methods(scale: str) -> tuple[str, ...]:
+  """The methods a study at `scale` pretrains when `--methods` is not given."""
+  return SCALE_METHODS.get(scale, DEFAULT_METHODS)
 
 
 def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -60,11 +71,12 @@ def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
   return tuple(methods)
 
 
-def runs_for(methods: tuple[str, ...] = DEFAULT_METHODS,
-             mtc_only: bool = False) -> tuple[tuple[str, bool, bool], ...]:
-  """The pretraining runs `(method, augment, antenna_dropout)`: the study's, MTC + AD and no augmentation,
-  for each method; with `mtc_only` also ours, MTC alone, which shows what AD costs in short runs."""
-  runs = [(m, True, True) for m in methods] + [(m, False, True) for m in methods]
+def runs_for(methods: tuple[str, ...] = DEFAULT_METHODS, mtc_only: bool = False,
+             ablation: bool = True) -> tuple[tuple[str, bool, bool], ...]:
+  """The pretraining runs `(method, augment, antenna_dropout)`: the study's, MTC + AD and (with `ablation`)
+  no augmentation, for each method; with `mtc_only` also ours, MTC alone, which shows what AD costs in
+  short runs."""
+  runs = [(m, True, True) for m in methods] + ([(m, False, True) for m in methods] if ablation else [])
   return tuple(runs + ([(m, True, False) for m in methods] if mtc_only else []))
 
 
@@ -172,19 +184,20 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               steps: int | None = None, mtc_only: bool = False,
-              methods: tuple[str, ...] = DEFAULT_METHODS, data_source: str = 'simulated',
+              methods: tuple[str, ...] | None = None, data_source: str = 'simulated',
               manual_dir: str = '') -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
   mtc_only: also pretrain and probe each method with MTC alone (AD off).
-  methods: the methods to pretrain (`METHOD_CONFIGS`), default the study's SimCLR and MoCo v2.
+  methods: the methods to pretrain (`METHOD_CONFIGS`), default `default_methods(scale)`: the study's SimCLR
+    and MoCo v2, at the demo scale SimCLR alone. The demo scale makes no no-augmentation runs.
   data_source, manual_dir: 'simulated', or 'real' with the files in manual_dir (`prepare_real_data`, run
     before any training; DataError if they cannot be used).
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
-  methods = check_methods(tuple(methods))
+  methods = check_methods(tuple(methods) if methods is not None else default_methods(scale))
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
   check_data_args(data_source, manual_dir)
@@ -206,7 +219,8 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
 
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   configs = {}
-  for method, augment, antenna_dropout in runs_for(methods, mtc_only):
+  ablation = scale not in SCALES_WITHOUT_ABLATION
+  for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     config = pretrain_config(method, augment, scale, antenna_dropout)
     config.seed = seed
     if steps is not None:
@@ -233,7 +247,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
     results['timing_s'][f'probe_{name}'] = time.perf_counter() - t0
     return evaluation
 
-  for method, augment, antenna_dropout in runs_for(methods, mtc_only):
+  for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     name = run_name(method, augment, antenna_dropout)
     config = configs[name]
     workdir = os.path.join(out_dir, 'runs', name)
@@ -277,16 +291,17 @@ def main(argv: list[str] | None = None) -> int:
                       help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 6000)")
   parser.add_argument('--mtc_only', action='store_true',
                       help='also pretrain each method with MTC alone (AD off): what AD costs')
-  parser.add_argument('--methods', default=','.join(DEFAULT_METHODS),
+  parser.add_argument('--methods', default=None,
                       help=f"comma-separated methods to pretrain, from {', '.join(METHOD_CONFIGS)} ('moco' is "
-                           "MoCo v2, the study's); default: the study's")
+                           "MoCo v2, the study's); default: the study's (simclr,moco), at --scale demo simclr")
   parser.add_argument('--data', choices=DATA_SOURCES, default='simulated',
                       help='simulated (the default) or real: the AoAM recordings train.h5 and test.h5 in --manual_dir')
   parser.add_argument('--manual_dir', default='', help='with --data real: the directory holding train.h5 and test.h5')
   args = parser.parse_args(argv)
   try:
     check_data_args(args.data, args.manual_dir)
-    methods = check_methods(tuple(args.methods.split(',')))
+    methods = check_methods(tuple(args.methods.split(',')) if args.methods is not None
+                            else default_methods(args.scale))
   except ValueError as e:
     parser.error(str(e))
   print(f'[study] {host_allocator.describe()}')  # mimalloc when started by `python -m ssl_jax.launch`

@@ -111,6 +111,38 @@ def data_line(data: Mapping[str, Any]) -> str:
           'between settings.')
 
 
+# What a scale's report can show, in one line at its top (the scales without a line show the whole study).
+SCALE_LINES = {
+    'demo': ('**What the demo shows:** SimCLR pretrained with MTC + AD above a random-init encoder on AoA and '
+             'AMC at 1 and 10 labels per class, and above supervised training at 1 label per class. Only the '
+             'cpu or full scale shows MoCo, the no-augmentation ablation, budgets of 100 labels per class and '
+             "more, and (full) the study's length L = 1,024."),
+}
+
+
+def _clearly_above(a: Mapping, b: Mapping) -> bool:
+  """a's mean accuracy above b's by more than the larger of their spreads (std over seeds)."""
+  return a['accuracy']['mean'] > b['accuracy']['mean'] + max(a['accuracy']['std'], b['accuracy']['std'])
+
+
+def demo_checks(results: Mapping, run: str = 'simclr_aug') -> list[str]:
+  """The demo's comparisons that fail in `results` (empty when the demo shows what it claims).
+
+  Clearly above = mean above by more than the larger spread: `run` over the random-init encoder at every
+  probe budget of both tasks, and over the supervised baseline at 1 label per class.
+  """
+  failures = []
+  for task in ('aoa', 'amc'):
+    ours, random = _probe_scores(results, run, task), _probe_scores(results, 'random_init', task)
+    for budget in sorted(random):
+      if budget not in ours or not _clearly_above(ours[budget], random[budget]):
+        failures.append(f'{task} at {budget}/class: not clearly above the random-init encoder')
+    supervised = _probe_scores(results, 'supervised', task)
+    if 1 not in ours or 1 not in supervised or not _clearly_above(ours[1], supervised[1]):
+      failures.append(f'{task} at 1/class: not clearly above the supervised baseline')
+  return failures
+
+
 def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np.ndarray],
           test_labels: Mapping[str, np.ndarray]) -> None:
   """Writes results.json, report.md and the plots into `out_dir`."""
@@ -128,6 +160,12 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
            data_line(results.get('data', {'source': 'simulated'})) + ' Cells: test accuracy, mean ± std over '
            'probe seeds. The study column lists the published figures at 1, 10, 100, 200 and 500 labels per '
            'class.', '']
+  if results['scale'] in SCALE_LINES:
+    lines += [SCALE_LINES[results['scale']], '']
+  if results['scale'] == 'demo' and 'simclr_aug' in results['runs']:
+    failures = demo_checks(results)
+    lines += [('In this run it holds: every comparison clearly (by more than the larger spread).' if not failures
+               else 'In this run it does not hold: ' + '; '.join(failures) + '.'), '']
   for method in ('moco', 'moco_v3'):
     moco_config = results['runs'].get(f'{method}_aug', {}).get('config')
     if moco_config:
@@ -148,7 +186,7 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
     study_cells = [f'{study[t]:.3f}' for t in ('aoa', 'amc')] if study else ['–', '–']
     lines.append(f'| {label} | ' + ' | '.join(cells + study_cells) + ' |')
   lines.append('')
-  for task in ('aoa', 'amc'):
+  for task in ('aoa', 'amc') if all(run in results['runs'] for run, _ in noaug_runs) else ():
     lines += [f'## No augmentation during pretraining: {TASK_TITLES[task]}', '']
     lines += _accuracy_table(results, task, noaug_runs, PUBLISHED['noaug'][task]) + ['']
   if mtc_runs:

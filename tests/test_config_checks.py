@@ -156,8 +156,8 @@ def test_every_problem_is_reported_at_once():
     ({'probe.learning_rate': -1.0}, 'probe_config.probe.learning_rate = -1.0'),
     ({'heads.aoa.hidden_dim': -1}, 'probe_config.heads.aoa.hidden_dim = -1'),
     ({'clustering.normalize': 'cosine'}, "probe_config.clustering.normalize = 'cosine'"),
-    ({'supervised.enabled': True, 'supervised.min_steps': 700}, 'probe_config.supervised.min_steps = 700: must be '
-     '<= probe_config.supervised.max_steps = 600'),
+    ({'supervised.enabled': True, 'supervised.min_steps': 70_000}, 'probe_config.supervised.min_steps = 70000: '
+     'must be <= probe_config.supervised.max_steps = 60000'),
 ])
 def test_probe_config_values_are_named(overrides, expected):
   config = probe_config_lib.get_config()

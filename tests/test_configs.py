@@ -106,3 +106,16 @@ def test_probe_scales():
     assert max(probes.budgets) <= per_class and max(probes.supervised.budgets) <= per_class, scale
     assert not probes.supervised.enabled  # The study turns the (slow) supervised baseline on.
   assert probe_config_lib.get_config('scale=cpu').supervised.max_steps == 3000  # as many as pretraining
+
+
+def test_the_studys_supervised_baseline_trains_every_budget_its_epochs():
+  """At the full scale no budget of the protocol is cut short: 30 epochs even for AoA at 500 per class."""
+  from ssl_jax.data import spec
+  from ssl_jax.evaluation import supervised
+  config = probe_config_lib.get_config('scale=full').supervised
+  settings = supervised.SupervisedSettings.from_config(ml_collections.ConfigDict(
+      {k: v for k, v in config.items() if k not in ('enabled', 'budgets', 'num_seeds')}))
+  for budget in config.budgets:
+    for num_classes in (spec.NUM_AOA_CLASSES, spec.NUM_MODULATIONS):
+      examples = budget * num_classes
+      assert settings.num_steps(examples) >= round(settings.epochs * examples / settings.batch_size), budget

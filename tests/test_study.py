@@ -7,6 +7,7 @@ import pytest
 
 from configs import scales
 from experiments import study
+from experiments import study_report
 
 
 @pytest.mark.slow
@@ -130,3 +131,36 @@ def test_committed_cpu_study_ran_the_cpu_defaults_and_clears_random_init():
         pretrained = tasks[task]['probe'][budget]['accuracy']
         margin = max(pretrained['std'], random['accuracy']['std'])  # "Clearly": beyond the seeds' spread.
         assert pretrained['mean'] > random['accuracy']['mean'] + margin, (name, task, budget)
+
+
+def test_the_demo_pretrains_simclr_with_mtc_and_ad_alone_at_the_cpu_scales_pretraining():
+  """`make demo` shows one comparison: SimCLR (MTC + AD) against the baselines, which it does not weaken."""
+  assert study.default_methods('demo') == ('simclr',) and study.default_methods('cpu') == study.DEFAULT_METHODS
+  assert [study.run_name(*run) for run in study.runs_for(('simclr',), ablation=False)] == ['simclr_aug']
+  demo, cpu = study.pretrain_config('simclr', True, 'demo'), study.pretrain_config('simclr', True, 'cpu')
+  for key in ('num_train_steps', 'batch_size', 'data.length', 'augment.crop_lengths', 'augment.antenna_dropout',
+              'data.examples_per_class', 'model.stage_repeats'):
+    section, _, name = key.rpartition('.')
+    assert (demo[section] if section else demo)[name] == (cpu[section] if section else cpu)[name], key
+  demo_probes, cpu_probes = study.probe_config('demo'), study.probe_config('cpu')
+  assert demo_probes.supervised.max_steps >= cpu_probes.supervised.max_steps  # not cut short
+  assert demo_probes.supervised.num_seeds >= 2 and demo_probes.num_seeds >= 2  # spreads for every row
+
+
+def _scores(mean: float, std: float) -> dict:
+  return {'accuracy': {'mean': mean, 'std': std}}
+
+
+def test_the_demo_report_says_whether_its_comparisons_hold():
+  def results(simclr_amc_at_10: float, supervised_aoa_at_1: float) -> dict:
+    def run(aoa, amc, key='probe'):
+      return {'eval': {'tasks': {'aoa': {key: {'1': _scores(aoa[0], 0.01), '10': _scores(aoa[1], 0.01)}},
+                                 'amc': {key: {'1': _scores(amc[0], 0.02), '10': _scores(amc[1], 0.02)}}}}}
+    return {'scale': 'demo', 'runs': {'simclr_aug': run((0.2, 0.4), (0.3, simclr_amc_at_10)),
+                                      'random_init': run((0.03, 0.08), (0.2, 0.3)),
+                                      'supervised': run((supervised_aoa_at_1, 0.1), (0.2, 0.25), 'supervised')}}
+  assert study_report.demo_checks(results(0.5, 0.005)) == []
+  assert study_report.demo_checks(results(0.31, 0.005)) == ['amc at 10/class: not clearly above the random-init '
+                                                            'encoder']
+  assert study_report.demo_checks(results(0.5, 0.195)) == ['aoa at 1/class: not clearly above the supervised '
+                                                           'baseline']
