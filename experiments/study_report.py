@@ -193,8 +193,8 @@ def conclusions(results: Mapping) -> list[dict[str, Any]]:
         b = seed_scores(results, claim['b'], task, budget)
         row = {'claim': claim['claim'], 'task': task, 'budget': budget}
         if a is None or b is None:
-          rows.append({**row, 'difference': None, 'verdict': None,
-                       'missing': f"{claim['a'] if a is None else claim['b']} did not run {budget}/class"})
+          absent = ' and '.join(run for run, scores in ((claim['a'], a), (claim['b'], b)) if scores is None)
+          rows.append({**row, 'difference': None, 'verdict': None, 'missing': f'{absent}: no {budget}/class'})
           continue
         difference = paired_difference(a, b)
         rows.append({**row, 'difference': difference, 'verdict': verdict(difference)})

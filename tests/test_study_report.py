@@ -165,3 +165,15 @@ def test_one_seed_studies_read_as_before_and_their_claims_stay_unresolved(tmp_pa
   rows = study_report.conclusions(results)
   assert rows and all(r['verdict'] == 'not resolved at this scale' for r in rows)
   assert '| AOA | 1 | -0.200 | none (one seed) | not resolved at this scale |' in report  # aug (run 0) - noaug (run 2)
+
+
+def test_a_budget_one_side_did_not_run_is_reported_not_measured():
+  results = _member_results({'simclr_aug': [0.6, 0.62, 0.58], 'supervised': [0.2, 0.25, 0.3]})
+  for member in results['runs']['supervised']['members']:
+    for task in member['eval']['tasks'].values():
+      del task['supervised']['10']
+  rows = {(r['task'], r['budget']): r for r in study_report.conclusions(results)}
+  assert rows[('aoa', 10)]['verdict'] is None and rows[('aoa', 10)]['missing'] == 'supervised: no 10/class'
+  assert rows[('aoa', 1)]['verdict'] == 'holds'
+  lines = study_report.conclusions_section(results)
+  assert '| AMC | 10 | – | – | not measured (supervised: no 10/class) |' in lines
