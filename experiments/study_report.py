@@ -224,13 +224,14 @@ def conclusions_section(results: Mapping) -> list[str]:
     lines += [f'### {claim}', '', f'The study: {said[claim]}.', '',
               '| task | labels/class | mean difference | 95% CI | verdict |', '|---|---|---|---|---|']
     for row in claim_rows:
-      task = row['task'].upper()
+      task = {'aoa': 'AoA', 'amc': 'AMC'}[row['task']]
       if row['verdict'] is None:
         lines.append(f"| {task} | {row['budget']} | – | – | not measured ({row['missing']}) |")
         continue
       d = row['difference']
       ci = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d['ci95'] else 'none (one seed)'
-      lines.append(f"| {task} | {row['budget']} | {d['mean']:+.3f} | {ci} | {row['verdict']} |")
+      note = ' (every seed gave the same difference: a zero-width interval)' if d['half_width'] == 0 else ''
+      lines.append(f"| {task} | {row['budget']} | {d['mean']:+.3f} | {ci} | {row['verdict']}{note} |")
     lines.append('')
   return lines
 

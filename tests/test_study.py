@@ -59,7 +59,7 @@ def test_smoke_study_with_two_seeds_reports_intervals_and_conclusions(tmp_path):
   report = open(os.path.join(out, 'report.md')).read()
   assert 'mean over 2 pretraining seeds ± the half-width of its 95% confidence interval' in report
   assert '## Conclusions' in report and '### SimCLR beats MoCo, with augmentation' in report
-  assert report.count('| AOA | 1 |') == 4 and '| AOA | 10 | – | – | not measured (simclr_aug and supervised: no 10/class) |' in report
+  assert report.count('| AoA | 1 |') == 4 and '| AoA | 10 | – | – | not measured (simclr_aug and supervised: no 10/class) |' in report
   rows = study_report.conclusions(saved)  # read back from results.json
   assert {r['verdict'] for r in rows if r['verdict']} <= {'holds', 'reversed', 'not resolved at this scale'}
   with pytest.raises(ValueError, match='members'):  # the runs there are 2-member runs

@@ -150,8 +150,8 @@ def test_a_member_study_is_reported_with_intervals_and_conclusions(tmp_path):
   assert [(r['task'], r['budget']) for r in supervised] == [('aoa', 1), ('aoa', 10), ('amc', 1), ('amc', 10)]
   assert all(r['verdict'] == 'holds' for r in supervised)  # 0.60 - 0.20 ... paired
   assert abs(supervised[0]['difference']['mean'] - (0.6 - 0.25)) < 1e-12
-  assert f"| AOA | 1 | +0.100 | [{0.1 - half:+.3f}, {0.1 + half:+.3f}] | holds |" in report
-  assert '| AOA | 1 | -0.100 |' in report and 'reversed |' in report and 'not resolved at this scale |' in report
+  assert f"| AoA | 1 | +0.100 | [{0.1 - half:+.3f}, {0.1 + half:+.3f}] | holds |" in report
+  assert '| AoA | 1 | -0.100 |' in report and 'reversed |' in report and 'not resolved at this scale |' in report
   assert '"the MoCo shared encoder outperforms the SimCLR shared encoder on both tasks"' in report
 
 
@@ -164,7 +164,7 @@ def test_one_seed_studies_read_as_before_and_their_claims_stay_unresolved(tmp_pa
   assert 'mean ± std over probe seeds (one pretraining seed' in report and '| SimCLR | 0.001 ± 0.010 |' in report
   rows = study_report.conclusions(results)
   assert rows and all(r['verdict'] == 'not resolved at this scale' for r in rows)
-  assert '| AOA | 1 | -0.200 | none (one seed) | not resolved at this scale |' in report  # aug (run 0) - noaug (run 2)
+  assert '| AoA | 1 | -0.200 | none (one seed) | not resolved at this scale |' in report  # aug (run 0) - noaug (run 2)
 
 
 def test_a_budget_one_side_did_not_run_is_reported_not_measured():
@@ -177,3 +177,12 @@ def test_a_budget_one_side_did_not_run_is_reported_not_measured():
   assert rows[('aoa', 1)]['verdict'] == 'holds'
   lines = study_report.conclusions_section(results)
   assert '| AMC | 10 | – | – | not measured (supervised: no 10/class) |' in lines
+
+
+def test_equal_differences_over_every_seed_are_flagged_as_a_zero_width_interval():
+  # Small test splits give discrete accuracies: two seeds can differ by exactly the same amount.
+  results = _member_results({'simclr_aug': [0.6, 0.5], 'supervised': [0.5, 0.4]}, seeds=2)
+  row = study_report.conclusions(results)[0]
+  assert row['verdict'] == 'holds' and row['difference']['half_width'] == 0.0
+  assert any('holds (every seed gave the same difference: a zero-width interval)' in line
+             for line in study_report.conclusions_section(results))
