@@ -1,6 +1,6 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
-  python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--steps N] [--mtc_only]
+  python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--seeds K] [--steps N] [--mtc_only]
       [--methods simclr,moco,moco_v3] [--data real --manual_dir DIR]
 
 Start it as `python -m ssl_jax.launch experiments/study.py ...` (as `make demo` does) to run on mimalloc
@@ -14,6 +14,14 @@ trains the supervised baseline on the same label sets, and scores silhouette. Wr
 finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ from those stored there
 (another --steps, --seed ...) is refused before any work, naming the workdir and the keys (use another
 --out, or delete the run to retrain it). Every config is checked before the first run starts.
+
+Seeds: `--seeds K` trains every encoder as K members of one program (`config.members.count = K`,
+`ssl_jax/members.py`; member k has seed `--seed + k`, all members read the same data order). Pairing index
+k also probes member k on the label sets of seed `--seed + k` and trains the supervised baseline and the
+random-init encoder with seed `--seed + k`; every table cell is then the mean over the K seeds with its
+95% confidence interval, and the report's Conclusions test the study's claims as paired comparisons over
+the seeds (`study_report.conclusions`). Default: 3 at the cpu scale, 1 elsewhere. K = 1 writes the
+results.json layout of a plain study (layout: experiments/study_report.py).
 
 Scales (`configs/scales.py`; each run's config is `configs/<method>.py:scale=<scale>`, the probes'
 `configs/probe.py:scale=<scale>`): `smoke` (tests; a few minutes on 2 CPU cores, tiny model), `demo`
@@ -60,6 +68,16 @@ SCALES_WITHOUT_ABLATION = ('demo',)
 def default_methods(scale: str) -> tuple[str, ...]:
   """The methods a study at `scale` pretrains when `--methods` is not given."""
   return SCALE_METHODS.get(scale, DEFAULT_METHODS)
+
+
+# Pretraining seeds per scale (--seeds): the cpu study's claims need a confidence interval; smoke and demo
+# stay one plain run each (fast tests, `make demo`).
+DEFAULT_SEEDS = {'smoke': 1, 'demo': 1, 'cpu': 3, 'full': 1}
+
+
+def default_seeds(scale: str) -> int:
+  """The --seeds a study at `scale` runs when none is given."""
+  return DEFAULT_SEEDS[scale]
 
 
 def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -183,11 +201,12 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
 
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
-              steps: int | None = None, mtc_only: bool = False,
+              seeds: int | None = None, steps: int | None = None, mtc_only: bool = False,
               methods: tuple[str, ...] | None = None, data_source: str = 'simulated',
               manual_dir: str = '') -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
+  seeds: K, the pretraining seeds (members) of every encoder, `seed + k`; default `default_seeds(scale)`.
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
   mtc_only: also pretrain and probe each method with MTC alone (AD off).
   methods: the methods to pretrain (`METHOD_CONFIGS`), default `default_methods(scale)`: the study's SimCLR
@@ -200,18 +219,42 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   methods = check_methods(tuple(methods) if methods is not None else default_methods(scale))
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
+  seeds = default_seeds(scale) if seeds is None else seeds
+  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    raise ValueError(f'--seeds must be an integer >= 1, got {seeds!r}')
   check_data_args(data_source, manual_dir)
   manual_dir = os.path.abspath(manual_dir) if manual_dir else ''  # Runs' config.json must not depend on the cwd.
   from ssl_jax import workdir_lock
   # One study per output directory (each pretraining run also locks its own workdir under out_dir/runs/):
   # a second study into it raises WorkdirBusyError naming the first.
   with workdir_lock.WorkdirLock(out_dir):
-    return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, steps=steps, mtc_only=mtc_only,
-                      methods=methods, data_source=data_source, manual_dir=manual_dir)
+    return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, seeds=seeds, steps=steps,
+                      mtc_only=mtc_only, methods=methods, data_source=data_source, manual_dir=manual_dir)
 
 
-def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int | None, mtc_only: bool,
-               methods: tuple[str, ...], data_source: str, manual_dir: str) -> dict[str, Any]:
+def set_seeds(config: ml_collections.ConfigDict, seed: int, seeds: int) -> None:
+  """Makes `config` train `seeds` members of seeds `seed + k` (one plain run of seed `seed` when 1)."""
+  config.seed = seed
+  config.members.count = seeds
+  config.members.seed = tuple(seed + k for k in range(seeds)) if seeds > 1 else ()
+
+
+def paired_evaluations(evaluate_one, seed: int, seeds: int) -> dict[str, Any]:
+  """A run's `{'eval': ...}` for one seed, `{'eval': summary, 'members': [...]}` for several.
+
+  `evaluate_one(k, probe_seed)` evaluates pairing index k (member k, or the baseline of seed `probe_seed`)
+  with the label sets and heads of `probe_seed = seed + k`; the summary is the members' mean with a 95%
+  t-interval over them (`intervals.summarize`).
+  """
+  from ssl_jax.evaluation import intervals
+  if seeds == 1:
+    return {'eval': evaluate_one(None, seed)}
+  members = [{'member': k, 'seed': seed + k, 'eval': evaluate_one(k, seed + k)} for k in range(seeds)]
+  return {'eval': intervals.summarize([m['eval'] for m in members]), 'members': members}
+
+
+def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int, steps: int | None,
+               mtc_only: bool, methods: tuple[str, ...], data_source: str, manual_dir: str) -> dict[str, Any]:
   """`run_study` once its arguments are checked and `out_dir` is locked."""
   from ssl_jax import encoders, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
@@ -222,7 +265,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
   ablation = scale not in SCALES_WITHOUT_ABLATION
   for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     config = pretrain_config(method, augment, scale, antenna_dropout)
-    config.seed = seed
+    set_seeds(config, seed, seeds)
     if steps is not None:
       scales.set_steps(config, steps)
     set_data(config, data_dir, data_source, manual_dir)
@@ -234,18 +277,17 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
   jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
   started = time.perf_counter()
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
-  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'steps': steps, 'mtc_only': mtc_only,
+  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'seeds': seeds, 'steps': steps, 'mtc_only': mtc_only,
                              'methods': list(methods), 'data': data, 'runs': {},
                              'timing_s': {}}
   results['probe_config'] = json.loads(probes.to_json_best_effort())
   projections = {}
 
-  def evaluate(name, encoder, variables, data_config):
+  def timed(stage, run):
     t0 = time.perf_counter()
-    print(f'[study] probing {name}', flush=True)
-    evaluation = suite.evaluate_encoder(encoder, variables, data_config, probes, seed=seed)
-    results['timing_s'][f'probe_{name}'] = time.perf_counter() - t0
-    return evaluation
+    value = run()
+    results['timing_s'][stage] = time.perf_counter() - t0
+    return value
 
   for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     name = run_name(method, augment, antenna_dropout)
@@ -255,25 +297,36 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, steps: int
     t0 = time.perf_counter()
     summary = train.pretrain(config, workdir)
     results['timing_s'][f'pretrain_{name}'] = time.perf_counter() - t0
-    loaded = encoders.load_encoder(workdir)
-    encoder, variables = loaded.module, loaded.variables
-    evaluation = evaluate(name, encoder, variables, config.data)
+    print(f'[study] probing {name}', flush=True)
+
+    def probe_member(member, probe_seed, workdir=workdir):
+      loaded = encoders.load_encoder(workdir, member=member)
+      return suite.evaluate_encoder(loaded.module, loaded.variables, config.data, probes, seed=probe_seed)
+
+    evaluations = timed(f'probe_{name}', lambda: paired_evaluations(probe_member, seed, seeds))
     results['runs'][name] = {'method': method, 'augment': augment, 'antenna_dropout': antenna_dropout,
                              'config': json.loads(config.to_json_best_effort()),
-                             'pretrain': summary, 'eval': evaluation}
-    if augment:
+                             'pretrain': summary, **evaluations}
+    if augment:  # The PCA plot shows member 0 (seed --seed).
+      loaded = encoders.load_encoder(workdir, member=0 if seeds > 1 else None)
       data = suite.PipelineData(config.data, probes.embed_batch_size)
-      projections[name] = embeddings_lib.compute_embeddings(encoder, variables, data.batches('test'),
+      projections[name] = embeddings_lib.compute_embeddings(loaded.module, loaded.variables, data.batches('test'),
                                                             batch_size=probes.embed_batch_size)
   reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
   set_data(reference, data_dir, data_source, manual_dir)
-  encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True))).module
-  random_variables = suite.random_init_variables(encoder, reference.data, seed)
-  results['runs']['random_init'] = {'eval': evaluate('random_init', encoder, random_variables, reference.data)}
+  encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)),
+                                  member=0 if seeds > 1 else None).module
+
+  def random_init(_, probe_seed):
+    variables = suite.random_init_variables(encoder, reference.data, probe_seed)
+    return suite.evaluate_encoder(encoder, variables, reference.data, probes, seed=probe_seed)
+
+  print('[study] probing random_init', flush=True)
+  results['runs']['random_init'] = timed('probe_random_init', lambda: paired_evaluations(random_init, seed, seeds))
   print('[study] supervised baseline', flush=True)
-  t0 = time.perf_counter()
-  results['runs']['supervised'] = {'eval': suite.evaluate_supervised(encoder, reference.data, probes, seed=seed)}
-  results['timing_s']['supervised'] = time.perf_counter() - t0
+  results['runs']['supervised'] = timed('supervised', lambda: paired_evaluations(
+      lambda _, probe_seed: suite.evaluate_supervised(encoder, reference.data, probes, seed=probe_seed),
+      seed, seeds))
   results['timing_s']['total'] = time.perf_counter() - started
 
   test_labels = suite.PipelineData(reference.data, probes.embed_batch_size).labels('test')
@@ -287,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--out', required=True, help='output directory (results.json, report.md, plots)')
   parser.add_argument('--data_dir', default='', help='TFDS data dir (default: OUT/tfds)')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--seeds', type=int, default=None,
+                      help='pretraining seeds per encoder, trained as members of one program (seeds SEED..SEED+K-1); '
+                           f'default: {", ".join(f"{s} {k}" for s, k in DEFAULT_SEEDS.items())}')
   parser.add_argument('--steps', type=int, default=None,
                       help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 6000)")
   parser.add_argument('--mtc_only', action='store_true',
@@ -310,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   try:
-    run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, steps=args.steps,
+    run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, steps=args.steps,
               mtc_only=args.mtc_only, methods=methods, data_source=args.data, manual_dir=args.manual_dir)
   except DataError as e:
     print(f'[study] error: {e}', file=sys.stderr)

@@ -1,13 +1,26 @@
-"""The study's report: results.json, report.md (our tables beside the published ones) and PNG plots."""
+"""The study's report: results.json, report.md (our tables beside the published ones) and PNG plots.
+
+results.json layout: with one pretraining seed (`seeds` 1, or absent in results written before seeds
+existed) each run's `eval` holds its scores as `{'mean', 'std', 'values'}` over probe seeds. With K >= 2
+seeds (`experiments/study.py --seeds K`) each run (pretrained runs, `random_init` and `supervised`) also
+holds `members`: `[{'member': k, 'seed': seed + k, 'eval': ...}]`, one plain `eval` per pairing index k,
+and its `eval` is their summary (`ssl_jax.evaluation.intervals.summarize`: every score a
+`{'mean', 'ci95', 'half_width', 'n', 'values'}` over the K seeds, each value a seed's probe-seed mean).
+Pairing index k is pretraining seed `seed + k` (member k), probe label sets and heads of seed `seed + k`,
+and the supervised baseline and random-init encoder of seed `seed + k`: the Conclusions compare runs
+member k against member k.
+"""
 
 import json
+import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from ssl_jax.data import spec
+from ssl_jax.evaluation import intervals
 
 BUDGETS = (1, 10, 100, 200, 500)
 # The study's published numbers on the real AoAM (docs/study.md), read from its figures.
@@ -59,10 +72,168 @@ def _probe_scores(results: Mapping, run: str, task: str) -> dict[int, Mapping]:
   return {int(b): s for b, s in table.items() if 'accuracy' in s}
 
 
+def _spread(score: Mapping) -> float:
+  """The ± of a score: the 95% CI half-width over seeds (K >= 2), else the std over probe seeds."""
+  if score.get('half_width') is not None:
+    return float(score['half_width'])
+  return float(score.get('std', 0.0))
+
+
 def _cell(scores: Mapping | None, key: str = 'accuracy', digits: int = 3) -> str:
   if scores is None or key not in scores:
     return '–'
-  return f"{scores[key]['mean']:.{digits}f} ± {scores[key]['std']:.{digits}f}"
+  return f"{scores[key]['mean']:.{digits}f} ± {_spread(scores[key]):.{digits}f}"
+
+
+def num_seeds(results: Mapping) -> int:
+  """The pretraining seeds of a study (1 for results written before `--seeds` existed)."""
+  return int(results.get('seeds', 1))
+
+
+def cell_legend(results: Mapping) -> str:
+  """What a table cell's `mean ± x` is."""
+  k = num_seeds(results)
+  if k == 1:
+    return 'Cells: test accuracy, mean ± std over probe seeds (one pretraining seed: no confidence interval).'
+  return (f'Cells: test accuracy, mean over {k} pretraining seeds ± the half-width of its 95% confidence '
+          "interval (Student's t over the seeds; each seed's score is first averaged over its probe seeds).")
+
+
+# --- Conclusions: the study's claims as paired comparisons over the same seeds and data. ---
+
+HOLDS, REVERSED, NOT_RESOLVED = 'holds', 'reversed', 'not resolved at this scale'
+
+
+def verdict(interval: Mapping[str, Any]) -> str:
+  """The verdict on a claim 'A > B' from the t-interval of the paired differences A - B: 'holds' when the
+  95% CI lies above 0, 'reversed' when it lies below 0, 'not resolved at this scale' when it includes 0
+  (or there is no interval: one seed)."""
+  ci = interval.get('ci95')
+  if ci is None:
+    return NOT_RESOLVED
+  low, high = ci
+  if low > 0:
+    return HOLDS
+  if high < 0:
+    return REVERSED
+  return NOT_RESOLVED
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+  """`intervals.t_interval` of the paired differences a[k] - b[k]; ValueError unless a and b pair up."""
+  if len(a) != len(b) or not len(a):
+    raise ValueError(f'paired comparison needs equal, non-empty lists of seeds; got {len(a)} and {len(b)}')
+  diffs = [float(x) - float(y) for x, y in zip(a, b)]
+  if not all(math.isfinite(d) for d in diffs):
+    raise ValueError(f'paired comparison of non-finite scores: {list(a)} vs {list(b)}')
+  return intervals.t_interval(diffs)
+
+
+def seed_scores(results: Mapping, run: str, task: str, budget: int) -> list[float] | None:
+  """Test accuracy of `run` at `budget` for `task`, one value per pairing index k (each a mean over probe
+  seeds), or None when the run or budget did not run."""
+  entry = results['runs'].get(run)
+  if entry is None:
+    return None
+  evals = [m['eval'] for m in entry['members']] if 'members' in entry else [entry['eval']]
+  values = []
+  for evaluation in evals:
+    table = evaluation['tasks'][task]['supervised' if run == 'supervised' else 'probe']
+    score = table.get(str(budget), {})
+    if 'accuracy' not in score:
+      return None
+    values.append(float(score['accuracy']['mean']))
+  return values
+
+
+def _moco_run_method(results: Mapping) -> str | None:
+  """The study's MoCo in this study: MoCo v2 ('moco') when it ran, else MoCo v3."""
+  for method in ('moco', 'moco_v3'):
+    if f'{method}_aug' in results['runs'] and f'{method}_noaug' in results['runs']:
+      return method
+  return None
+
+
+def claims(results: Mapping) -> list[dict[str, Any]]:
+  """The study's claims this study can test: `{'claim', 'said', 'a', 'b', 'budgets'}`, each 'a beats b'
+  (budgets None: every budget both ran)."""
+  moco = _moco_run_method(results)
+  found = []
+  if 'simclr_aug' in results['runs'] and 'simclr_noaug' in results['runs']:
+    found.append({'claim': 'SimCLR with augmentation (MTC + AD) beats SimCLR without',
+                  'said': 'augmentation is what makes the encoders useful (without it SimCLR falls to chance on '
+                          'AoA: 0.010-0.019 published)', 'a': 'simclr_aug', 'b': 'simclr_noaug', 'budgets': None})
+  if moco and 'simclr_aug' in results['runs']:
+    label = METHOD_LABELS[moco]
+    found.append({'claim': f'SimCLR beats {label}, with augmentation', 'a': 'simclr_aug', 'b': f'{moco}_aug',
+                  'said': '"Overall, SimCLR gives the stronger downstream performance across the comparison"',
+                  'budgets': None})
+    found.append({'claim': f'{label} beats SimCLR, without augmentation', 'a': f'{moco}_noaug',
+                  'b': 'simclr_noaug', 'budgets': None,
+                  'said': '"the MoCo shared encoder outperforms the SimCLR shared encoder on both tasks"'})
+  if 'simclr_aug' in results['runs'] and 'supervised' in results['runs']:
+    found.append({'claim': 'Pretrained (SimCLR with augmentation) beats supervised at 1 and 10 labels per class',
+                  'said': '"both pretrained models are competitive with the supervised baseline" (published AoA '
+                          'at 1 and 10 labels: SimCLR 0.483, 0.876; supervised 0.005, 0.392)',
+                  'a': 'simclr_aug', 'b': 'supervised', 'budgets': (1, 10)})
+  return found
+
+
+def conclusions(results: Mapping) -> list[dict[str, Any]]:
+  """Each claim of `claims` per task and budget: `{'claim', 'task', 'budget', 'difference' (paired
+  t-interval of a - b), 'verdict'}`, or `'verdict': None` with a `'missing'` reason where a side did not run
+  that budget."""
+  rows = []
+  for claim in claims(results):
+    for task in ('aoa', 'amc'):
+      budgets = claim['budgets'] or sorted(set(_probe_scores(results, claim['a'], task)) &
+                                           set(_probe_scores(results, claim['b'], task)))
+      for budget in budgets:
+        a = seed_scores(results, claim['a'], task, budget)
+        b = seed_scores(results, claim['b'], task, budget)
+        row = {'claim': claim['claim'], 'task': task, 'budget': budget}
+        if a is None or b is None:
+          absent = ' and '.join(run for run, scores in ((claim['a'], a), (claim['b'], b)) if scores is None)
+          rows.append({**row, 'difference': None, 'verdict': None, 'missing': f'{absent}: no {budget}/class'})
+          continue
+        difference = paired_difference(a, b)
+        rows.append({**row, 'difference': difference, 'verdict': verdict(difference)})
+  return rows
+
+
+def conclusions_section(results: Mapping) -> list[str]:
+  """The report's Conclusions: each claim, what the study said, and per task and budget the mean paired
+  difference, its 95% CI and the verdict."""
+  k = num_seeds(results)
+  lines = ['## Conclusions: the study\'s claims, tested', '',
+           f'Each claim "A beats B" is tested as a paired comparison over the same {k} seed(s) and the same data: '
+           'the difference is member k of A minus member k of B (pretraining seed `seed + k`, both probed on the '
+           'label sets of seed `seed + k`); against the supervised baseline, supervised run k is trained with '
+           'seed `seed + k` on those same label sets. Each side is first averaged over its probe seeds. '
+           "Verdict: 'holds' when the 95% t-interval of the differences excludes 0 in the claimed direction, "
+           "'reversed' when it excludes 0 the other way, 'not resolved at this scale' when it includes 0"
+           + (' (always so with one seed: no interval; run `--seeds K`, K >= 2).' if k < 2 else '.'), '']
+  rows = conclusions(results)
+  by_claim: dict[str, list] = {}
+  for row in rows:
+    by_claim.setdefault(row['claim'], []).append(row)
+  said = {c['claim']: c['said'] for c in claims(results)}
+  if not by_claim:
+    return lines + ['No claim could be tested: the study did not run the runs they compare.', '']
+  for claim, claim_rows in by_claim.items():
+    lines += [f'### {claim}', '', f'The study: {said[claim]}.', '',
+              '| task | labels/class | mean difference | 95% CI | verdict |', '|---|---|---|---|---|']
+    for row in claim_rows:
+      task = {'aoa': 'AoA', 'amc': 'AMC'}[row['task']]
+      if row['verdict'] is None:
+        lines.append(f"| {task} | {row['budget']} | – | – | not measured ({row['missing']}) |")
+        continue
+      d = row['difference']
+      ci = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d['ci95'] else 'none (one seed)'
+      note = ' (every seed gave the same difference: a zero-width interval)' if d['half_width'] == 0 else ''
+      lines.append(f"| {task} | {row['budget']} | {d['mean']:+.3f} | {ci} | {row['verdict']}{note} |")
+    lines.append('')
+  return lines
 
 
 def _accuracy_table(results: Mapping, task: str, runs: list[tuple[str, str]], published: Mapping) -> list[str]:
@@ -121,8 +292,9 @@ SCALE_LINES = {
 
 
 def _clearly_above(a: Mapping, b: Mapping) -> bool:
-  """a's mean accuracy above b's by more than the larger of their spreads (std over seeds)."""
-  return a['accuracy']['mean'] > b['accuracy']['mean'] + max(a['accuracy']['std'], b['accuracy']['std'])
+  """a's mean accuracy above b's by more than the larger of their spreads (`_spread`: the 95% CI half-width
+  over pretraining seeds, or with one seed the std over probe seeds)."""
+  return a['accuracy']['mean'] > b['accuracy']['mean'] + max(_spread(a['accuracy']), _spread(b['accuracy']))
 
 
 def demo_checks(results: Mapping, run: str = 'simclr_aug') -> list[str]:
@@ -157,9 +329,8 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   aug_runs = method_runs + [('supervised', 'Supervised'), ('random_init', 'Random-init encoder')]
   noaug_runs = [(f'{m}_noaug', METHOD_LABELS[m]) for m in methods]
   lines = [f"# ssl_jax study report (scale `{results['scale']}`)", '',
-           data_line(results.get('data', {'source': 'simulated'})) + ' Cells: test accuracy, mean ± std over '
-           'probe seeds. The study column lists the published figures at 1, 10, 100, 200 and 500 labels per '
-           'class.', '']
+           data_line(results.get('data', {'source': 'simulated'})) + ' ' + cell_legend(results) + ' The study '
+           'column lists the published figures at 1, 10, 100, 200 and 500 labels per class.', '']
   if results['scale'] in SCALE_LINES:
     lines += [SCALE_LINES[results['scale']], '']
   if results['scale'] == 'demo' and 'simclr_aug' in results['runs']:
@@ -180,8 +351,7 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   mtc_runs = [(f'{m}_mtc', f'{METHOD_LABELS[m]}, MTC only') for m in methods if f'{m}_mtc' in results['runs']]
   for run, label in method_runs + mtc_runs + [('random_init', 'Random-init encoder')]:
     tasks = results['runs'][run]['eval']['tasks']
-    cells = [f"{tasks[t]['silhouette']:.3f}" if tasks[t].get('silhouette') is not None else 'undefined'
-             for t in ('aoa', 'amc')]
+    cells = [_silhouette_cell(tasks[t].get('silhouette')) for t in ('aoa', 'amc')]
     study = PUBLISHED['silhouette'].get(_method_of(run)) if run.endswith('_aug') else None
     study_cells = [f'{study[t]:.3f}' for t in ('aoa', 'amc')] if study else ['–', '–']
     lines.append(f'| {label} | ' + ' | '.join(cells + study_cells) + ' |')
@@ -193,11 +363,21 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
     for task in ('aoa', 'amc'):
       lines += [f'## Ours, not in the study: MTC only (AD off) during pretraining: {TASK_TITLES[task]}', '']
       lines += _accuracy_table(results, task, mtc_runs + [('random_init', 'Random-init encoder')], {}) + ['']
+  lines += conclusions_section(results)
   lines += ['## Figures', ''] + [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figures] + ['']
   lines += ['## Timing (seconds)', '', '| stage | s |', '|---|---|']
   lines += [f'| {k} | {v:.0f} |' for k, v in results['timing_s'].items()] + ['']
   with open(os.path.join(out_dir, 'report.md'), 'w') as f:
     f.write('\n'.join(lines))
+
+
+def _silhouette_cell(silhouette: Any) -> str:
+  """A silhouette: a number (one seed), a t-interval over seeds, or None (undefined)."""
+  if silhouette is None:
+    return 'undefined'
+  if isinstance(silhouette, Mapping):
+    return _cell({'s': silhouette}, 's')
+  return f'{silhouette:.3f}'
 
 
 def plot_accuracy(out_dir: str, results: Mapping) -> str:
@@ -218,8 +398,8 @@ def plot_accuracy(out_dir: str, results: Mapping) -> str:
         continue
       budgets = sorted(scores)
       mean = np.array([scores[b]['accuracy']['mean'] for b in budgets])
-      std = np.array([scores[b]['accuracy']['std'] for b in budgets])
-      ax.errorbar(budgets, mean, yerr=std, label=label, color=color, linestyle=style, marker='o', capsize=3)
+      spread = np.array([_spread(scores[b]['accuracy']) for b in budgets])
+      ax.errorbar(budgets, mean, yerr=spread, label=label, color=color, linestyle=style, marker='o', capsize=3)
     ax.set_xscale('log')
     ax.set_xlabel('labelled examples per class')
     ax.set_ylabel('test accuracy')

@@ -33,6 +33,62 @@ def test_smoke_study_writes_the_report(tmp_path):
   assert "MoCo here: v2, a queue of 64 keys, momentum 0.996 rising to 1 on a cosine, the study's" in report
 
 
+@pytest.mark.slow
+def test_smoke_study_with_two_seeds_reports_intervals_and_conclusions(tmp_path):
+  """`--seeds 2`: every encoder trained as 2 members of one program, each probed, the baselines per seed,
+  cells with confidence intervals, the Conclusions section; a rerun with other seeds is refused."""
+  from experiments import study_report
+  out = str(tmp_path / 'study')
+  assert study.main(['--scale', 'smoke', '--seeds', '2', '--out', out]) == 0
+  with open(os.path.join(out, 'results.json')) as f:
+    saved = json.load(f)
+  assert saved['seeds'] == 2 and set(saved['runs']) == {'simclr_aug', 'moco_aug', 'simclr_noaug', 'moco_noaug',
+                                                         'random_init', 'supervised'}
+  for name, run in saved['runs'].items():
+    assert [(m['member'], m['seed']) for m in run['members']] == [(0, 0), (1, 1)], name
+    accuracy = run['eval']['tasks']['aoa']['supervised' if name == 'supervised' else 'probe']['1']['accuracy']
+    values = [m['eval']['tasks']['aoa']['supervised' if name == 'supervised' else 'probe']['1']['accuracy']['mean']
+              for m in run['members']]
+    assert accuracy['values'] == values and accuracy['n'] == 2 and accuracy['ci95'] is not None, name
+    if 'config' in run:
+      assert run['config']['members']['count'] == 2 and run['pretrain']['final_step'] == 6, name
+      assert run['pretrain']['alive'] == [True, True], name
+  # The members differ (seeds 0 and 1), and their probes use the label sets of their own seed.
+  members = saved['runs']['simclr_aug']['members']
+  assert [m['eval']['seed'] for m in members] == [0, 1]
+  assert members[0]['eval']['tasks']['aoa']['probe']['1'] != members[1]['eval']['tasks']['aoa']['probe']['1']
+  report = open(os.path.join(out, 'report.md')).read()
+  assert 'mean over 2 pretraining seeds ± the half-width of its 95% confidence interval' in report
+  assert '## Conclusions' in report and '### SimCLR beats MoCo, with augmentation' in report
+  assert report.count('| AoA | 1 |') == 4 and '| AoA | 10 | – | – | not measured (simclr_aug and supervised: no 10/class) |' in report
+  rows = study_report.conclusions(saved)  # read back from results.json
+  assert {r['verdict'] for r in rows if r['verdict']} <= {'holds', 'reversed', 'not resolved at this scale'}
+  with pytest.raises(ValueError, match='members'):  # the runs there are 2-member runs
+    study.run_study('smoke', out, seeds=1)
+
+
+def test_seeds_set_the_members_of_every_pretraining_run(tmp_path):
+  assert (study.default_seeds('smoke'), study.default_seeds('demo'), study.default_seeds('cpu')) == (1, 1, 3)
+  config = study.pretrain_config('simclr', True, 'smoke')
+  study.set_seeds(config, 5, 3)
+  assert (config.seed, config.members.count, tuple(config.members.seed)) == (5, 3, (5, 6, 7))
+  plain = study.pretrain_config('simclr', True, 'smoke')
+  study.set_seeds(plain, 5, 1)
+  assert (plain.seed, plain.members.count, tuple(plain.members.seed)) == (5, 1, ())
+  calls = []
+  one = study.paired_evaluations(lambda k, s: calls.append((k, s)) or {'x': 1.0}, 4, 1)
+  assert one == {'eval': {'x': 1.0}} and calls == [(None, 4)]  # one seed: the plain layout
+  calls.clear()
+  two = study.paired_evaluations(lambda k, s: calls.append((k, s)) or {'x': {'mean': s, 'std': 0, 'values': [s]}},
+                                 4, 2)
+  assert calls == [(0, 4), (1, 5)] and [m['seed'] for m in two['members']] == [4, 5]
+  assert two['eval']['x']['values'] == [4, 5] and two['eval']['x']['mean'] == 4.5
+  for bad in (0, -1, 1.5, True):
+    with pytest.raises(ValueError, match='--seeds'):
+      study.run_study('smoke', str(tmp_path), seeds=bad)
+  assert not os.listdir(tmp_path)
+
+
 def test_unknown_scale_and_bad_steps_are_refused(tmp_path):
   with pytest.raises(ValueError, match='--scale'):
     study.run_study('huge', str(tmp_path))
