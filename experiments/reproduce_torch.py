@@ -78,6 +78,7 @@ def pretrain_config(method: str, scale: str, seed: int, steps: int, log_every: i
   if steps:
     scales.set_steps(config, steps)
   config.log_every_steps = log_every or max(config.num_train_steps // 50, 1)
+  config.monitor.every_steps = config.log_every_steps  # the kNN curves are part of the comparison, at any scale
   config.checkpoint_every_steps = config.num_train_steps
   config.progress_bar = False
   return config

@@ -15,8 +15,10 @@ from ssl_jax.methods import common
 
 
 def batch(config, seed: int = 0) -> dict:
+  """A random batch as the pipeline yields it: 'iq' and each example's row in the split ('index')."""
   rng = np.random.default_rng(seed)
-  return {'iq': rng.normal(size=(config.batch_size, config.data.length, 8)).astype(np.float32)}
+  return {'iq': rng.normal(size=(config.batch_size, config.data.length, 8)).astype(np.float32),
+          'index': np.arange(seed * config.batch_size, (seed + 1) * config.batch_size, dtype=np.int32)}
 
 
 def schedules(config, total_steps: int = 10) -> common.Schedules:
@@ -175,11 +177,11 @@ def assert_resume_is_bit_identical(config, tmp_path) -> Any:
   from ssl_jax import train  # pylint: disable=g-import-not-at-top
   assert config.num_train_steps == 6 and config.checkpoint_every_steps == 4
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  summary = train.train_and_evaluate(config, straight)
+  summary = train.pretrain(config, straight)
   assert summary['stop_reason'] == 'completed' and np.isfinite(summary['final_loss'])
-  train.train_and_evaluate(config, resumed)
+  train.pretrain(config, resumed)
   shutil.rmtree(os.path.join(resumed, 'checkpoints', '6'))
-  summary = train.train_and_evaluate(config, resumed)
+  summary = train.pretrain(config, resumed)
   assert summary['start_step'] == 4 and summary['final_step'] == 6
   a, b = restore(straight, config), restore(resumed, config)
   assert jax.tree.structure(a) == jax.tree.structure(b)
