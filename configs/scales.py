@@ -20,10 +20,11 @@ from absl import flags
 SCALES = ('smoke', 'demo', 'cpu', 'full')
 FULL = 'full'
 
-# Pretraining, per scale (full: the config file's own values). `queue` is MoCo v2's queue size. The online
-# monitor is off at smoke (tests turn it on where they test it: its compile would add to every smoke run).
+# Pretraining, per scale (full: the config file's own values). `queue` is MoCo v2's queue size. At smoke, one
+# crop length (one step program per run: each program's trace costs seconds) and the online monitor off;
+# tests set two crop lengths, or the monitor, where they test them.
 _PRETRAIN: dict[str, dict[str, Any]] = {
-    'smoke': dict(length=64, crops=(32, 64), train=2, test=1, batch=16, steps=6, repeats=(1, 1, 1), queue=64,
+    'smoke': dict(length=64, crops=(32,), train=2, test=1, batch=16, steps=6, repeats=(1, 1, 1), queue=64,
                   warmup_epochs=0.0, log_every=2, checkpoint_every=4, progress_bar=False, monitor_every=0,
                   monitor_bank=1, monitor_queries=1),
     # demo: the cpu scale's pretraining, for one run (SimCLR with MTC + AD; `experiments/study.py` runs no

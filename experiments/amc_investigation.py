@@ -97,16 +97,22 @@ def random_crop(x: np.ndarray, rng: np.random.Generator, crops=STUDY_CROPS) -> n
   return x[np.arange(x.shape[0])[:, None], starts[:, None] + np.arange(length)[None]]
 
 
-def train_with_augment(encoder, x, y, settings, seed, augment):
-  """supervised.train_supervised's loop with a per-batch augmentation."""
+def _classifier(encoder, settings, seed, example_shape):
+  """(model, tx, params, batch_stats, opt_state, schedule): supervised.train_supervised's AMC classifier and
+  optimiser, initialised with `seed`, and its learning-rate schedule over `settings.max_steps`."""
   import optax
   model = supervised.Classifier(encoder, 7, 0)
   tx = supervised._optimizer(settings.optimizer, settings.weight_decay, settings.momentum)
-  variables = model.init(jax.random.key(seed), jnp.zeros((2,) + x.shape[1:], jnp.float32), train=False)
-  params, batch_stats = variables['params'], variables['batch_stats']
-  opt_state = tx.init(params)
+  variables = model.init(jax.random.key(seed), jnp.zeros((2,) + tuple(example_shape), jnp.float32), train=False)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, settings.warmup_steps,
+                                                settings.max_steps)
+  return model, tx, variables['params'], variables['batch_stats'], tx.init(variables['params']), schedule
+
+
+def train_with_augment(encoder, x, y, settings, seed, augment):
+  """supervised.train_supervised's loop with a per-batch augmentation."""
+  model, tx, params, batch_stats, opt_state, schedule = _classifier(encoder, settings, seed, x.shape[1:])
   steps = settings.max_steps
-  schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, settings.warmup_steps, steps)
   indices = supervised._index_stream(y.size, np.random.default_rng(seed))
   rng = np.random.default_rng(seed + 1)
   for step in range(steps):
@@ -119,14 +125,8 @@ def train_with_augment(encoder, x, y, settings, seed, augment):
 
 def train_fresh(encoder, config, settings, seed, x_test, y_test, eval_every):
   """Trains on a fresh simulated batch every step (no example seen twice); prints test accuracy."""
-  import optax
-  model = supervised.Classifier(encoder, 7, 0)
-  tx = supervised._optimizer(settings.optimizer, settings.weight_decay, settings.momentum)
-  variables = model.init(jax.random.key(seed), jnp.zeros((2,) + x_test.shape[1:], jnp.float32), train=False)
-  params, batch_stats = variables['params'], variables['batch_stats']
-  opt_state = tx.init(params)
+  model, tx, params, batch_stats, opt_state, schedule = _classifier(encoder, settings, seed, x_test.shape[1:])
   steps = settings.max_steps
-  schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, settings.warmup_steps, steps)
   rng = np.random.default_rng(seed + 77)
   for step in range(steps):
     aoa = rng.integers(0, simulate.NUM_AOA_CLASSES, settings.batch_size)

@@ -274,7 +274,8 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
   check_study(configs, probes, out_dir)
 
   os.makedirs(out_dir, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
+  if not jax.config.jax_compilation_cache_dir:  # a cache the user (or the test session) set is kept
+    jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
   started = time.perf_counter()
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'seeds': seeds, 'steps': steps, 'mtc_only': mtc_only,

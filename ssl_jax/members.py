@@ -28,6 +28,7 @@ import copy
 from typing import Any, Callable, Sequence
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -141,7 +142,7 @@ def config_of(config: ml_collections.ConfigDict, member: int | None = None) -> m
 
 def shape_differences(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
   """The shape-defining keys (`SHAPE_KEYS`) on which `configs` disagree, one 'KEY: v0, v1, ...' per key."""
-  flat = [_flatten(json_of(c)) for c in configs]
+  flat = [traverse_util.flatten_dict(json_of(c), sep='.') for c in configs]
   keys = sorted(set().union(*flat))
   problems = []
   for key in keys:
@@ -165,7 +166,7 @@ def stack_configs(configs: Sequence[ml_collections.ConfigDict]) -> ml_collection
   if shapes:
     raise ValueError('members must share every shape-defining key; they differ in:\n  ' + '\n  '.join(shapes))
   member_paths = set(MEMBER_KEYS.values())
-  flat = [_flatten(json_of(c)) for c in configs]
+  flat = [traverse_util.flatten_dict(json_of(c), sep='.') for c in configs]
   other = [key for key in sorted(set().union(*flat)) if key not in member_paths and not key.startswith('members.')
            and any(f.get(key) != flat[0].get(key) for f in flat)]
   if other:
@@ -186,16 +187,6 @@ def stack_configs(configs: Sequence[ml_collections.ConfigDict]) -> ml_collection
 def json_of(config: ml_collections.ConfigDict) -> dict:
   import json
   return json.loads(config.to_json_best_effort())
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
 
 
 # ----------------------------------------------------------------------------------------------- the state

@@ -40,6 +40,7 @@ import os
 from typing import Any, Iterable, Mapping
 
 import ml_collections
+from flax import traverse_util
 
 from ssl_jax import checkpointing, config_checks, metrics_writer, path_checks
 
@@ -94,16 +95,6 @@ def _show(value: Any) -> str:
   return value if value is _ABSENT else json.dumps(value)
 
 
-def _flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def _as_json(config: ml_collections.ConfigDict | Mapping) -> dict:
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort())
@@ -133,7 +124,7 @@ def _ignored(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 def differences(saved: ml_collections.ConfigDict | Mapping,
                 requested: ml_collections.ConfigDict | Mapping) -> list[Change]:
   """Every leaf key whose value differs (a key present in one only counts), in key order."""
-  old, new = _flatten(_as_json(saved)), _flatten(_as_json(requested))
+  old, new = (traverse_util.flatten_dict(_as_json(c), sep='.') for c in (saved, requested))
   for flat in (old, new):
     for key in [k for k in flat if k == CHANGES_KEY or k.startswith(CHANGES_KEY + '.')]:
       del flat[key]

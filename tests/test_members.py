@@ -84,6 +84,7 @@ def test_stack_configs_round_trips_and_refuses_a_shape_key_naming_it():
 
 def test_crop_lengths_follow_the_shared_seed_not_the_members_run_keys():
   config = smoke.get_config('simclr')
+  config.augment.crop_lengths = (32, 64)
   config.members.count = 2
   a, b = members.member_configs(config)
   assert a.seed != b.seed

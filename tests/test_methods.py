@@ -170,11 +170,12 @@ def test_queue_must_hold_whole_batches():
 
 def test_crop_lengths_are_drawn_per_step_from_the_run_key():
   config = smoke.get_config('simclr')
+  config.augment.crop_lengths = (32, 64)
   policy = augment.AugmentPolicy.from_config(config.augment)
   rng = jax.random.PRNGKey(0)
   drawn = [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(40)]
   assert drawn == [common.crop_lengths_for_step(rng, step, policy, config.data.length) for step in range(40)]
-  assert set(drawn) == {(32, 32), (32, 64), (64, 32), (64, 64)}  # every pair of the smoke crop set
+  assert set(drawn) == {(32, 32), (32, 64), (64, 32), (64, 64)}  # every pair of the crop set
   assert drawn != [common.crop_lengths_for_step(jax.random.PRNGKey(1), step, policy, config.data.length)
                    for step in range(40)]
   config.augment.enabled = False

@@ -27,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
 RTOL = 1e-9  # float64 runs of 4 steps (module docstring)
 FLOAT64 = ['--config.model.dtype=float64']
+TWO_CROPS = ['--config.augment.crop_lengths=(32, 64)']  # every process draws the same pair
 
 
 def _free_port() -> int:
@@ -68,13 +69,13 @@ def test_two_processes_match_one(tmp_path):
   aoam.get_builder(config.data)  # Prepare the shards once, before two processes race to.
 
   single = str(tmp_path / 'single')
-  proc = subprocess.run(_args(single, data_dir) + FLOAT64, cwd=REPO, env=_env(2, x64=True),
+  proc = subprocess.run(_args(single, data_dir) + FLOAT64 + TWO_CROPS, cwd=REPO, env=_env(2, x64=True),
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
   multi = str(tmp_path / 'multi')
   port = _free_port()
-  procs = [subprocess.Popen(_args(multi, data_dir) + FLOAT64 + [
+  procs = [subprocess.Popen(_args(multi, data_dir) + FLOAT64 + TWO_CROPS + [
       f'--config.distributed.coordinator_address=127.0.0.1:{port}', '--config.distributed.num_processes=2',
       f'--config.distributed.process_id={i}'], cwd=REPO, env=_env(1, x64=True), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -141,6 +141,24 @@ def view_encoder(x: jax.Array, keys: ViewKeys, crop_lengths: CropLengths, policy
   return encode_as
 
 
+def two_view_gradients(networks: Networks, state: Any, encode_as: Callable, loss_of: Callable[..., jax.Array], *,
+                       with_predictor: bool = False) -> tuple[jax.Array, PyTree, jax.Array, jax.Array, PyTree]:
+  """Encodes views a then b with the online network (view a's BatchNorm statistics feed view b's) and
+  differentiates `loss_of(z_a, z_b)` with respect to `state.params`.
+
+  Returns `(loss, new_batch_stats, z_a, z_b, grads)`; `encode_as` is `view_encoder`'s.
+  """
+
+  def loss_fn(params):
+    encode = make_encode(networks, params, with_predictor=with_predictor)
+    z_a, stats = encode_as(encode, state.batch_stats, 'a')
+    z_b, stats = encode_as(encode, stats, 'b')
+    return loss_of(z_a, z_b), (stats, z_a, z_b)
+
+  (loss, (batch_stats, z_a, z_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return loss, batch_stats, z_a, z_b, grads
+
+
 def crop_lengths_for_step(rng: jax.Array, step: int, policy: augment.AugmentPolicy, time: int) -> CropLengths:
   """The two views' crop lengths of step `step`, drawn on the host from (run key, step): `(len_a, len_b)`.
 

@@ -67,14 +67,9 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
                                     policy, axis_name)
 
-    def loss_fn(params):
-      encode = common.make_encode(networks, params)
-      z_a, stats = encode_as(encode, state.batch_stats, 'a')
-      z_b, stats = encode_as(encode, stats, 'b')
-      loss = memory_banks.nt_xent_fifo_bank(z_a, z_b, state.bank, temperature=temperature, axis_name=axis_name)
-      return loss, (stats, z_a, z_b)
-
-    (loss, (batch_stats, z_a, z_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    loss, batch_stats, z_a, z_b, grads = common.two_view_gradients(
+        networks, state, encode_as, lambda z_a, z_b: memory_banks.nt_xent_fifo_bank(
+            z_a, z_b, state.bank, temperature=temperature, axis_name=axis_name))
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     bank, bank_ptr = memory_banks.fifo_bank_update(state.bank, state.bank_ptr, z_b, axis_name=axis_name)
     similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)

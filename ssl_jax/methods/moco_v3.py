@@ -63,14 +63,9 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     momentum = schedules.momentum(state.step)
     ema_params, ema_stats, (k_a, k_b) = moco.encode_keys(networks, state, momentum, encode_as, ('a', 'b'))
 
-    def loss_fn(params):
-      encode = common.make_encode(networks, params, with_predictor=True)
-      q_a, stats = encode_as(encode, state.batch_stats, 'a')
-      q_b, stats = encode_as(encode, stats, 'b')
-      loss = losses.symmetric_info_nce(q_a, q_b, k_a, k_b, temperature=config.temperature, axis_name=axis_name)
-      return loss, (stats, q_a)
-
-    (loss, (batch_stats, q_a)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    loss, batch_stats, q_a, _, grads = common.two_view_gradients(
+        networks, state, encode_as, lambda q_a, q_b: losses.symmetric_info_nce(
+            q_a, q_b, k_a, k_b, temperature=config.temperature, axis_name=axis_name), with_predictor=True)
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     similarity = losses.similarity_stats(q_a, k_b, axis_name=axis_name)
     metrics = common.step_metrics(
