@@ -67,7 +67,8 @@ def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
       config, method.create_networks(config, parallel.AXIS), tx, common.Schedules(lr, mom),
       axis_name=parallel.AXIS), mesh)
   batch = parallel.shard_batch(
-      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32)}, mesh)
+      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32),
+       'index': np.arange(batch_size, dtype=np.int32)}, mesh)  # as the pipeline yields (the memory bank's rows)
   compile_s = []
   for pair in crop_pairs:  # First call per pair: compile + one step.
     t0 = time.perf_counter()
@@ -227,7 +228,8 @@ def member_case(method_name: str, count: int, batch_size: int, length: int, step
     mesh = parallel.create_mesh()
     built = train.build(config, mesh, 100)
   batch = parallel.shard_batch(
-      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32)}, mesh)
+      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32),
+       'index': np.arange(batch_size, dtype=np.int32)}, mesh)  # as the pipeline yields (the memory bank's rows)
   state, step_fn = built['state'], built['step_fn']
   t0 = time.perf_counter()
   state, metrics = step_fn(state, batch, 0)
