@@ -49,6 +49,14 @@ from ssl_jax.data import spec  # noqa: E402
 HOST_ALLOCATORS = ('mimalloc', 'system')
 
 
+def random_batch(batch_size: int, length: int, mesh) -> dict:
+  """A random batch sharded over `mesh`, with the keys the pipeline yields ('iq', and 'index': the memory
+  bank's rows)."""
+  return parallel.shard_batch(
+      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32),
+       'index': np.arange(batch_size, dtype=np.int32)}, mesh)
+
+
 def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
   """Compiles one step program per crop pair; returns `(time_steps(n) -> [seconds per step], row)`."""
   config = METHOD_CONFIGS[method_name].get_config()
@@ -66,9 +74,7 @@ def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
   step = parallel.data_parallel(method.make_train_step(
       config, method.create_networks(config, parallel.AXIS), tx, common.Schedules(lr, mom),
       axis_name=parallel.AXIS), mesh)
-  batch = parallel.shard_batch(
-      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32),
-       'index': np.arange(batch_size, dtype=np.int32)}, mesh)  # as the pipeline yields (the memory bank's rows)
+  batch = random_batch(batch_size, length, mesh)
   compile_s = []
   for pair in crop_pairs:  # First call per pair: compile + one step.
     t0 = time.perf_counter()
@@ -227,9 +233,7 @@ def member_case(method_name: str, count: int, batch_size: int, length: int, step
   else:
     mesh = parallel.create_mesh()
     built = train.build(config, mesh, 100)
-  batch = parallel.shard_batch(
-      {'iq': np.random.default_rng(0).normal(size=(batch_size, length, spec.NUM_CHANNELS)).astype(np.float32),
-       'index': np.arange(batch_size, dtype=np.int32)}, mesh)  # as the pipeline yields (the memory bank's rows)
+  batch = random_batch(batch_size, length, mesh)
   state, step_fn = built['state'], built['step_fn']
   t0 = time.perf_counter()
   state, metrics = step_fn(state, batch, 0)
