@@ -42,9 +42,13 @@ def quiet_libraries() -> None:
   """absl/orbax/TFDS/JAX/TensorFlow INFO off, repeated warnings shown once, TFDS progress bars off.
 
   Call before TensorFlow is imported for its C++ start-up lines to be quiet too (`TF_CPP_MIN_LOG_LEVEL`,
-  unless the environment sets it).
+  `TF_ENABLE_ONEDNN_OPTS`, each unless the environment sets it).
   """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # TensorFlow (the input pipeline's only user) logs 'oneDNN custom operations are on' through absl before
+  # absl's logging is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach it, on CPUs where oneDNN's custom
+  # kernels apply. Those kernels serve matmuls and convolutions, which the pipeline does not run.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow_datasets as tfds  # First: importing it may add handlers to the root logger.
   tfds.disable_progress_bar()
   from absl import logging as absl_logging
