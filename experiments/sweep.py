@@ -15,6 +15,10 @@ Writes `DIR/results.json` (per method and value: each seed's evaluation and thei
 as a paired difference with its CI and verdict) and `DIR/sweep.png` (accuracy against the value, CI bands).
 A rerun into the same DIR resumes: finished pretraining runs are reused (`ssl_jax.train.pretrain` refuses a
 workdir trained with other settings, naming the keys).
+
+Memory: with many members (the default grid is 18 per method) the launcher's `MIMALLOC_PURGE_DELAY=-1`
+lets the process grow to tens of GB at the cpu scale; set `MIMALLOC_PURGE_DELAY=10` in the environment to
+bound it, at a cost in speed (docs/performance.md).
 """
 
 from __future__ import annotations
