@@ -17,8 +17,8 @@ A rerun into the same DIR resumes: finished pretraining runs are reused (`ssl_ja
 workdir trained with other settings, naming the keys).
 
 Memory: with many members (the default grid is 18 per method) the launcher's `MIMALLOC_PURGE_DELAY=-1`
-lets the process grow to tens of GB at the cpu scale; set `MIMALLOC_PURGE_DELAY=10` in the environment to
-bound it, at a cost in speed (docs/performance.md).
+keeps every crop pair's buffers, which at the cpu scale fills a 24 GB machine; `MIMALLOC_PURGE_DELAY=10`
+in the environment bounds it, at a cost in speed (docs/performance.md).
 """
 
 from __future__ import annotations
