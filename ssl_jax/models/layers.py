@@ -85,6 +85,46 @@ class DepthwiseConv1D(nn.Module):
     return depthwise_form(jax.default_backend())(x, kernel, self.stride, self.padding)
 
 
+def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """Dense (ungrouped) 1-D conv as a sum over taps of matmuls over channels.
+
+  `x` `(batch, time, in)`, `kernel` `(kernel_size, in, out)` (flax `nn.Conv`'s layout) -> `(batch, time_out,
+  out)`, `time_out` as `conv_output_length`: `sum_k x_pad[:, k : k + stride * (time_out - 1) + 1 : stride, :]
+  @ kernel[k]`. The same result as `lax.conv_general_dilated`; under `jax.vmap` over members it stays batched
+  matmuls, where a convolution becomes a grouped one that XLA:CPU runs slower (docs/performance.md).
+  """
+  kernel_size = kernel.shape[0]
+  batch, length, channels = x.shape
+  length_out = conv_output_length(length, kernel_size, stride, padding)
+  x_pad = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
+  out = None
+  for k in range(kernel_size):
+    tap = x_pad if (kernel_size, stride) == (1, 1) else lax.slice(
+        x_pad, (0, k, 0), (batch, k + stride * (length_out - 1) + 1, channels), (1, stride, 1))
+    term = lax.dot_general(tap, kernel[k], (((2,), (0,)), ((), ())))
+    out = term if out is None else out + term
+  return out
+
+
+class Conv1D(nn.Module):
+  """Dense conv over time, no bias (a BatchNorm follows): `(B, T, C) -> (B, T_out, features)`, as
+  `conv1d_taps`. Its parameter is `nn.Conv(features, (kernel_size,), use_bias=False)`'s: `kernel`
+  `(kernel_size, C, features)` with the same initialiser; torch weight = `kernel.transpose(2, 1, 0)`."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (self.kernel_size, x.shape[-1], self.features),
+                        self.param_dtype)
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    return conv1d_taps(x, kernel, self.stride, self.padding)
+
+
 def max_pool1d(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 1) -> jax.Array:
   """Max-pool over time as an elementwise max of strided slices, padded with -inf (torch's semantics).
 

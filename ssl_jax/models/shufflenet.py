@@ -79,8 +79,7 @@ class ShuffleUnit(nn.Module):
     branch_channels = self.out_channels // 2
     if self.stride == 1 and x.shape[-1] != self.out_channels:
       raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
-    conv = functools.partial(nn.Conv, kernel_size=(1,), use_bias=False, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    conv = functools.partial(layers.Conv1D, dtype=self.dtype, param_dtype=self.param_dtype)
     dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
                            dtype=self.dtype, param_dtype=self.param_dtype)
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
@@ -139,8 +138,8 @@ class ShuffleNetV2Encoder(nn.Module):
                            dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.astype(self.dtype)
 
-    x = nn.Conv(channels[0], kernel_size=(3,), strides=(2,), padding=((1, 1),), use_bias=False,
-                dtype=self.dtype, param_dtype=self.param_dtype, name='stem_conv')(x)
+    x = layers.Conv1D(channels[0], kernel_size=3, stride=2, padding=1, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name='stem_conv')(x)
     x = bn(name='stem_bn', relu=True)(x)
     x = layers.max_pool1d(x, window=3, stride=2, padding=1)
 
@@ -151,7 +150,6 @@ class ShuffleNetV2Encoder(nn.Module):
                         dtype=self.dtype, norm=self.norm, param_dtype=self.param_dtype,
                         name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
 
-    x = nn.Conv(channels[4], kernel_size=(1,), use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                name='final_conv')(x)
+    x = layers.Conv1D(channels[4], dtype=self.dtype, param_dtype=self.param_dtype, name='final_conv')(x)
     x = bn(name='final_bn', relu=True)(x)
     return jnp.mean(x, axis=1)
