@@ -10,9 +10,10 @@ read the same data order, so member (i, s) and member (j, s) differ only in the 
 comparison between values is paired over the seeds. Every member is probed (`configs/probe.py:scale=<scale>`)
 with the label sets and heads of its seed `--seed + s`.
 
-Writes `DIR/results.json` (per method and value: each seed's evaluation and their mean with a 95% t-interval),
-`DIR/report.md` (a table per method and, for every task and budget, the best value against `--reference`
-as a paired difference with its CI and verdict) and `DIR/sweep.png` (accuracy against the value, CI bands).
+Writes, after each method, `DIR/results.json` (per method and value: each seed's evaluation and their
+mean with a 95% t-interval), `DIR/report.md` (a table per method and, for every task and budget, the best
+value against `--reference` as a paired difference with its CI and verdict) and `DIR/sweep.png` (accuracy
+against the value, CI bands).
 A rerun into the same DIR resumes: finished pretraining runs are reused (`ssl_jax.train.pretrain` refuses a
 workdir trained with other settings, naming the keys).
 
@@ -240,12 +241,18 @@ def run_sweep(scale: str, out_dir: str, *, methods: Sequence[str] = DEFAULT_METH
       method_points = points(evaluations, values, seed, seeds)
       results['methods'][method] = {'pretrain': summary, 'points': method_points,
                                     'comparisons': comparisons(method_points, reference)}
-    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=1)
-    with open(os.path.join(out_dir, 'report.md'), 'w') as f:
-      f.write('\n'.join(report_lines(results)))
-    plot(os.path.join(out_dir, 'sweep.png'), results)
+      write_outputs(out_dir, results)  # after each method: a long sweep's first results need not wait
   return results
+
+
+def write_outputs(out_dir: str, results: Mapping) -> None:
+  """`results.json`, `report.md` and `sweep.png` of the methods in `results` so far, each replaced whole."""
+  for name, text in (('results.json', json.dumps(results, indent=1)), ('report.md', '\n'.join(report_lines(results)))):
+    path = os.path.join(out_dir, name)
+    with open(path + '.tmp', 'w') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+  plot(os.path.join(out_dir, 'sweep.png'), results)
 
 
 def _floats(text: str) -> tuple[float, ...]:
