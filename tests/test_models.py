@@ -103,6 +103,37 @@ def _forms_value_and_grad(x, train, dtype=jnp.float32, stage_repeats=shufflenet.
   return (z_shift, grad_shift), (z_grouped, grad_grouped)
 
 
+@pytest.mark.parametrize('kernel_size, stride, padding', [(1, 1, 0), (3, 2, 1), (3, 1, 1)])
+@pytest.mark.parametrize('length', [8, 33])
+def test_conv1d_is_flax_conv_in_float64_value_gradient_and_parameter(kernel_size, stride, padding, length):
+  """layers.Conv1D (per-tap matmuls) against nn.Conv (XLA's convolution) and a NumPy loop, in float64: the
+  same parameter (shape and initial value), the same output and gradients to rounding (~1e-15 relative)."""
+  with jax.enable_x64(True):
+    kx, kg = jax.random.split(jax.random.key(length * 10 + kernel_size + stride), 2)
+    x = jax.random.normal(kx, (2, length, 5), jnp.float64)
+    flax_conv = nn.Conv(7, kernel_size=(kernel_size,), strides=(stride,), padding=((padding, padding),),
+                        use_bias=False, dtype=jnp.float64, param_dtype=jnp.float64)
+    conv = layers.Conv1D(7, kernel_size, stride, padding, dtype=jnp.float64, param_dtype=jnp.float64)
+    variables = flax_conv.init(jax.random.key(0), x)
+    ours = conv.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(ours['params']['kernel'], variables['params']['kernel'])
+    out_len = layers.conv_output_length(length, kernel_size, stride, padding)
+    cotangent = jax.random.normal(kg, (2, out_len, 7), jnp.float64)
+
+    def objective(module):
+      return lambda v, x: jnp.sum(module.apply(v, x) * cotangent)
+
+    np.testing.assert_allclose(conv.apply(variables, x), flax_conv.apply(variables, x), rtol=1e-12, atol=1e-12)
+    for a, b in zip(jax.tree.leaves(jax.grad(objective(conv), argnums=(0, 1))(variables, x)),
+                    jax.tree.leaves(jax.grad(objective(flax_conv), argnums=(0, 1))(variables, x))):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    kernel = np.asarray(variables['params']['kernel'])
+    x_pad = np.pad(np.asarray(x), ((0, 0), (padding, padding), (0, 0)))
+    expected = np.stack([sum(x_pad[:, t * stride + k] @ kernel[k] for k in range(kernel_size))
+                         for t in range(out_len)], axis=1)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_encoder_forms_agree_eval_float32():
   """Full encoder, odd length, running-average BN: forward and parameter gradients to ~1e-5."""

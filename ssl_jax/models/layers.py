@@ -12,6 +12,7 @@ the one that is fast on the backend it is traced for (`depthwise_form`):
 """
 
 import functools
+import operator
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -36,17 +37,20 @@ def depthwise_conv1d_shift(x: jax.Array, kernel: jax.Array, stride: int, padding
   Returns:
     `(batch, time_out, channels)` with `time_out = (time + 2 * padding - kernel_size) // stride + 1`.
   """
-  kernel_size = kernel.shape[0]
+  return functools.reduce(operator.add, [tap * kernel[k, 0] for k, tap in enumerate(taps(
+      x, kernel.shape[0], stride, padding))])
+
+
+def taps(x: jax.Array, kernel_size: int, stride: int, padding: int) -> list[jax.Array]:
+  """The inputs each tap of a 1-D conv sees: `x_pad[:, k : k + stride * (time_out - 1) + 1 : stride, :]` for
+  k < kernel_size, `x` `(batch, time, channels)` zero-padded by `padding` on both ends of time."""
   batch, length, channels = x.shape
   length_out = conv_output_length(length, kernel_size, stride, padding)
+  if (kernel_size, stride, padding) == (1, 1, 0):
+    return [x]
   x_pad = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
-  out = None
-  for k in range(kernel_size):
-    tap = lax.slice(x_pad, (0, k, 0), (batch, k + stride * (length_out - 1) + 1, channels),
-                    (1, stride, 1))
-    term = tap * kernel[k, 0]
-    out = term if out is None else out + term
-  return out
+  return [lax.slice(x_pad, (0, k, 0), (batch, k + stride * (length_out - 1) + 1, channels), (1, stride, 1))
+          for k in range(kernel_size)]
 
 
 def depthwise_conv1d_grouped(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -93,17 +97,8 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
   @ kernel[k]`. The same result as `lax.conv_general_dilated`; under `jax.vmap` over members it stays batched
   matmuls, where a convolution becomes a grouped one that XLA:CPU runs slower (docs/performance.md).
   """
-  kernel_size = kernel.shape[0]
-  batch, length, channels = x.shape
-  length_out = conv_output_length(length, kernel_size, stride, padding)
-  x_pad = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
-  out = None
-  for k in range(kernel_size):
-    tap = x_pad if (kernel_size, stride) == (1, 1) else lax.slice(
-        x_pad, (0, k, 0), (batch, k + stride * (length_out - 1) + 1, channels), (1, stride, 1))
-    term = lax.dot_general(tap, kernel[k], (((2,), (0,)), ((), ())))
-    out = term if out is None else out + term
-  return out
+  return functools.reduce(operator.add, [lax.dot_general(tap, kernel[k], (((2,), (0,)), ((), ())))
+                                         for k, tap in enumerate(taps(x, kernel.shape[0], stride, padding))])
 
 
 class Conv1D(nn.Module):
