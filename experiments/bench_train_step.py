@@ -59,14 +59,14 @@ def random_batch(batch_size: int, length: int, mesh) -> dict:
 
 def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
   """Compiles one step program per crop pair; returns `(time_steps(n) -> [seconds per step], row)`."""
-  config = METHOD_CONFIGS[method_name].get_config()
-  method = methods.get_method(method_name)
+  config = METHOD_CONFIGS[method_name].get_config()  # a loss variant (configs.LOSS_VARIANTS) names its method
+  method = methods.get_method(config.method)
   config.batch_size = batch_size
   config.data.length = length
-  if method_name == 'moco':
+  if 'moco' in config and 'queue_size' in config.moco:
     config.moco.queue_size = 16 * batch_size
   lr = optim.learning_rate_schedule(config.optim, batch_size=batch_size, steps_per_epoch=100, total_steps=1000)
-  mom = method.momentum_schedule(config.moco.momentum, 1000) if 'moco' in config else None
+  mom = method.momentum_schedule(config.moco.momentum, 1000) if hasattr(method, 'momentum_schedule') else None
   tx = optim.create_optimizer(config.optim, lr)
   mesh = parallel.create_mesh()
   state = method.init_state(config, method.create_networks(config, None), tx, jax.random.PRNGKey(0))
@@ -245,7 +245,7 @@ def member_case(method_name: str, count: int, batch_size: int, length: int, step
     state, metrics = step_fn(state, batch, step)
     jax.block_until_ready(metrics['loss'])
     times.append(time.perf_counter() - t0)
-  views = getattr(methods.get_method(method_name), 'VIEWS_PER_EXAMPLE', 2) * batch_size
+  views = getattr(methods.get_method(config.method), 'VIEWS_PER_EXAMPLE', 2) * batch_size
   step_s = float(np.median(times))
   device_stats = jax.devices()[0].memory_stats() or {}
   return {'method': method_name, 'members': count, 'batch': batch_size, 'length': length, 'dtype': dtype,
