@@ -94,10 +94,14 @@ def conv1d_taps(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
 
   `x` `(batch, time, in)`, `kernel` `(kernel_size, in, out)` (flax `nn.Conv`'s layout) -> `(batch, time_out,
   out)`, `time_out` as `conv_output_length`: `sum_k x_pad[:, k : k + stride * (time_out - 1) + 1 : stride, :]
-  @ kernel[k]`. The same result as `lax.conv_general_dilated`; under `jax.vmap` over members it stays batched
-  matmuls, where a convolution becomes a grouped one that XLA:CPU runs slower (docs/performance.md).
+  @ kernel[k]`, each a 2-D matmul of `(batch * time_out, in)` rows. The same result as
+  `lax.conv_general_dilated`; under `jax.vmap` over members it stays batched matmuls, where a convolution
+  becomes a grouped one that XLA:CPU runs slower (docs/performance.md).
   """
-  return functools.reduce(operator.add, [lax.dot_general(tap, kernel[k], (((2,), (0,)), ((), ())))
+  def matmul(tap: jax.Array, weight: jax.Array) -> jax.Array:  # (B, T, in) @ (in, out) as one 2-D matmul
+    return (tap.reshape(-1, tap.shape[-1]) @ weight).reshape(tap.shape[:-1] + weight.shape[-1:])
+
+  return functools.reduce(operator.add, [matmul(tap, kernel[k])
                                          for k, tap in enumerate(taps(x, kernel.shape[0], stride, padding))])
 
 
