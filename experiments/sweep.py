@@ -18,8 +18,9 @@ A rerun into the same DIR resumes: finished pretraining runs are reused (`ssl_ja
 workdir trained with other settings, naming the keys).
 
 Memory: with many members (the default grid is 18 per method) the launcher's `MIMALLOC_PURGE_DELAY=-1`
-keeps every crop pair's buffers, which at the cpu scale fills a 24 GB machine; `MIMALLOC_PURGE_DELAY=10`
-in the environment bounds it, at a cost in speed (docs/performance.md).
+keeps every crop pair's buffers, which at the cpu scale fills a 24 GB machine. Run it with
+`MIMALLOC_PURGE_DELAY=10 MIMALLOC_PURGE_DECOMMITS=0` in the environment (the launcher keeps them): freed
+pages stay in the process's RSS but the kernel may take them back (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ def plot(path: str, results: Mapping) -> None:
       if results['reference'] is not None:
         ax.axvline(results['reference'], color='gray', ls=':', lw=1)
       ax.set_xscale('log')
+      ax.set_xticks([p['value'] for p in pts], [f"{p['value']:g}" for p in pts])
+      ax.minorticks_off()
       ax.set_xlabel(results['param'])
       ax.set_ylabel('test accuracy')
       ax.set_title(f'{method}: {task}')

@@ -105,3 +105,45 @@ def test_smoke_sweep_end_to_end(tmp_path):
       assert 0.0 <= accuracy['mean'] <= 1.0 and accuracy['ci95'] is not None
   assert np.isfinite(entry['pretrain']['final_loss'])
   assert sweep.main(argv) == 0  # a rerun reuses the finished run
+
+
+def test_committed_cpu_temperature_sweep_ran_the_defaults_and_its_report_follows_from_its_numbers():
+  """experiments/results/sweep_temperature/ is what `sweep.py --scale cpu` runs now (the default grid, 3
+  seeds, every member probed), and its report's table and verdicts are those its numbers give.
+
+  Guards the committed sweep against drifting from the code: rerun it when the cpu scale's defaults change.
+  """
+  results_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             'experiments', 'results', 'sweep_temperature')
+  with open(os.path.join(results_dir, 'results.json')) as f:
+    results = json.load(f)
+  values = sweep.DEFAULT_VALUES['temperature']
+  assert results['scale'] == 'cpu' and results['param'] == 'temperature' and results['steps'] is None
+  assert tuple(results['values']) == values and results['seeds'] == 3 and results['reference'] == 0.07
+  # SimCLR's sweep is committed; MoCo's (the other default method) is added when it has run.
+  assert 'simclr' in results['methods'] and set(results['methods']) <= set(sweep.DEFAULT_METHODS)
+  for method, entry in results['methods'].items():
+    # The config that ran (the run's own config.json, copied) is the sweep's config of this code.
+    with open(os.path.join(results_dir, f'config_{method}.json')) as f:
+      ran = json.load(f)
+    expected = members.json_of(sweep.sweep_config(method, 'cpu', 'temperature', values, results['seed'], 3))
+    for key in ('method', 'batch_size', 'num_train_steps', 'temperature'):
+      assert ran[key] == expected[key], (method, key)
+    for section in ('members', 'model', 'optim'):
+      for key, value in expected[section].items():
+        assert ran[section][key] == value, (method, section, key)
+    assert ran['data']['length'] == expected['data']['length']
+    assert entry['pretrain']['final_step'] == expected['num_train_steps']
+    # Every member probed with its seed's label sets, laid out value-major.
+    for i, point in enumerate(entry['points']):
+      assert point['value'] == values[i]
+      assert [(r['member'], r['seed']) for r in point['members']] == [
+          (sweep.member_index(i, s, 3), results['seed'] + s) for s in range(3)]
+    # The stored verdicts are the ones the numbers give.
+    recomputed = sweep.comparisons(entry['points'], results['reference'])
+    assert recomputed.keys() == entry['comparisons'].keys()
+    for key, c in recomputed.items():
+      assert c['best'] == entry['comparisons'][key]['best'] and c['verdict'] == entry['comparisons'][key]['verdict']
+  report = open(os.path.join(results_dir, 'report.md')).read()
+  assert report == '\n'.join(sweep.report_lines(results))
+  assert os.path.getsize(os.path.join(results_dir, 'sweep.png')) > 0
