@@ -15,7 +15,8 @@ mean with a 95% t-interval), `DIR/report.md` (a table per method and, for every 
 value against `--reference` as a paired difference with its CI and verdict) and `DIR/sweep.png` (accuracy
 against the value, CI bands).
 A rerun into the same DIR resumes: finished pretraining runs are reused (`ssl_jax.train.pretrain` refuses a
-workdir trained with other settings, naming the keys).
+workdir trained with other settings, naming the keys), and the methods already in `DIR/results.json` are
+kept, so a sweep can be run one method at a time (`previous_methods`).
 
 Memory: with many members (the default grid is 18 per method) the launcher's `MIMALLOC_PURGE_DELAY=-1`
 keeps every crop pair's buffers, which at the cpu scale fills a 24 GB machine. Run it with
@@ -147,7 +148,10 @@ def report_lines(results: Mapping) -> list[str]:
            f"inside). Command: `{results['command']}`.", '']
   for method, entry in results['methods'].items():
     keys = list(entry['comparisons'])
-    lines += [f'## {method}', '', f"| {param} | " + ' | '.join(keys) + ' |', '|' + '---|' * (len(keys) + 1)]
+    lines += [f'## {method}', '']
+    if entry.get('command') and entry['command'] != results['command']:
+      lines += [f"Command: `{entry['command']}`.", '']
+    lines += [f"| {param} | " + ' | '.join(keys) + ' |', '|' + '---|' * (len(keys) + 1)]
     for point in entry['points']:
       cells = []
       for key in keys:
@@ -230,6 +234,7 @@ def run_sweep(scale: str, out_dir: str, *, methods: Sequence[str] = DEFAULT_METH
   results: dict[str, Any] = {'scale': scale, 'param': param, 'values': list(values), 'seed': seed, 'seeds': seeds,
                              'steps': steps, 'reference': reference, 'command': command, 'methods': {}}
   with workdir_lock.WorkdirLock(out_dir):
+    results['methods'] = {m: entry for m, entry in previous_methods(out_dir, results).items() if m not in configs}
     for method, config in configs.items():
       workdir = os.path.join(out_dir, 'runs', method)
       print(f'[sweep] pretraining {method}: {config.members.count} members -> {workdir}', flush=True)
@@ -242,10 +247,29 @@ def run_sweep(scale: str, out_dir: str, *, methods: Sequence[str] = DEFAULT_METH
         evaluations.append(suite.evaluate_encoder(loaded.module, loaded.variables, config.data, probes,
                                                   seed=seed + k % seeds, data=data))
       method_points = points(evaluations, values, seed, seeds)
-      results['methods'][method] = {'pretrain': summary, 'points': method_points,
+      results['methods'][method] = {'pretrain': summary, 'points': method_points, 'command': command,
                                     'comparisons': comparisons(method_points, reference)}
       write_outputs(out_dir, results)  # after each method: a long sweep's first results need not wait
   return results
+
+
+SETTINGS = ('scale', 'param', 'values', 'seed', 'seeds', 'steps', 'reference')  # what makes two sweeps one
+
+
+def previous_methods(out_dir: str, results: Mapping) -> dict[str, Any]:
+  """The methods of the sweep already in `out_dir/results.json` (none when there is none), so that a run of
+  other methods adds to it (`--methods moco` after `--methods simclr`); a method run again replaces its
+  entry. Raises ValueError naming the setting when that sweep was run with other `SETTINGS`."""
+  path = os.path.join(out_dir, 'results.json')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    previous = json.load(f)
+  for key in SETTINGS:
+    if previous.get(key) != results[key]:
+      raise ValueError(f'{path} holds a sweep with {key}={previous.get(key)!r}, this one has {key}={results[key]!r}: '
+                       'a sweep adds methods only to one of the same settings; use another --out')
+  return dict(previous.get('methods', {}))
 
 
 def write_outputs(out_dir: str, results: Mapping) -> None:

@@ -147,3 +147,16 @@ def test_committed_cpu_temperature_sweep_ran_the_defaults_and_its_report_follows
   report = open(os.path.join(results_dir, 'report.md')).read()
   assert report == '\n'.join(sweep.report_lines(results))
   assert os.path.getsize(os.path.join(results_dir, 'sweep.png')) > 0
+
+
+def test_a_sweep_adds_methods_to_one_of_the_same_settings_and_refuses_another(tmp_path):
+  settings = {'scale': 'cpu', 'param': 'temperature', 'values': [0.07, 0.5], 'seed': 0, 'seeds': 3,
+              'steps': None, 'reference': 0.07}
+  assert sweep.previous_methods(str(tmp_path), settings) == {}
+  with open(tmp_path / 'results.json', 'w') as f:
+    json.dump(dict(settings, command='x', methods={'simclr': {'points': []}}), f)
+  assert sweep.previous_methods(str(tmp_path), settings) == {'simclr': {'points': []}}
+  with pytest.raises(ValueError, match=r"values=\[0.07, 0.5\], this one has values=\[0.07, 0.2\]"):
+    sweep.previous_methods(str(tmp_path), dict(settings, values=[0.07, 0.2]))
+  with pytest.raises(ValueError, match='seeds=3, this one has seeds=2'):
+    sweep.previous_methods(str(tmp_path), dict(settings, seeds=2))
