@@ -44,10 +44,10 @@ def depthwise_conv1d_shift(x: jax.Array, kernel: jax.Array, stride: int, padding
 def taps(x: jax.Array, kernel_size: int, stride: int, padding: int) -> list[jax.Array]:
   """The inputs each tap of a 1-D conv sees: `x_pad[:, k : k + stride * (time_out - 1) + 1 : stride, :]` for
   k < kernel_size, `x` `(batch, time, channels)` zero-padded by `padding` on both ends of time."""
-  batch, length, channels = x.shape
-  length_out = conv_output_length(length, kernel_size, stride, padding)
   if (kernel_size, stride, padding) == (1, 1, 0):
     return [x]
+  batch, length, channels = x.shape
+  length_out = conv_output_length(length, kernel_size, stride, padding)
   x_pad = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
   return [lax.slice(x_pad, (0, k, 0), (batch, k + stride * (length_out - 1) + 1, channels), (1, stride, 1))
           for k in range(kernel_size)]
