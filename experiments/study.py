@@ -1,7 +1,7 @@
 """The study in one command: SimCLR vs MoCo on AoAM, with and without augmentation, probed as the study did.
 
   python experiments/study.py --scale {smoke,demo,cpu,full} --out DIR [--seeds K] [--steps N] [--mtc_only]
-      [--methods simclr,moco,moco_v3] [--data real --manual_dir DIR]
+      [--no_ablation] [--methods simclr,moco,moco_v3,...] [--data real --manual_dir DIR]
 
 Start it as `python -m ssl_jax.launch experiments/study.py ...` (as `make demo` does) to run on mimalloc
 (ssl_jax/launch.py); the first line it prints names the host allocator in force.
@@ -10,10 +10,17 @@ Pretrains an encoder per method (`--methods`, default the study's SimCLR and MoC
 with no augmentation (with `--mtc_only` also one with MTC alone), named `<method>_aug`, `<method>_noaug`,
 `<method>_mtc`; probes each at every label budget (several seeds), probes a randomly initialised encoder,
 trains the supervised baseline on the same label sets, and scores silhouette. Writes `DIR/results.json`,
-`DIR/report.md` (the study's three tables beside its published numbers) and PNG plots. Reruns resume:
-finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ from those stored there
-(another --steps, --seed ...) is refused before any work, naming the workdir and the keys (use another
---out, or delete the run to retrain it). Every config is checked before the first run starts.
+`DIR/report.md` (the study's three tables beside its published numbers; with three or more methods also
+every method against SimCLR, paired) and PNG plots, after each run. `--no_ablation` skips the
+no-augmentation runs (a comparison of methods needs only the augmented ones; it halves the pretraining).
+
+Reruns resume and add: finished pretraining runs are reused from `DIR/runs/`; a rerun whose runs differ
+from those stored there (another --steps, --seed ...) is refused before any work, naming the workdir and the
+keys (use another --out, or delete the run to retrain it). The runs already in `DIR/results.json` are kept
+when that study had the same `STUDY_SETTINGS` (else ValueError naming the setting), so a study of many
+methods can be run a few methods at a time (`previous_runs`); a run asked for again is redone and replaces
+its entry, and the baselines (random-init encoder, supervised) are kept rather than redone. Every config is
+checked before the first run starts.
 
 Seeds: `--seeds K` trains every encoder as K members of one program (`config.members.count = K`,
 `ssl_jax/members.py`; member k has seed `--seed + k`, all members read the same data order). Pairing index
@@ -42,7 +49,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Mapping
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -200,15 +207,35 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
                        f'to retrain it.\n{e}') from None
 
 
+STUDY_SETTINGS = ('scale', 'seed', 'seeds', 'steps', 'data', 'probe_config')  # what makes two studies one
+
+
+def previous_runs(out_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+  """`{'runs', 'timing_s'}` of the study already in `out_dir/results.json` (empty when there is none), so
+  that a study of other methods adds to it. Raises ValueError naming the setting when that study was run with
+  other `STUDY_SETTINGS` than `results` (its runs would not pair with this one's)."""
+  path = os.path.join(out_dir, 'results.json')
+  if not os.path.exists(path):
+    return {'runs': {}, 'timing_s': {}}
+  with open(path) as f:
+    previous = json.load(f)
+  for key in STUDY_SETTINGS:
+    if previous.get(key) != results[key]:
+      raise ValueError(f'{path} holds a study with {key}={previous.get(key)!r}, this one has {key}={results[key]!r}: '
+                       'a study adds runs only to one of the same settings; use another --out')
+  return {'runs': dict(previous.get('runs', {})), 'timing_s': dict(previous.get('timing_s', {}))}
+
+
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               seeds: int | None = None, steps: int | None = None, mtc_only: bool = False,
               methods: tuple[str, ...] | None = None, data_source: str = 'simulated',
-              manual_dir: str = '') -> dict[str, Any]:
+              manual_dir: str = '', ablation: bool = True) -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   seeds: K, the pretraining seeds (members) of every encoder, `seed + k`; default `default_seeds(scale)`.
   steps: pretraining steps of every run instead of the scale's (the schedules follow).
   mtc_only: also pretrain and probe each method with MTC alone (AD off).
+  ablation: also pretrain and probe each method without augmentation (not at the demo scale).
   methods: the methods to pretrain (`METHOD_CONFIGS`), default `default_methods(scale)`: the study's SimCLR
     and MoCo v2, at the demo scale SimCLR alone. The demo scale makes no no-augmentation runs.
   data_source, manual_dir: 'simulated', or 'real' with the files in manual_dir (`prepare_real_data`, run
@@ -229,7 +256,8 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   # a second study into it raises WorkdirBusyError naming the first.
   with workdir_lock.WorkdirLock(out_dir):
     return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, seeds=seeds, steps=steps,
-                      mtc_only=mtc_only, methods=methods, data_source=data_source, manual_dir=manual_dir)
+                      mtc_only=mtc_only, methods=methods, data_source=data_source, manual_dir=manual_dir,
+                      ablation=ablation and scale not in SCALES_WITHOUT_ABLATION)
 
 
 def set_seeds(config: ml_collections.ConfigDict, seed: int, seeds: int) -> None:
@@ -254,7 +282,8 @@ def paired_evaluations(evaluate_one, seed: int, seeds: int) -> dict[str, Any]:
 
 
 def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int, steps: int | None,
-               mtc_only: bool, methods: tuple[str, ...], data_source: str, manual_dir: str) -> dict[str, Any]:
+               mtc_only: bool, methods: tuple[str, ...], data_source: str, manual_dir: str,
+               ablation: bool) -> dict[str, Any]:
   """`run_study` once its arguments are checked and `out_dir` is locked."""
   from ssl_jax import encoders, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
@@ -262,7 +291,6 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
 
   data_dir = data_dir or os.path.join(out_dir, 'tfds')
   configs = {}
-  ablation = scale not in SCALES_WITHOUT_ABLATION
   for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     config = pretrain_config(method, augment, scale, antenna_dropout)
     set_seeds(config, seed, seeds)
@@ -276,13 +304,18 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
   os.makedirs(out_dir, exist_ok=True)
   if not jax.config.jax_compilation_cache_dir:  # a cache the user (or the test session) set is kept
     jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
-  started = time.perf_counter()
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
-  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'seeds': seeds, 'steps': steps, 'mtc_only': mtc_only,
-                             'methods': list(methods), 'data': data, 'runs': {},
-                             'timing_s': {}}
-  results['probe_config'] = json.loads(probes.to_json_best_effort())
-  projections = {}
+  results: dict[str, Any] = {'scale': scale, 'seed': seed, 'seeds': seeds, 'steps': steps, 'data': data,
+                             'probe_config': json.loads(probes.to_json_best_effort())}
+  previous = previous_runs(out_dir, results)
+  redone = set(configs) | ({'random_init', 'supervised'} - set(previous['runs']))
+  results['runs'] = {name: run for name, run in previous['runs'].items() if name not in redone}
+  results['timing_s'] = {stage: s for stage, s in previous['timing_s'].items()
+                         if stage != 'total' and stage.split('_', 1)[-1] not in redone}
+  reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
+  set_data(reference, data_dir, data_source, manual_dir)
+  projections = {}  # The PCA plot shows member 0 (seed --seed) of each augmented run whose workdir is here.
+  test_labels = None
 
   def timed(stage, run):
     t0 = time.perf_counter()
@@ -290,17 +323,33 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     results['timing_s'][stage] = time.perf_counter() - t0
     return value
 
+  def project(name):
+    loaded = encoders.load_encoder(os.path.join(out_dir, 'runs', name), member=0 if seeds > 1 else None)
+    batches = suite.PipelineData(reference.data, probes.embed_batch_size).batches('test')
+    projections[name] = embeddings_lib.compute_embeddings(loaded.module, loaded.variables, batches,
+                                                          batch_size=probes.embed_batch_size)
+
+  def write():
+    nonlocal test_labels
+    if test_labels is None:  # the data exist once the first run has built them
+      test_labels = suite.PipelineData(reference.data, probes.embed_batch_size).labels('test')
+      for name in results['runs']:
+        if name.endswith('_aug') and os.path.exists(os.path.join(out_dir, 'runs', name, 'config.json')):
+          project(name)
+    results['methods'] = [m for m in METHOD_CONFIGS if any(results['runs'].get(run_name(m, *r), None)
+                                                           for r in ((True, True), (False, True), (True, False)))]
+    results['timing_s']['total'] = sum(s for stage, s in results['timing_s'].items() if stage != 'total')
+    study_report.write(out_dir, results, projections, test_labels)
+
   for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     name = run_name(method, augment, antenna_dropout)
     config = configs[name]
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
-    t0 = time.perf_counter()
-    summary = train.pretrain(config, workdir)
-    results['timing_s'][f'pretrain_{name}'] = time.perf_counter() - t0
+    summary = timed(f'pretrain_{name}', lambda config=config, workdir=workdir: train.pretrain(config, workdir))
     print(f'[study] probing {name}', flush=True)
 
-    def probe_member(member, probe_seed, workdir=workdir):
+    def probe_member(member, probe_seed, workdir=workdir, config=config):
       loaded = encoders.load_encoder(workdir, member=member)
       return suite.evaluate_encoder(loaded.module, loaded.variables, config.data, probes, seed=probe_seed)
 
@@ -308,30 +357,25 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     results['runs'][name] = {'method': method, 'augment': augment, 'antenna_dropout': antenna_dropout,
                              'config': json.loads(config.to_json_best_effort()),
                              'pretrain': summary, **evaluations}
-    if augment:  # The PCA plot shows member 0 (seed --seed).
-      loaded = encoders.load_encoder(workdir, member=0 if seeds > 1 else None)
-      data = suite.PipelineData(config.data, probes.embed_batch_size)
-      projections[name] = embeddings_lib.compute_embeddings(loaded.module, loaded.variables, data.batches('test'),
-                                                            batch_size=probes.embed_batch_size)
-  reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
-  set_data(reference, data_dir, data_source, manual_dir)
-  encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)),
-                                  member=0 if seeds > 1 else None).module
+    if augment and test_labels is not None:
+      project(name)
+    write()  # after each run: a long study's first results need not wait for the last
 
-  def random_init(_, probe_seed):
-    variables = suite.random_init_variables(encoder, reference.data, probe_seed)
-    return suite.evaluate_encoder(encoder, variables, reference.data, probes, seed=probe_seed)
+  if 'random_init' in redone or 'supervised' in redone:
+    encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)),
+                                    member=0 if seeds > 1 else None).module
 
-  print('[study] probing random_init', flush=True)
-  results['runs']['random_init'] = timed('probe_random_init', lambda: paired_evaluations(random_init, seed, seeds))
-  print('[study] supervised baseline', flush=True)
-  results['runs']['supervised'] = timed('supervised', lambda: paired_evaluations(
-      lambda _, probe_seed: suite.evaluate_supervised(encoder, reference.data, probes, seed=probe_seed),
-      seed, seeds))
-  results['timing_s']['total'] = time.perf_counter() - started
+    def random_init(_, probe_seed):
+      variables = suite.random_init_variables(encoder, reference.data, probe_seed)
+      return suite.evaluate_encoder(encoder, variables, reference.data, probes, seed=probe_seed)
 
-  test_labels = suite.PipelineData(reference.data, probes.embed_batch_size).labels('test')
-  study_report.write(out_dir, results, projections, test_labels)
+    print('[study] probing random_init', flush=True)
+    results['runs']['random_init'] = timed('probe_random_init', lambda: paired_evaluations(random_init, seed, seeds))
+    print('[study] supervised baseline', flush=True)
+    results['runs']['supervised'] = timed('supervised', lambda: paired_evaluations(
+        lambda _, probe_seed: suite.evaluate_supervised(encoder, reference.data, probes, seed=probe_seed),
+        seed, seeds))
+    write()
   return results
 
 
@@ -348,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="pretraining steps per run instead of the scale's (e.g. --scale cpu --steps 6000)")
   parser.add_argument('--mtc_only', action='store_true',
                       help='also pretrain each method with MTC alone (AD off): what AD costs')
+  parser.add_argument('--no_ablation', action='store_true',
+                      help='skip the no-augmentation run of each method (a comparison of methods needs only the '
+                           'augmented runs)')
   parser.add_argument('--methods', default=None,
                       help=f"comma-separated methods to pretrain, from {', '.join(METHOD_CONFIGS)} ('moco' is "
                            "MoCo v2, the study's); default: the study's (simclr,moco), at --scale demo simclr")
@@ -368,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
   try:
     run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, steps=args.steps,
-              mtc_only=args.mtc_only, methods=methods, data_source=args.data, manual_dir=args.manual_dir)
+              mtc_only=args.mtc_only, methods=methods, data_source=args.data, manual_dir=args.manual_dir,
+              ablation=not args.no_ablation)
   except DataError as e:
     print(f'[study] error: {e}', file=sys.stderr)
     return 2

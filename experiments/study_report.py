@@ -236,6 +236,91 @@ def conclusions_section(results: Mapping) -> list[str]:
   return lines
 
 
+# --- Methods against SimCLR: every other method's augmented run, paired over the seeds. ---
+
+COMPARISON_REFERENCE = 'simclr'  # in-batch negatives, the study's stronger method: the baseline of the comparison
+
+
+def method_comparisons(results: Mapping, reference: str = COMPARISON_REFERENCE) -> list[dict[str, Any]]:
+  """`{'method', 'task', 'budget', 'difference' (paired t-interval of method - reference), 'verdict'}` for
+  each method's augmented run other than `reference`'s, per task and budget both probed ('holds' = the
+  method beats the reference)."""
+  rows = []
+  ref = f'{reference}_aug'
+  for method in _methods(results):
+    if method == reference:
+      continue
+    for task in ('aoa', 'amc'):
+      for budget in sorted(set(_probe_scores(results, ref, task)) & set(_probe_scores(results, f'{method}_aug', task))):
+        a = seed_scores(results, f'{method}_aug', task, budget)
+        b = seed_scores(results, ref, task, budget)
+        difference = paired_difference(a, b)
+        rows.append({'method': method, 'task': task, 'budget': budget, 'difference': difference,
+                     'verdict': verdict(difference)})
+  return rows
+
+
+def _difference_cell(row: Mapping[str, Any]) -> str:
+  d = row['difference']
+  ci = f" [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d['ci95'] else ''
+  text = f"{d['mean']:+.3f}{ci}"
+  return f'**{text}**' if row['verdict'] in (HOLDS, REVERSED) else text
+
+
+def methods_section(results: Mapping, reference: str = COMPARISON_REFERENCE) -> list[str]:
+  """The report's table of every method against `reference` (with augmentation), one per task."""
+  k = num_seeds(results)
+  label = METHOD_LABELS[reference]
+  lines = [f'## Methods against {label}, with augmentation (paired over {k} seeds)', '',
+           f'Each cell: the mean over the {k} pretraining seeds of (method member k) - ({label} member k), both '
+           f'probed on the label sets of seed `seed + k`, and its 95% t-interval. **Bold**: resolved (the interval '
+           f'excludes 0): above {label} when positive, below when negative; otherwise not resolved at this scale.', '']
+  rows = method_comparisons(results, reference)
+  for task in ('aoa', 'amc'):
+    task_rows = [r for r in rows if r['task'] == task]
+    budgets = sorted({r['budget'] for r in task_rows})
+    lines += [f'### {TASK_TITLES[task]}', '', '| method | ' + ' | '.join(f'{b}/class' for b in budgets) + ' |',
+              '|---' * (len(budgets) + 1) + '|']
+    for method in dict.fromkeys(r['method'] for r in task_rows):
+      cells = {r['budget']: _difference_cell(r) for r in task_rows if r['method'] == method}
+      lines.append(f'| {METHOD_LABELS[method]} | ' + ' | '.join(cells.get(b, '–') for b in budgets) + ' |')
+    lines.append('')
+  return lines
+
+
+def plot_methods(out_dir: str, results: Mapping, reference: str = COMPARISON_REFERENCE) -> str:
+  """Each method's paired difference to `reference` with its 95% CI, per task, one marker per budget."""
+  rows = method_comparisons(results, reference)
+  methods = list(dict.fromkeys(r['method'] for r in rows))
+  budgets = sorted({r['budget'] for r in rows})
+  fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(methods) + 1.8), sharey=True)
+  for ax, task in zip(axes, ('aoa', 'amc')):
+    for j, budget in enumerate(budgets):
+      offset = (j - (len(budgets) - 1) / 2) * 0.8 / max(len(budgets), 1)
+      points = [(methods.index(r['method']) + offset, r['difference']) for r in rows
+                if r['task'] == task and r['budget'] == budget]
+      if not points:
+        continue
+      y = np.array([p[0] for p in points])
+      mean = np.array([p[1]['mean'] for p in points])
+      err = np.array([[p[1]['mean'] - p[1]['ci95'][0], p[1]['ci95'][1] - p[1]['mean']] if p[1]['ci95'] else [0, 0]
+                      for p in points]).T
+      ax.errorbar(mean, y, xerr=err, fmt='o', color=f'C{j}', capsize=2, markersize=4, label=f'{budget}/class')
+    ax.axvline(0, color='k', linewidth=0.8)
+    ax.set_yticks(range(len(methods)))
+    ax.set_yticklabels([METHOD_LABELS[m] for m in methods])
+    ax.set_xlabel(f'test accuracy minus {METHOD_LABELS[reference]} (paired, 95% CI)')
+    ax.set_title(TASK_TITLES[task])
+    ax.grid(alpha=0.3, axis='x')
+  axes[0].invert_yaxis()  # the first method on top (the axes share y: once inverts both)
+  axes[1].legend(loc='lower right', fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(out_dir, 'methods_vs_simclr.png')
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def _accuracy_table(results: Mapping, task: str, runs: list[tuple[str, str]], published: Mapping) -> list[str]:
   budgets = sorted({b for run, _ in runs for b in _probe_scores(results, run, task)})
   lines = ['| model | ' + ' | '.join(f'{b}/class' for b in budgets) + ' | study (1, 10, 100, 200, 500) |',
@@ -322,18 +407,23 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   with open(tmp, 'w') as f:
     json.dump(results, f, indent=2)
   os.replace(tmp, os.path.join(out_dir, 'results.json'))
-  figures = [plot_accuracy(out_dir, results), plot_projections(out_dir, projections, test_labels)]
+  figures = [plot_accuracy(out_dir, results)]
+  if projections:  # the augmented runs whose encoders are at hand (`runs/` of an added-to study may be gone)
+    figures.append(plot_projections(out_dir, projections, test_labels))
 
   methods = _methods(results)
   method_runs = [(f'{m}_aug', METHOD_LABELS[m]) for m in methods]
-  aug_runs = method_runs + [('supervised', 'Supervised'), ('random_init', 'Random-init encoder')]
-  noaug_runs = [(f'{m}_noaug', METHOD_LABELS[m]) for m in methods]
+  baselines = [(run, label) for run, label in (('supervised', 'Supervised'), ('random_init', 'Random-init encoder'))
+               if run in results['runs']]  # absent while a study's first runs are written
+  aug_runs = method_runs + baselines
+  random_init = [(run, label) for run, label in baselines if run == 'random_init']
+  noaug_runs = [(f'{m}_noaug', METHOD_LABELS[m]) for m in methods if f'{m}_noaug' in results['runs']]
   lines = [f"# ssl_jax study report (scale `{results['scale']}`)", '',
            data_line(results.get('data', {'source': 'simulated'})) + ' ' + cell_legend(results) + ' The study '
            'column lists the published figures at 1, 10, 100, 200 and 500 labels per class.', '']
   if results['scale'] in SCALE_LINES:
     lines += [SCALE_LINES[results['scale']], '']
-  if results['scale'] == 'demo' and 'simclr_aug' in results['runs']:
+  if results['scale'] == 'demo' and all(r in results['runs'] for r in ('simclr_aug', 'random_init', 'supervised')):
     failures = demo_checks(results)
     lines += [('In this run it holds: every comparison clearly (by more than the larger spread).' if not failures
                else 'In this run it does not hold: ' + '; '.join(failures) + '.'), '']
@@ -349,20 +439,23 @@ def write(out_dir: str, results: Mapping[str, Any], projections: Mapping[str, np
   lines += ['## Silhouette of the test embeddings', '', '| model | AoA | AMC | study AoA | study AMC |',
             '|---|---|---|---|---|']
   mtc_runs = [(f'{m}_mtc', f'{METHOD_LABELS[m]}, MTC only') for m in methods if f'{m}_mtc' in results['runs']]
-  for run, label in method_runs + mtc_runs + [('random_init', 'Random-init encoder')]:
+  for run, label in method_runs + mtc_runs + random_init:
     tasks = results['runs'][run]['eval']['tasks']
     cells = [_silhouette_cell(tasks[t].get('silhouette')) for t in ('aoa', 'amc')]
     study = PUBLISHED['silhouette'].get(_method_of(run)) if run.endswith('_aug') else None
     study_cells = [f'{study[t]:.3f}' for t in ('aoa', 'amc')] if study else ['–', '–']
     lines.append(f'| {label} | ' + ' | '.join(cells + study_cells) + ' |')
   lines.append('')
-  for task in ('aoa', 'amc') if all(run in results['runs'] for run, _ in noaug_runs) else ():
+  for task in ('aoa', 'amc') if noaug_runs else ():
     lines += [f'## No augmentation during pretraining: {TASK_TITLES[task]}', '']
     lines += _accuracy_table(results, task, noaug_runs, PUBLISHED['noaug'][task]) + ['']
   if mtc_runs:
     for task in ('aoa', 'amc'):
       lines += [f'## Ours, not in the study: MTC only (AD off) during pretraining: {TASK_TITLES[task]}', '']
-      lines += _accuracy_table(results, task, mtc_runs + [('random_init', 'Random-init encoder')], {}) + ['']
+      lines += _accuracy_table(results, task, mtc_runs + random_init, {}) + ['']
+  if len(methods) >= 3 and 'simclr' in methods:
+    lines += methods_section(results)
+    figures.append(plot_methods(out_dir, results))
   lines += conclusions_section(results)
   lines += ['## Figures', ''] + [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figures] + ['']
   lines += ['## Timing (seconds)', '', '| stage | s |', '|---|---|']
@@ -418,7 +511,8 @@ def plot_projections(out_dir: str, projections: Mapping[str, np.ndarray],
                      test_labels: Mapping[str, np.ndarray]) -> str:
   """2-D PCA of the test embeddings of each augmented run, coloured by modulation and by azimuth."""
   runs = sorted(projections)
-  fig, axes = plt.subplots(len(runs), 2, figsize=(11, 4.5 * len(runs)), squeeze=False)
+  row_height, dpi = (4.5, 110) if len(runs) <= 4 else (3.2, 80)  # a many-method study stays a few MB
+  fig, axes = plt.subplots(len(runs), 2, figsize=(11, row_height * len(runs)), squeeze=False)
   for row, run in enumerate(runs):
     x = projections[run]
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
@@ -435,6 +529,6 @@ def plot_projections(out_dir: str, projections: Mapping[str, np.ndarray],
       ax.set_yticks([])
   fig.tight_layout()
   path = os.path.join(out_dir, 'embeddings_pca.png')
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path

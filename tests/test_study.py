@@ -66,6 +66,30 @@ def test_smoke_study_with_two_seeds_reports_intervals_and_conclusions(tmp_path):
   with pytest.raises(ValueError, match='members'):  # the runs there are 2-member runs
     study.run_study('smoke', out, seeds=1)
 
+  # Another method added to the same study: its augmented run alone (--no_ablation); the runs and baselines
+  # already there are kept as they were, and with three methods the report compares each with SimCLR.
+  os.remove(os.path.join(out, 'runs', 'moco_aug', 'config.json'))  # a kept run's encoder need not be at hand
+  assert study.main(['--scale', 'smoke', '--seeds', '2', '--methods', 'dcl', '--no_ablation', '--out', out]) == 0
+  with open(os.path.join(out, 'results.json')) as f:
+    added = json.load(f)
+  assert set(added['runs']) == set(saved['runs']) | {'dcl_aug'}
+  assert added['methods'] == ['simclr', 'moco', 'dcl']
+  for name, run in saved['runs'].items():
+    assert added['runs'][name] == run, name
+  assert added['runs']['dcl_aug']['config']['loss']['name'] == 'dcl'
+  report = open(os.path.join(out, 'report.md')).read()
+  assert '## Methods against SimCLR, with augmentation (paired over 2 seeds)' in report
+  assert report.count('| MoCo | ') >= 2 and report.count('| DCL | ') >= 4
+  rows = study_report.method_comparisons(added)
+  assert {(r['method'], r['task']) for r in rows} == {(m, t) for m in ('moco', 'dcl') for t in ('aoa', 'amc')}
+  for r in rows:  # the paired difference is the mean of the per-seed differences
+    a = study_report.seed_scores(added, f"{r['method']}_aug", r['task'], r['budget'])
+    b = study_report.seed_scores(added, 'simclr_aug', r['task'], r['budget'])
+    assert r['difference']['mean'] == pytest.approx(sum(x - y for x, y in zip(a, b)) / len(a))
+  assert os.path.getsize(os.path.join(out, 'methods_vs_simclr.png')) > 0
+  with pytest.raises(ValueError, match=r'holds a study with steps=None, this one has steps=7'):
+    study.run_study('smoke', out, seeds=2, steps=7, methods=('swav',), ablation=False)
+
 
 def test_seeds_set_the_members_of_every_pretraining_run(tmp_path):
   assert (study.default_seeds('smoke'), study.default_seeds('demo'), study.default_seeds('cpu')) == (1, 1, 3)

@@ -69,7 +69,9 @@ def test_every_named_config_has_a_label_and_its_runs_are_reported(tmp_path):
   study_report.write(str(tmp_path), _results(runs), {'simclr_aug': np.random.default_rng(1).normal(size=(30, 8))},
                      _labels())
   report = (tmp_path / 'report.md').read_text()
-  assert report.count('| Memory bank (Wu et al.) |') == 6 and report.count('| DCL |') == 6
+  # six tables of the study, and the two of every method against SimCLR
+  assert report.count('| Memory bank (Wu et al.) |') == 6 + 2 and report.count('| DCL |') == 6 + 2
+  assert '## Methods against SimCLR' in report and os.path.getsize(tmp_path / 'methods_vs_simclr.png') > 0
 
 
 def _interval(values):
