@@ -341,6 +341,21 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     results['timing_s']['total'] = sum(s for stage, s in results['timing_s'].items() if stage != 'total')
     study_report.write(out_dir, results, projections, test_labels)
 
+  def baselines(first_run):
+    """The random-init encoder and the supervised baseline, with the architecture of `first_run`'s encoder."""
+    encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', first_run), member=0 if seeds > 1 else None).module
+
+    def random_init(_, probe_seed):
+      variables = suite.random_init_variables(encoder, reference.data, probe_seed)
+      return suite.evaluate_encoder(encoder, variables, reference.data, probes, seed=probe_seed)
+
+    print('[study] probing random_init', flush=True)
+    results['runs']['random_init'] = timed('probe_random_init', lambda: paired_evaluations(random_init, seed, seeds))
+    print('[study] supervised baseline', flush=True)
+    results['runs']['supervised'] = timed('supervised', lambda: paired_evaluations(
+        lambda _, probe_seed: suite.evaluate_supervised(encoder, reference.data, probes, seed=probe_seed),
+        seed, seeds))
+
   for method, augment, antenna_dropout in runs_for(methods, mtc_only, ablation):
     name = run_name(method, augment, antenna_dropout)
     config = configs[name]
@@ -357,25 +372,11 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     results['runs'][name] = {'method': method, 'augment': augment, 'antenna_dropout': antenna_dropout,
                              'config': json.loads(config.to_json_best_effort()),
                              'pretrain': summary, **evaluations}
+    if not {'random_init', 'supervised'} <= set(results['runs']):  # after the first run: in a study cut short too
+      baselines(run_name(methods[0], True))
     if augment and test_labels is not None:
       project(name)
     write()  # after each run: a long study's first results need not wait for the last
-
-  if 'random_init' in redone or 'supervised' in redone:
-    encoder = encoders.load_encoder(os.path.join(out_dir, 'runs', run_name(methods[0], True)),
-                                    member=0 if seeds > 1 else None).module
-
-    def random_init(_, probe_seed):
-      variables = suite.random_init_variables(encoder, reference.data, probe_seed)
-      return suite.evaluate_encoder(encoder, variables, reference.data, probes, seed=probe_seed)
-
-    print('[study] probing random_init', flush=True)
-    results['runs']['random_init'] = timed('probe_random_init', lambda: paired_evaluations(random_init, seed, seeds))
-    print('[study] supervised baseline', flush=True)
-    results['runs']['supervised'] = timed('supervised', lambda: paired_evaluations(
-        lambda _, probe_seed: suite.evaluate_supervised(encoder, reference.data, probes, seed=probe_seed),
-        seed, seeds))
-    write()
   return results
 
 
