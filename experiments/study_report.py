@@ -264,7 +264,8 @@ def _difference_cell(row: Mapping[str, Any]) -> str:
   d = row['difference']
   ci = f" [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d['ci95'] else ''
   text = f"{d['mean']:+.3f}{ci}"
-  return f'**{text}**' if row['verdict'] in (HOLDS, REVERSED) else text
+  text = f'**{text}**' if row['verdict'] in (HOLDS, REVERSED) else text
+  return text + ' †' if d['half_width'] == 0 else text
 
 
 def methods_section(results: Mapping, reference: str = COMPARISON_REFERENCE) -> list[str]:
@@ -274,7 +275,8 @@ def methods_section(results: Mapping, reference: str = COMPARISON_REFERENCE) -> 
   lines = [f'## Methods against {label}, with augmentation (paired over {k} seeds)', '',
            f'Each cell: the mean over the {k} pretraining seeds of (method member k) - ({label} member k), both '
            f'probed on the label sets of seed `seed + k`, and its 95% t-interval. **Bold**: resolved (the interval '
-           f'excludes 0): above {label} when positive, below when negative; otherwise not resolved at this scale.', '']
+           f'excludes 0): above {label} when positive, below when negative; otherwise not resolved at this scale. '
+           '†: every seed gave the same difference (a zero-width interval).', '']
   rows = method_comparisons(results, reference)
   for task in ('aoa', 'amc'):
     task_rows = [r for r in rows if r['task'] == task]
@@ -313,7 +315,7 @@ def plot_methods(out_dir: str, results: Mapping, reference: str = COMPARISON_REF
     ax.set_title(TASK_TITLES[task])
     ax.grid(alpha=0.3, axis='x')
   axes[0].invert_yaxis()  # the first method on top (the axes share y: once inverts both)
-  axes[1].legend(loc='lower right', fontsize=8)
+  axes[1].legend(loc='best', fontsize=8)
   fig.tight_layout()
   path = os.path.join(out_dir, 'methods_vs_simclr.png')
   fig.savefig(path, dpi=110)
