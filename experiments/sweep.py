@@ -145,12 +145,10 @@ def report_lines(results: Mapping) -> list[str]:
   lines = [f"# Sweep over {param} ({results['scale']} scale)", '',
            f"{len(results['values'])} values x {seeds} pretraining seeds per method, trained as members of one "
            f"program; cells: test accuracy, mean over the seeds ± the 95% CI half-width (probe seeds nested "
-           f"inside). Command: `{results['command']}`.", '']
+           f"inside).", '']
   for method, entry in results['methods'].items():
     keys = list(entry['comparisons'])
-    lines += [f'## {method}', '']
-    if entry.get('command') and entry['command'] != results['command']:
-      lines += [f"Command: `{entry['command']}`.", '']
+    lines += [f'## {method}', '', f"Command: `{entry.get('command') or results['command']}`.", '']
     lines += [f"| {param} | " + ' | '.join(keys) + ' |', '|' + '---|' * (len(keys) + 1)]
     for point in entry['points']:
       cells = []
