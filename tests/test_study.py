@@ -253,3 +253,44 @@ def test_the_demo_report_says_whether_its_comparisons_hold():
                                                             'encoder']
   assert study_report.demo_checks(results(0.5, 0.195)) == ['aoa at 1/class: not clearly above the supervised '
                                                            'baseline']
+
+
+def test_committed_cpu_methods_study_ran_the_cpu_defaults_and_its_tables_follow_from_its_numbers():
+  """experiments/results/study_cpu_methods/ is what `--scale cpu --no_ablation --methods ...` runs now: every
+  method's augmented run at the cpu scale's config with 3 pretraining seeds as members, the probes of this
+  code, and a report whose methods table and Conclusions are those its numbers give.
+
+  Guards the committed comparison of methods against drifting from the code: rerun a method when its cpu
+  config changes.
+  """
+  from configs import METHOD_CONFIGS
+  results_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             'experiments', 'results', 'study_cpu_methods')
+  with open(os.path.join(results_dir, 'results.json')) as f:
+    results = json.load(f)
+  seeds = study.default_seeds('cpu')
+  assert results['scale'] == 'cpu' and results['steps'] is None and results['seeds'] == seeds >= 2
+  assert results['probe_config'] == json.loads(study.probe_config('cpu').to_json_best_effort())
+  assert results['data'] == {'source': 'simulated'}
+  pretrained = {name: run for name, run in results['runs'].items() if 'config' in run}
+  assert set(results['runs']) - set(pretrained) == {'random_init', 'supervised'}
+  assert results['methods'][0] == 'simclr' and len(results['methods']) >= 3
+  assert set(results['methods']) <= set(METHOD_CONFIGS)
+  assert set(pretrained) == {f'{m}_aug' for m in results['methods']}  # --no_ablation: augmented runs only
+  for name, run in pretrained.items():
+    ran = run['config']
+    expected = json.loads(study.pretrain_config(run['method'], True, 'cpu').to_json_best_effort())
+    for key in ('method', 'num_train_steps', 'batch_size', 'temperature'):
+      assert ran[key] == expected[key], (name, key)
+    # The method's settings (its own section, the loss, model, optimiser and augmentation) are this code's.
+    sections = [k for k, v in expected.items() if isinstance(v, dict)
+                and k not in ('data', 'distributed', 'members', 'monitor')]
+    for section in sections:
+      assert ran.get(section) == expected[section], (name, section)
+    assert ran['data']['length'] == expected['data']['length'] and ran['augment']['enabled'], name
+    assert ran['members']['count'] == seeds and len(run['members']) == seeds, name
+    assert run['pretrain']['final_step'] == expected['num_train_steps'], name
+  report = open(os.path.join(results_dir, 'report.md')).read()
+  for line in study_report.methods_section(results) + study_report.conclusions_section(results):
+    assert line in report, line
+  assert os.path.getsize(os.path.join(results_dir, 'methods_vs_simclr.png')) > 0
