@@ -214,15 +214,7 @@ def previous_runs(out_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
   """`{'runs', 'timing_s'}` of the study already in `out_dir/results.json` (empty when there is none), so
   that a study of other methods adds to it. Raises ValueError naming the setting when that study was run with
   other `STUDY_SETTINGS` than `results` (its runs would not pair with this one's)."""
-  path = os.path.join(out_dir, 'results.json')
-  if not os.path.exists(path):
-    return {'runs': {}, 'timing_s': {}}
-  with open(path) as f:
-    previous = json.load(f)
-  for key in STUDY_SETTINGS:
-    if previous.get(key) != results[key]:
-      raise ValueError(f'{path} holds a study with {key}={previous.get(key)!r}, this one has {key}={results[key]!r}: '
-                       'a study adds runs only to one of the same settings; use another --out')
+  previous = study_report.previous_results(out_dir, results, STUDY_SETTINGS, 'study')
   return {'runs': dict(previous.get('runs', {})), 'timing_s': dict(previous.get('timing_s', {}))}
 
 

@@ -236,6 +236,31 @@ def conclusions_section(results: Mapping) -> list[str]:
   return lines
 
 
+def previous_results(out_dir: str, results: Mapping[str, Any], settings: Sequence[str], kind: str) -> dict[str, Any]:
+  """The `results.json` already in `out_dir` ({} when there is none), for a study or sweep (`kind`) that adds
+  to it. Raises ValueError naming the first of `settings` in which it differs from `results` (what it holds
+  would not pair with what this run adds)."""
+  path = os.path.join(out_dir, 'results.json')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    previous = json.load(f)
+  for key in settings:
+    if previous.get(key) != results[key]:
+      raise ValueError(f'{path} holds a {kind} with {key}={previous.get(key)!r}, this one has {key}={results[key]!r}: '
+                       f'a {kind} adds only to one of the same settings; use another --out')
+  return previous
+
+
+def _save_figure(fig, out_dir: str, name: str, dpi: int) -> str:
+  """Lays out `fig`, writes it to `out_dir/name`, closes it; returns the path."""
+  fig.tight_layout()
+  path = os.path.join(out_dir, name)
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
+
+
 # --- Methods against SimCLR: every other method's augmented run, paired over the seeds. ---
 
 COMPARISON_REFERENCE = 'simclr'  # in-batch negatives, the study's stronger method: the baseline of the comparison
@@ -316,11 +341,7 @@ def plot_methods(out_dir: str, results: Mapping, reference: str = COMPARISON_REF
     ax.grid(alpha=0.3, axis='x')
   axes[0].invert_yaxis()  # the first method on top (the axes share y: once inverts both)
   axes[1].legend(loc='best', fontsize=8)
-  fig.tight_layout()
-  path = os.path.join(out_dir, 'methods_vs_simclr.png')
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return _save_figure(fig, out_dir, 'methods_vs_simclr.png', 110)
 
 
 def _accuracy_table(results: Mapping, task: str, runs: list[tuple[str, str]], published: Mapping) -> list[str]:
@@ -502,11 +523,7 @@ def plot_accuracy(out_dir: str, results: Mapping) -> str:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
   axes[1].legend(loc='lower right', fontsize=8)
-  fig.tight_layout()
-  path = os.path.join(out_dir, 'accuracy_vs_budget.png')
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save_figure(fig, out_dir, 'accuracy_vs_budget.png', 120)
 
 
 def plot_projections(out_dir: str, projections: Mapping[str, np.ndarray],
@@ -529,8 +546,4 @@ def plot_projections(out_dir: str, projections: Mapping[str, np.ndarray],
       ax.set_title(f'{run}: PCA of test embeddings, colour = {title}')
       ax.set_xticks([])
       ax.set_yticks([])
-  fig.tight_layout()
-  path = os.path.join(out_dir, 'embeddings_pca.png')
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
-  return path
+  return _save_figure(fig, out_dir, 'embeddings_pca.png', dpi)

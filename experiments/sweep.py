@@ -258,16 +258,7 @@ def previous_methods(out_dir: str, results: Mapping) -> dict[str, Any]:
   """The methods of the sweep already in `out_dir/results.json` (none when there is none), so that a run of
   other methods adds to it (`--methods moco` after `--methods simclr`); a method run again replaces its
   entry. Raises ValueError naming the setting when that sweep was run with other `SETTINGS`."""
-  path = os.path.join(out_dir, 'results.json')
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    previous = json.load(f)
-  for key in SETTINGS:
-    if previous.get(key) != results[key]:
-      raise ValueError(f'{path} holds a sweep with {key}={previous.get(key)!r}, this one has {key}={results[key]!r}: '
-                       'a sweep adds methods only to one of the same settings; use another --out')
-  return dict(previous.get('methods', {}))
+  return dict(study_report.previous_results(out_dir, results, SETTINGS, 'sweep').get('methods', {}))
 
 
 def write_outputs(out_dir: str, results: Mapping) -> None:
