@@ -112,7 +112,7 @@ def train_torch(config, workdir: str) -> dict:
   from ssl_jax.methods import common
 
   os.makedirs(workdir, exist_ok=True)
-  steps_per_epoch = max(pipeline.num_examples(config.data, 'train') // config.batch_size, 1)
+  steps_per_epoch = pipeline.steps_per_epoch(config)
   num_steps = common.total_steps(config, steps_per_epoch)
   run = side_by_side.build_jax(config, num_steps, steps_per_epoch)  # the initial state ssl_jax.train builds
   trainer = side_by_side.build_torch(run, num_steps, steps_per_epoch)
@@ -132,13 +132,11 @@ def train_torch(config, workdir: str) -> dict:
   writer.write(0, watch(0))
   batches = pipeline.pretrain_batches(config.data, batch_size=config.batch_size, seed=config.seed, start_step=0,
                                       process_index=0, process_count=1, num_local_devices=1)
-  dtype = side_by_side.torch_dtype(run)
   start = time.perf_counter()
   for step in range(num_steps):
     x = next(batches)['iq']
-    view_a, view_b = side_by_side.jax_views(run, x, step)
     outputs.clear()
-    loss = trainer.step(side_by_side.to_ncw(view_a, dtype), side_by_side.to_ncw(view_b, dtype), step)
+    loss, _ = side_by_side.torch_step(trainer, run, x, step)
     done = step + 1
     row = watch(done)
     if periodic.is_log_step(done, config.log_every_steps, num_steps):

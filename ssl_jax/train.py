@@ -364,7 +364,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   parallel.check_batch_divides(config.batch_size, mesh)
 
   num_train = pipeline.num_examples(config.data, 'train')
-  steps_per_epoch = max(num_train // config.batch_size, 1)
+  steps_per_epoch = pipeline.steps_per_epoch(config)
   resume_checks.check_steps_left(workdir, common.total_steps(config, steps_per_epoch))
   built = (build_members if member_run else build)(run_config, mesh, steps_per_epoch)
   state, step_fn, num_steps = built['state'], built['step_fn'], built['num_steps']

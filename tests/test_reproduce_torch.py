@@ -11,6 +11,8 @@ pytest.importorskip('lightly')
 
 from experiments import reproduce_torch  # noqa: E402
 
+import committed  # noqa: E402  tests/committed.py
+
 
 def test_paired_difference_interval_and_verdicts():
   # d = (0.1, 0.2, 0.3): mean 0.2, sd 0.1, t(0.975, 2) = 4.3027: half-width 0.2484.
@@ -59,10 +61,8 @@ def test_smoke_comparison_end_to_end(tmp_path):
 
 def test_committed_cpu_scale_comparison_follows_from_its_runs():
   """experiments/results/reproduce_torch/: the cpu-scale run, its verdicts and collapse steps recomputed."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  with open(os.path.join(root, 'experiments', 'results', 'reproduce_torch', 'results.json')) as f:
-    committed = json.load(f)
-  summary, curves = committed['summary'], committed['curves']
+  _, results = committed.committed_results('reproduce_torch')
+  summary, curves = results['summary'], results['curves']
   assert summary['scale'] == 'cpu' and summary['seeds'] >= 3 and summary['steps'] >= 300
   assert set(summary['methods']) == set(reproduce_torch.METHODS)
   for method, entry in summary['methods'].items():

@@ -9,6 +9,8 @@ from configs import scales
 from experiments import study
 from experiments import study_report
 
+import committed  # tests/committed.py
+
 
 @pytest.mark.slow
 def test_smoke_study_writes_the_report(tmp_path):
@@ -168,14 +170,6 @@ def test_the_report_says_which_moco_ran():
     assert study_report.moco_settings_line(config).startswith(expected), method
 
 
-def _committed_results(name: str) -> tuple[str, dict]:
-  """The directory `experiments/results/<name>` and its results.json."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  results_dir = os.path.join(root, 'experiments', 'results', name)
-  with open(os.path.join(results_dir, 'results.json')) as f:
-    return results_dir, json.load(f)
-
-
 def _method_that_ran(config: dict) -> str:
   """Today's name of a recorded run's method. Results written before MoCo v3 became its own method record
   it as method 'moco' with moco.variant 'v3'."""
@@ -191,7 +185,7 @@ def test_committed_cpu_study_ran_the_cpu_defaults_with_seeds_and_clears_random_i
 
   Guards the committed report against drifting from the code: rerun the cpu study when its defaults change.
   """
-  results_dir, results = _committed_results('study_cpu')
+  results_dir, results = committed.committed_results('study_cpu')
   seeds = study.default_seeds('cpu')
   assert results['scale'] == 'cpu' and results['steps'] is None and results['seeds'] == seeds >= 2
   ran_methods = set()
@@ -269,7 +263,7 @@ def test_committed_cpu_methods_study_ran_the_cpu_defaults_and_its_tables_follow_
   config changes.
   """
   from configs import METHOD_CONFIGS
-  results_dir, results = _committed_results('study_cpu_methods')
+  results_dir, results = committed.committed_results('study_cpu_methods')
   seeds = study.default_seeds('cpu')
   assert results['scale'] == 'cpu' and results['steps'] is None and results['seeds'] == seeds >= 2
   assert results['probe_config'] == json.loads(study.probe_config('cpu').to_json_best_effort())

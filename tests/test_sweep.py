@@ -10,6 +10,8 @@ from experiments import study_report
 from experiments import sweep
 from ssl_jax import members
 
+import committed  # tests/committed.py
+
 
 def test_member_k_of_the_sweep_config_has_its_value_and_seed():
   values, seeds = (0.05, 0.1, 0.5), 2
@@ -113,10 +115,7 @@ def test_committed_cpu_temperature_sweep_ran_the_defaults_and_its_report_follows
 
   Guards the committed sweep against drifting from the code: rerun it when the cpu scale's defaults change.
   """
-  results_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             'experiments', 'results', 'sweep_temperature')
-  with open(os.path.join(results_dir, 'results.json')) as f:
-    results = json.load(f)
+  results_dir, results = committed.committed_results('sweep_temperature')
   values = sweep.DEFAULT_VALUES['temperature']
   assert results['scale'] == 'cpu' and results['param'] == 'temperature' and results['steps'] is None
   assert tuple(results['values']) == values and results['seeds'] == 3 and results['reference'] == 0.07

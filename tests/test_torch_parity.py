@@ -265,11 +265,9 @@ def _trajectories(method: str, num_steps: int = 20):
     x = np.random.RandomState(7).randn(config.batch_size, config.data.length, 8).astype(np.float32)
     jax_losses, torch_losses = [], []
     for step in range(num_steps):  # the same batch every step; the views (crops) change each step
-      view_a, view_b = side_by_side.jax_views(run, x, step)
+      torch_losses.append(side_by_side.torch_step(trainer, run, x, step)[0])
       run.state, metrics = run.step_fn(run.state, {'iq': x}, side_by_side.crop_lengths(run, step))
       jax_losses.append(float(metrics['loss']))
-      torch_losses.append(trainer.step(side_by_side.to_ncw(view_a, dtype), side_by_side.to_ncw(view_b, dtype),
-                                       step))
     return np.array(jax_losses), np.array(torch_losses), jax.device_get(run.state), trainer
 
 

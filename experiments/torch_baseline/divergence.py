@@ -56,13 +56,12 @@ def main(argv=None) -> list[float]:
   if args.crops:
     config.augment.crop_lengths = tuple(int(c) for c in args.crops.split(','))
   config.model.dtype = args.precision
-  steps_per_epoch = max(pipeline.num_examples(config.data, 'train') // config.batch_size, 1)
+  steps_per_epoch = pipeline.steps_per_epoch(config)
   differences, notes = [], []
   with jax.enable_x64(args.precision == 'float64'):
     run = side_by_side.build_jax(config, args.schedule_steps, steps_per_epoch)
     if args.against == 'torch':
       trainer = side_by_side.build_torch(run, args.schedule_steps, steps_per_epoch)
-      dtype = side_by_side.torch_dtype(run)
     else:
       other = side_by_side.build_jax(config, args.schedule_steps, steps_per_epoch)
       rng = np.random.RandomState(0)
@@ -74,10 +73,9 @@ def main(argv=None) -> list[float]:
       x = next(batches)['iq']
       crops = side_by_side.crop_lengths(run, step)
       if args.against == 'torch':
-        view_a, view_b = side_by_side.jax_views(run, x, step)
-        zero = sum(int((np.abs(v).reshape(v.shape[0], -1).max(1) == 0).sum()) for v in (view_a, view_b))
+        loss_b, views = side_by_side.torch_step(trainer, run, x, step)
+        zero = sum(int((np.abs(v).reshape(v.shape[0], -1).max(1) == 0).sum()) for v in views)
         notes.append(f'({zero})')
-        loss_b = trainer.step(side_by_side.to_ncw(view_a, dtype), side_by_side.to_ncw(view_b, dtype), step)
       else:
         other.state, metrics_b = other.step_fn(other.state, {'iq': x}, crops)
         loss_b = float(metrics_b['loss'])

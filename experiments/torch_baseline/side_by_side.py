@@ -87,3 +87,14 @@ def build_torch(run: JaxRun, total_steps: int, steps_per_epoch: int) -> train.Si
     trainer.key_model.load_state_dict(convert.model_to_torch(state.ema_params, state.ema_batch_stats))
     trainer.set_queue(torch.from_numpy(np.array(state.queue)))
   return trainer
+
+
+def torch_step(trainer: train.SimCLR | train.MoCo, run: JaxRun, x: np.ndarray,
+               step: int) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+  """One torch step on the views the JAX step makes from x at `step` (`jax_views`), in the run's dtype.
+
+  Returns the torch loss and the two views `(batch, time, 8)`. Does not advance the JAX run.
+  """
+  view_a, view_b = jax_views(run, x, step)
+  dtype = torch_dtype(run)
+  return trainer.step(to_ncw(view_a, dtype), to_ncw(view_b, dtype), step), (view_a, view_b)

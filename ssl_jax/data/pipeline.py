@@ -40,6 +40,11 @@ def num_examples(data_config: Any, split: str) -> int:
   return builder.info.splits[split].num_examples
 
 
+def steps_per_epoch(config: Any) -> int:
+  """Pretraining steps per pass over config.data's train split at config.batch_size (at least 1)."""
+  return max(num_examples(config.data, 'train') // config.batch_size, 1)
+
+
 def _raw_source(data_config: Any, split: str):
   builder = aoam.get_builder(data_config)
   if split not in builder.info.splits:
