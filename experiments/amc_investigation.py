@@ -6,7 +6,8 @@ thing at a time (the data: --variant, --sim, --fixed_aoa, --length; the recipe: 
 accuracy, the confusion matrix and accuracy by SNR. A logistic regression on hand-made features on the
 same data is the reference (--feature_groups: by group of features). The defaults are the supervised
 recipe before the investigation (AdamW, lr 1e-3), so that the logged commands reproduce; --task aoa
-runs the AoA task instead. Results and commands: experiments/results/amc_investigation.md.
+runs the AoA task instead; --random_init_probe trains nothing and scores the study's probe on the frozen
+random-init encoder instead (the floor of the calibration). Results and commands: experiments/results/amc_investigation.md.
 
   python experiments/amc_investigation.py --length 128 --train 3000 --test 1400 --steps 400 [--variant ...]
 """
@@ -19,10 +20,14 @@ import time
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import ml_collections
 import numpy as np
 
 from ssl_jax.data import aoam
 from ssl_jax.data import simulate
+from ssl_jax.evaluation import embeddings as embeddings_lib
+from ssl_jax.evaluation import probe
+from ssl_jax.evaluation import suite
 from ssl_jax.evaluation import supervised
 from ssl_jax.models import layers
 from ssl_jax.models import shufflenet
@@ -189,6 +194,21 @@ def feature_accuracy(train_iq, train_y, test_iq, test_y, groups=FEATURE_GROUPS) 
   return float(np.mean(predicted == test_y)), recall
 
 
+def random_init_probe_accuracy(encoder, x_train, y_train, x_test, y_test, task: str, config, seed: int) -> float:
+  """Test accuracy of the study's probe head for `task` on the frozen random-init encoder's embeddings."""
+  from configs import probe as probe_config
+  protocol = probe_config.get_config()
+  settings = probe.ProbeSettings.from_config(ml_collections.ConfigDict(
+      dict(protocol.probe, **dict(protocol.heads[task]))))
+  data_config = ml_collections.ConfigDict({'length': config.length})
+  variables = suite.random_init_variables(encoder, data_config, seed)
+  embed = lambda x: embeddings_lib.compute_embeddings(encoder, variables, [x], batch_size=protocol.embed_batch_size)
+  num_classes = 7 if task == 'amc' else simulate.NUM_AOA_CLASSES
+  predictions, _ = probe.train_and_predict(embed(x_train), y_train, embed(x_test), num_classes=num_classes,
+                                           settings=settings, seed=seed)
+  return float(np.mean(predictions == y_test))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument('--length', type=int, default=128)
@@ -214,6 +234,9 @@ def main() -> None:
                       help='aoa: the AoA task instead (225 classes, linear-ReLU-linear head of 512)')
   parser.add_argument('--feature_groups', action='store_true',
                       help='only the logistic regressions on each group of hand-made features, no encoder')
+  parser.add_argument('--random_init_probe', action='store_true',
+                      help="instead of training: the study's probe (configs/probe.py, the task's head) on the "
+                           'frozen random-init encoder, the baseline a pretrained encoder must beat')
   parser.add_argument('--no_lr_baseline', action='store_true')
   args = parser.parse_args()
   if args.task == 'aoa' and (args.fresh or args.augment != 'none' or args.feature_groups):
@@ -259,6 +282,10 @@ def main() -> None:
   settings = supervised.SupervisedSettings(optimizer=args.optimizer, learning_rate=args.lr,
                                            weight_decay=args.weight_decay, batch_size=args.batch,
                                            min_steps=args.steps, max_steps=args.steps)
+  if args.random_init_probe:
+    accuracy = random_init_probe_accuracy(encoder, x_train, train_y, x_test, test_y, args.task, config, args.seed)
+    print(f'random-init encoder, probe: test {accuracy:.3f}', flush=True)
+    return
   t0 = time.perf_counter()
   if args.fresh:
     model, variables, info = train_fresh(encoder, config, settings, args.seed, x_test, test_y, args.fresh)
