@@ -7,7 +7,8 @@ accuracy, the confusion matrix and accuracy by SNR. A logistic regression on han
 same data is the reference (--feature_groups: by group of features). The defaults are the supervised
 recipe before the investigation (AdamW, lr 1e-3), so that the logged commands reproduce; --task aoa
 runs the AoA task instead; --random_init_probe trains nothing and scores the study's probe on the frozen
-random-init encoder instead (the floor of the calibration). Results and commands: experiments/results/amc_investigation.md.
+random-init encoder instead (the floor of the calibration).
+Results and commands: experiments/results/amc_investigation.md.
 
   python experiments/amc_investigation.py --length 128 --train 3000 --test 1400 --steps 400 [--variant ...]
 """
@@ -197,15 +198,12 @@ def feature_accuracy(train_iq, train_y, test_iq, test_y, groups=FEATURE_GROUPS) 
 def random_init_probe_accuracy(encoder, x_train, y_train, x_test, y_test, task: str, config, seed: int) -> float:
   """Test accuracy of the study's probe head for `task` on the frozen random-init encoder's embeddings."""
   from configs import probe as probe_config
-  protocol = probe_config.get_config()
-  settings = probe.ProbeSettings.from_config(ml_collections.ConfigDict(
-      dict(protocol.probe, **dict(protocol.heads[task]))))
+  protocol, task_spec = probe_config.get_config(), suite.TASKS[task]
   data_config = ml_collections.ConfigDict({'length': config.length})
   variables = suite.random_init_variables(encoder, data_config, seed)
   embed = lambda x: embeddings_lib.compute_embeddings(encoder, variables, [x], batch_size=protocol.embed_batch_size)
-  num_classes = 7 if task == 'amc' else simulate.NUM_AOA_CLASSES
-  predictions, _ = probe.train_and_predict(embed(x_train), y_train, embed(x_test), num_classes=num_classes,
-                                           settings=settings, seed=seed)
+  predictions, _ = probe.train_and_predict(embed(x_train), y_train, embed(x_test), num_classes=task_spec.num_classes,
+                                           settings=suite.probe_settings(protocol, task_spec), seed=seed)
   return float(np.mean(predictions == y_test))
 
 

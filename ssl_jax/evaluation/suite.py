@@ -184,7 +184,8 @@ def plan_label_sets(train_labels: Mapping[str, np.ndarray], task: Task, budget_l
   return plan
 
 
-def _probe_settings(probe_config, task: Task) -> probe_lib.ProbeSettings:
+def probe_settings(probe_config, task: Task) -> probe_lib.ProbeSettings:
+  """The probe head settings of `task` under a probe config (`configs/probe.py`): `heads[task]` over `probe`."""
   settings = dict(probe_config.probe)
   settings.update(dict(probe_config.heads[task.name]))
   return probe_lib.ProbeSettings.from_config(ml_collections.ConfigDict(settings))
@@ -249,7 +250,7 @@ def evaluate_encoder(encoder: nn.Module, variables: Mapping[str, Any],
              'num_seeds': int(probe_config.num_seeds)}
   probe_start = time.perf_counter()
   for task in tasks:
-    settings = _probe_settings(probe_config, task)
+    settings = probe_settings(probe_config, task)
     labels = np.asarray(train_labels[task.label_key])
     task_results = {'probe': {}}
     for budget, plan in plans[task.name].items():
