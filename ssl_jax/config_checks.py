@@ -214,6 +214,13 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
     r.fail('model.dtype', models.float64_needs_x64())
   if r.value('model.stage_repeats') is not _MISSING:
     r.int_sequence('model.stage_repeats', low=1, count=3)
+  r.choice('model.stem_stride', (1, 2), required=False)
+  if r.value('model.stem_pool') is not _MISSING:
+    r.boolean('model.stem_pool')
+  if r.value('model.dw_kernel') is not _MISSING and r.int_range('model.dw_kernel', 1) and \
+      r.value('model.dw_kernel') % 2 == 0:
+    r.fail('model.dw_kernel', 'must be odd (a centred kernel keeps the length)')
+  r.choice('model.input_scaling', models.INPUT_SCALINGS, required=False)
   r.int_range('model.output_dim', 1)
   r.int_range('model.hidden_dim', 1)
 

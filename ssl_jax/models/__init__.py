@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, batch_standardize
 from ssl_jax.models.layers import BatchNorm, DepthwiseConv1D, channel_shuffle
-from ssl_jax.models.shufflenet import ShuffleNetV2Encoder, ShuffleUnit
+from ssl_jax.models.shufflenet import INPUT_SCALINGS, ShuffleNetV2Encoder, ShuffleUnit
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16, 'float64': jnp.float64}
 DTYPES = tuple(_DTYPES)  # config.model.dtype values
@@ -55,13 +55,19 @@ def dtypes(model_config: Any) -> tuple[Any, Any]:
 
 
 def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
-  """Encoder from `config.model` (dtype, stage_repeats)."""
+  """Encoder from `config.model`: dtype, stage_repeats and the layout keys (`LAYOUT_KEYS`; a key absent from
+  `config.model` takes the encoder's default)."""
   dtype, param_dtype = dtypes(model_config)
   stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
   if len(stage_repeats) != 3 or min(stage_repeats) < 1:
     raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
+  layout = {key: model_config[key] for key in LAYOUT_KEYS if key in model_config}
   return ShuffleNetV2Encoder(bn_axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype,
-                             stage_repeats=stage_repeats)
+                             stage_repeats=stage_repeats, **layout)
+
+
+# The encoder's layout attributes that `config.model` may set (`ShuffleNetV2Encoder`'s docstring).
+LAYOUT_KEYS = ('stem_stride', 'stem_pool', 'dw_kernel', 'input_scaling')
 
 
 def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:
@@ -87,6 +93,6 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    'BatchNorm', 'DepthwiseConv1D', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
+    'BatchNorm', 'DepthwiseConv1D', 'INPUT_SCALINGS', 'LAYOUT_KEYS', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
     'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor', 'dtypes',
 ]

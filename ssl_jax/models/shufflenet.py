@@ -67,6 +67,7 @@ class ShuffleUnit(nn.Module):
   """
   out_channels: int
   stride: int
+  dw_kernel: int = 3
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   norm: ModuleDef = layers.BatchNorm
@@ -80,7 +81,8 @@ class ShuffleUnit(nn.Module):
     if self.stride == 1 and x.shape[-1] != self.out_channels:
       raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
     conv = functools.partial(layers.Conv1D, dtype=self.dtype, param_dtype=self.param_dtype)
-    dw = functools.partial(layers.DepthwiseConv1D, kernel_size=3, stride=self.stride, padding=1,
+    dw = functools.partial(layers.DepthwiseConv1D, kernel_size=self.dw_kernel, stride=self.stride,
+                           padding=self.dw_kernel // 2,
                            dtype=self.dtype, param_dtype=self.param_dtype)
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
                            dtype=self.dtype, param_dtype=self.param_dtype)
@@ -101,6 +103,21 @@ class ShuffleUnit(nn.Module):
     y = conv(branch_channels, name='branch2_pw2')(y)
     y = bn(name='branch2_pw2_bn', relu=True)(y)
     return layers.channel_shuffle(jnp.concatenate([identity, y], axis=-1), groups=2)
+
+
+INPUT_SCALINGS = ('none', 'rms')
+
+
+def scale_input(x: jax.Array, scaling: str) -> jax.Array:
+  """'none': x; 'rms': each example divided by its root-mean-square over time and all 8 channels (one scalar
+  per example, so the antennas' relative amplitudes and phases stay; an all-zero example stays zero)."""
+  if scaling == 'none':
+    return x
+  if scaling != 'rms':
+    raise ValueError(f'input_scaling must be one of {INPUT_SCALINGS}, got {scaling!r}')
+  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  rms = jnp.sqrt(jnp.mean(jnp.square(x32), axis=(1, 2), keepdims=True))
+  return (x32 / jnp.maximum(rms, jnp.finfo(x32.dtype).tiny ** 0.5)).astype(x.dtype)
 
 
 def validate_input(x: jax.Array) -> None:
@@ -127,6 +144,10 @@ class ShuffleNetV2Encoder(nn.Module):
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   stage_repeats: Sequence[int] = STAGE_REPEATS
+  stem_stride: int = 2
+  stem_pool: bool = True
+  dw_kernel: int = 3
+  input_scaling: str = 'none'
   norm: ModuleDef = layers.BatchNorm
   param_dtype: Any = jnp.float32
 
@@ -136,16 +157,17 @@ class ShuffleNetV2Encoder(nn.Module):
     channels = STAGE_OUT_CHANNELS
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
                            dtype=self.dtype, param_dtype=self.param_dtype)
-    x = x.astype(self.dtype)
+    x = scale_input(x, self.input_scaling).astype(self.dtype)
 
-    x = layers.Conv1D(channels[0], kernel_size=3, stride=2, padding=1, dtype=self.dtype,
+    x = layers.Conv1D(channels[0], kernel_size=3, stride=self.stem_stride, padding=1, dtype=self.dtype,
                       param_dtype=self.param_dtype, name='stem_conv')(x)
     x = bn(name='stem_bn', relu=True)(x)
-    x = layers.max_pool1d(x, window=3, stride=2, padding=1)
+    if self.stem_pool:
+      x = layers.max_pool1d(x, window=3, stride=2, padding=1)
 
     for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
       for unit_index in range(repeats):
-        x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1,
+        x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1, dw_kernel=self.dw_kernel,
                         bn_axis_name=self.bn_axis_name,
                         dtype=self.dtype, norm=self.norm, param_dtype=self.param_dtype,
                         name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
