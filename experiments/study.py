@@ -207,7 +207,37 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
                        f'to retrain it.\n{e}') from None
 
 
-STUDY_SETTINGS = ('scale', 'seed', 'seeds', 'steps', 'data', 'probe_config')  # what makes two studies one
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+  """`--set KEY=VALUE` pairs -> `{dotted key: value}`; a VALUE is read as JSON (lists become tuples), else kept as
+  the string. Raises ValueError naming a pair without '='."""
+  overrides = {}
+  for pair in pairs or ():
+    key, sep, text = pair.partition('=')
+    if not sep or not key.strip():
+      raise ValueError(f'--set takes KEY=VALUE (e.g. --set model.dw_kernel=9), got {pair!r}')
+    try:
+      value = json.loads(text)
+    except json.JSONDecodeError:
+      value = text
+    overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
+  return overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Sets each dotted key of `overrides` in `config`; raises ValueError naming a key the config does not have."""
+  for dotted, value in overrides.items():
+    *path, last = dotted.split('.')
+    node = config
+    for part in path:
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or last not in node:
+      raise ValueError(f'--set {dotted}: the pretraining config has no key {dotted!r}')
+    with node.ignore_type():
+      node[last] = value
+
+
+STUDY_SETTINGS = ('scale', 'seed', 'seeds', 'steps', 'data', 'probe_config', 'overrides')  # what makes two
+# studies one
 
 
 def previous_runs(out_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,7 +251,8 @@ def previous_runs(out_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
               seeds: int | None = None, steps: int | None = None, mtc_only: bool = False,
               methods: tuple[str, ...] | None = None, data_source: str = 'simulated',
-              manual_dir: str = '', ablation: bool = True) -> dict[str, Any]:
+              manual_dir: str = '', ablation: bool = True,
+              overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Runs the whole study at `scale` into `out_dir`; returns the results written to results.json.
 
   seeds: K, the pretraining seeds (members) of every encoder, `seed + k`; default `default_seeds(scale)`.
@@ -232,6 +263,9 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     and MoCo v2, at the demo scale SimCLR alone. The demo scale makes no no-augmentation runs.
   data_source, manual_dir: 'simulated', or 'real' with the files in manual_dir (`prepare_real_data`, run
     before any training; DataError if they cannot be used).
+  overrides: `{dotted key: value}` set in every pretraining config (`--set`, e.g. an encoder layout:
+    `{'model.stem_stride': 1}`); the baselines take the architecture of the first run. Recorded in
+    results.json: a study adds only to one of the same overrides.
   """
   if scale not in SCALES:
     raise ValueError(f'--scale must be one of {SCALES}, got {scale!r}')
@@ -249,7 +283,7 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
   with workdir_lock.WorkdirLock(out_dir):
     return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, seeds=seeds, steps=steps,
                       mtc_only=mtc_only, methods=methods, data_source=data_source, manual_dir=manual_dir,
-                      ablation=ablation and scale not in SCALES_WITHOUT_ABLATION)
+                      ablation=ablation and scale not in SCALES_WITHOUT_ABLATION, overrides=dict(overrides or {}))
 
 
 def set_seeds(config: ml_collections.ConfigDict, seed: int, seeds: int) -> None:
@@ -275,7 +309,7 @@ def paired_evaluations(evaluate_one, seed: int, seeds: int) -> dict[str, Any]:
 
 def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int, steps: int | None,
                mtc_only: bool, methods: tuple[str, ...], data_source: str, manual_dir: str,
-               ablation: bool) -> dict[str, Any]:
+               ablation: bool, overrides: dict[str, Any]) -> dict[str, Any]:
   """`run_study` once its arguments are checked and `out_dir` is locked."""
   from ssl_jax import encoders, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
@@ -289,6 +323,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     if steps is not None:
       scales.set_steps(config, steps)
     set_data(config, data_dir, data_source, manual_dir)
+    apply_overrides(config, overrides)
     configs[run_name(method, augment, antenna_dropout)] = config
   probes = probe_config(scale)
   check_study(configs, probes, out_dir)
@@ -298,7 +333,9 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'seeds': seeds, 'steps': steps, 'data': data,
-                             'probe_config': json.loads(probes.to_json_best_effort())}
+                             'probe_config': json.loads(probes.to_json_best_effort()),
+                             'overrides': {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+                             or None}
   previous = previous_runs(out_dir, results)
   redone = set(configs) | ({'random_init', 'supervised'} - set(previous['runs']))
   results['runs'] = {name: run for name, run in previous['runs'].items() if name not in redone}
@@ -306,6 +343,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
                          if stage != 'total' and stage.split('_', 1)[-1] not in redone}
   reference = pretrain_config(methods[0], True, scale)  # every run reads the same data
   set_data(reference, data_dir, data_source, manual_dir)
+  apply_overrides(reference, overrides)
   projections = {}  # The PCA plot shows member 0 (seed --seed) of each augmented run whose workdir is here.
   test_labels = None
 
@@ -394,8 +432,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--data', choices=DATA_SOURCES, default='simulated',
                       help='simulated (the default) or real: the AoAM recordings train.h5 and test.h5 in --manual_dir')
   parser.add_argument('--manual_dir', default='', help='with --data real: the directory holding train.h5 and test.h5')
+  parser.add_argument('--set', action='append', metavar='KEY=VALUE', dest='overrides',
+                      help='set a pretraining config key in every run, VALUE as JSON (repeatable), e.g. '
+                           '--set model.stem_stride=1 --set model.stem_pool=false')
   args = parser.parse_args(argv)
   try:
+    overrides = parse_overrides(args.overrides)
     check_data_args(args.data, args.manual_dir)
     methods = check_methods(tuple(args.methods.split(',')) if args.methods is not None
                             else default_methods(args.scale))
@@ -409,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, steps=args.steps,
               mtc_only=args.mtc_only, methods=methods, data_source=args.data, manual_dir=args.manual_dir,
-              ablation=not args.no_ablation)
+              ablation=not args.no_ablation, overrides=overrides)
   except DataError as e:
     print(f'[study] error: {e}', file=sys.stderr)
     return 2

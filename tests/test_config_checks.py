@@ -69,6 +69,11 @@ def test_shipped_configs_are_valid():
     ('simclr', {'seed': -1}, 'config.seed = -1: must be an integer >= 0'),
     ('simclr', {'method': 'byol'}, "config.method = 'byol': must be one of"),
     ('simclr', {'model__stage_repeats': (1, 0, 1)}, 'config.model.stage_repeats = (1, 0, 1): must be 3 integers'),
+    ('simclr', {'model__stem_stride': 4}, 'config.model.stem_stride = 4: must be one of (1, 2)'),
+    ('simclr', {'model__stem_pool': None}, 'config.model.stem_pool = None: must be True or False'),
+    ('simclr', {'model__dw_kernel': 4}, 'config.model.dw_kernel = 4: must be odd'),
+    ('simclr', {'model__dw_kernel': 0}, 'config.model.dw_kernel = 0: must be an integer >= 1'),
+    ('simclr', {'model__input_scaling': 'per_channel'}, "config.model.input_scaling = 'per_channel': must be one of"),
     ('simclr', {'model__dtype': 'float128'}, "config.model.dtype = 'float128': must be one of"),
     ('simclr', {'model__dtype': 'float64'}, "config.model.dtype = 'float64': needs JAX's 64-bit mode: set "
      'JAX_ENABLE_X64=1'),  # (this test process runs without it)

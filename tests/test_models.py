@@ -477,3 +477,62 @@ def test_encoder_with_the_fused_batch_norm_equals_the_encoder_with_flax_batch_no
     for a, b in zip(jax.tree.leaves((stats_a, grads_a)), jax.tree.leaves((stats_b, grads_b))):
       np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * scale)
   assert models.create_encoder(base_config.get_config().model).norm is layers.BatchNorm
+
+
+@pytest.mark.parametrize('layout, length, out_length_after_stem', [
+    ({'stem_stride': 2, 'stem_pool': True}, 128, 32),
+    ({'stem_stride': 1, 'stem_pool': True}, 128, 64),
+    ({'stem_stride': 1, 'stem_pool': False}, 128, 128),
+    ({'stem_stride': 2, 'stem_pool': False}, 33, 17),
+])
+def test_layout_stem_downsamples_as_documented(layout, length, out_length_after_stem):
+  encoder = models.ShuffleNetV2Encoder(stage_repeats=(1, 1, 1), **layout)
+  x = jnp.ones((2, length, 8), jnp.float32)
+  variables = encoder.init(jax.random.key(0), x)
+  _, state = encoder.apply(variables, x, capture_intermediates=lambda mdl, _: mdl.name == 'stem_bn')
+  stem = state['intermediates']['stem_bn']['__call__'][0]
+  assert stem.shape[1] == layers.conv_output_length(length, 3, layout['stem_stride'], 1)
+  assert encoder.apply(variables, x).shape == (2, 1024)
+  if layout['stem_pool']:
+    assert layers.conv_output_length(stem.shape[1], 3, 2, 1) == out_length_after_stem
+  else:
+    assert stem.shape[1] == out_length_after_stem
+
+
+@pytest.mark.parametrize('dw_kernel', [1, 5, 9])
+def test_layout_depthwise_taps_change_only_depthwise_kernels(dw_kernel):
+  params = _init_shapes(models.ShuffleNetV2Encoder(dw_kernel=dw_kernel))['params']
+  assert params['stage2_unit0']['branch1_dw']['kernel'].shape == (dw_kernel, 1, 24)
+  assert params['stage3_unit7']['branch2_dw']['kernel'].shape == (dw_kernel, 1, 48)
+  depthwise_channels = sum(unit[branch]['kernel'].shape[-1] for name, unit in params.items()
+                           if name.startswith('stage') for branch in ('branch1_dw', 'branch2_dw') if branch in unit)
+  assert models.count_params(params) == EXPECTED_PARAMS + (dw_kernel - 3) * depthwise_channels
+  x = jnp.ones((2, 40, 8), jnp.float32)  # every length stays as with 3 taps ('same' padding)
+  encoder = models.ShuffleNetV2Encoder(dw_kernel=dw_kernel, stage_repeats=(1, 1, 1))
+  assert encoder.apply(encoder.init(jax.random.key(0), x), x).shape == (2, 1024)
+
+
+def test_rms_input_scaling_makes_the_encoder_blind_to_each_examples_scale():
+  encoder = models.ShuffleNetV2Encoder(stage_repeats=(1, 1, 1), input_scaling='rms')
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4, 64, 8)).astype(np.float32)
+  gains = np.array([1.0, 1e-3, 10.0, 1e3], np.float32)[:, None, None]
+  variables = encoder.init(jax.random.key(0), jnp.asarray(x))
+  np.testing.assert_allclose(encoder.apply(variables, jnp.asarray(x * gains)), encoder.apply(variables, jnp.asarray(x)),
+                             rtol=1e-5, atol=1e-6)
+  scaled = shufflenet.scale_input(jnp.asarray(x * gains), 'rms')
+  np.testing.assert_allclose(np.sqrt(np.mean(np.square(scaled), axis=(1, 2))), 1.0, rtol=1e-5)
+  # One scalar per example: the antennas' relative amplitudes and the I/Q phases are kept.
+  np.testing.assert_allclose(scaled[:, :, 0] / scaled[:, :, 3], x[:, :, 0] / x[:, :, 3], rtol=1e-4)
+  assert np.all(np.asarray(shufflenet.scale_input(jnp.zeros((1, 32, 8)), 'rms')) == 0)
+  with pytest.raises(ValueError, match='input_scaling'):
+    shufflenet.scale_input(jnp.asarray(x), 'per_channel')
+
+
+def test_create_encoder_reads_the_layout_from_config():
+  config = base_config.get_config().model
+  config.stem_stride, config.stem_pool, config.dw_kernel, config.input_scaling = 1, False, 9, 'rms'
+  encoder = models.create_encoder(config)
+  assert (encoder.stem_stride, encoder.stem_pool, encoder.dw_kernel, encoder.input_scaling) == (1, False, 9, 'rms')
+  for key in models.LAYOUT_KEYS:  # every layout key is in the base config, with the encoder's default
+    assert base_config.get_config().model[key] == getattr(models.ShuffleNetV2Encoder(), key)

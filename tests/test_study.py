@@ -115,6 +115,28 @@ def test_seeds_set_the_members_of_every_pretraining_run(tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_set_overrides_every_pretraining_config_and_names_an_unknown_key(tmp_path, capsys):
+  overrides = study.parse_overrides(['model.stem_stride=1', 'model.stem_pool=false', 'augment.crop_lengths=[32]',
+                                     'model.input_scaling=rms'])
+  assert overrides == {'model.stem_stride': 1, 'model.stem_pool': False, 'augment.crop_lengths': (32,),
+                       'model.input_scaling': 'rms'}
+  config = study.pretrain_config('simclr', True, 'smoke')
+  study.apply_overrides(config, overrides)
+  assert (config.model.stem_stride, config.model.stem_pool, tuple(config.augment.crop_lengths),
+          config.model.input_scaling) == (1, False, (32,), 'rms')
+  with pytest.raises(ValueError, match='KEY=VALUE'):
+    study.parse_overrides(['model.stem_stride'])
+  for unknown in ('model.stem_strides', 'nothing.here'):
+    with pytest.raises(ValueError, match=f'no key {unknown!r}'):
+      study.apply_overrides(config, {unknown: 1})
+  out = str(tmp_path / 'study')
+  assert study.main(['--scale', 'smoke', '--out', out, '--set', 'model.stem_strides=1']) == 1
+  assert "--set model.stem_strides: the pretraining config has no key 'model.stem_strides'" in capsys.readouterr().err
+  assert study.main(['--scale', 'smoke', '--out', out, '--set', 'model.dw_kernel=4']) == 1
+  assert 'config.model.dw_kernel = 4: must be odd' in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(out, 'results.json'))
+
+
 def test_unknown_scale_and_bad_steps_are_refused(tmp_path):
   with pytest.raises(ValueError, match='--scale'):
     study.run_study('huge', str(tmp_path))
