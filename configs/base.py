@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.stem_stride = 2
   config.model.stem_pool = True
   config.model.dw_kernel = 3
+  config.model.unit_downsample = 'stride'
   config.model.input_scaling = 'none'
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width

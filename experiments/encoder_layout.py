@@ -81,6 +81,11 @@ CANDIDATES: dict[str, Mapping[str, Any] | None] = {
     'stem_s1_pool_rms': {'stem_stride': 1, 'input_scaling': 'rms'},  # each example scaled to unit RMS
     'stem_s1_nopool': {'stem_stride': 1, 'stem_pool': False},  # no downsampling before stage 2
     'stem_s1_nopool_dw9': {'stem_stride': 1, 'stem_pool': False, 'dw_kernel': 9},
+    # Second round, added after the first round's seeds 0 and 1 (docs/design.md): each stage's stride-2 unit
+    # downsamples by a max-pool at the end of each branch instead of its strided depthwise convs.
+    'v1_unitpool': {'unit_downsample': 'pool'},
+    'stem_s1_pool_unitpool': {'stem_stride': 1, 'unit_downsample': 'pool'},
+    'stem_s1_nopool_unitpool': {'stem_stride': 1, 'stem_pool': False, 'unit_downsample': 'pool'},
 }
 
 TASKS = {'amc': (simulate.NUM_MODULATIONS, 0, 200), 'aoa': (simulate.NUM_AOA_CLASSES, 512, 20)}  # classes,

@@ -220,6 +220,7 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   if r.value('model.dw_kernel') is not _MISSING and r.int_range('model.dw_kernel', 1) and \
       r.value('model.dw_kernel') % 2 == 0:
     r.fail('model.dw_kernel', 'must be odd (a centred kernel keeps the length)')
+  r.choice('model.unit_downsample', models.DOWNSAMPLINGS, required=False)
   r.choice('model.input_scaling', models.INPUT_SCALINGS, required=False)
   r.int_range('model.output_dim', 1)
   r.int_range('model.hidden_dim', 1)

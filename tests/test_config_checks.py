@@ -73,6 +73,7 @@ def test_shipped_configs_are_valid():
     ('simclr', {'model__stem_pool': None}, 'config.model.stem_pool = None: must be True or False'),
     ('simclr', {'model__dw_kernel': 4}, 'config.model.dw_kernel = 4: must be odd'),
     ('simclr', {'model__dw_kernel': 0}, 'config.model.dw_kernel = 0: must be an integer >= 1'),
+    ('simclr', {'model__unit_downsample': 'conv'}, "config.model.unit_downsample = 'conv': must be one of"),
     ('simclr', {'model__input_scaling': 'per_channel'}, "config.model.input_scaling = 'per_channel': must be one of"),
     ('simclr', {'model__dtype': 'float128'}, "config.model.dtype = 'float128': must be one of"),
     ('simclr', {'model__dtype': 'float64'}, "config.model.dtype = 'float64': needs JAX's 64-bit mode: set "

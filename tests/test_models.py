@@ -532,7 +532,28 @@ def test_rms_input_scaling_makes_the_encoder_blind_to_each_examples_scale():
 def test_create_encoder_reads_the_layout_from_config():
   config = base_config.get_config().model
   config.stem_stride, config.stem_pool, config.dw_kernel, config.input_scaling = 1, False, 9, 'rms'
+  config.unit_downsample = 'pool'
   encoder = models.create_encoder(config)
-  assert (encoder.stem_stride, encoder.stem_pool, encoder.dw_kernel, encoder.input_scaling) == (1, False, 9, 'rms')
+  assert (encoder.stem_stride, encoder.stem_pool, encoder.dw_kernel, encoder.input_scaling,
+          encoder.unit_downsample) == (1, False, 9, 'rms', 'pool')
   for key in models.LAYOUT_KEYS:  # every layout key is in the base config, with the encoder's default
     assert base_config.get_config().model[key] == getattr(models.ShuffleNetV2Encoder(), key)
+
+
+def test_pooled_unit_downsampling_keeps_the_parameters_and_lengths_and_pools_each_branch():
+  x = jax.random.normal(jax.random.key(1), (2, 33, 24))
+  strided, pooled = shufflenet.ShuffleUnit(48, stride=2), shufflenet.ShuffleUnit(48, stride=2, downsample='pool')
+  variables = strided.init(jax.random.key(0), x, train=False)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, pooled.init(jax.random.key(0), x, train=False))
+  y = pooled.apply(variables, x, train=False)
+  assert y.shape == strided.apply(variables, x, train=False).shape == (2, 17, 48)
+  # The same unit with stride 1 everywhere and each branch max-pooled at its end, by hand.
+  _, state = pooled.apply(variables, x, train=False, capture_intermediates=lambda mdl, _: mdl.name in (
+      'branch1_pw_bn', 'branch2_pw2_bn'))
+  branch1 = state['intermediates']['branch1_pw_bn']['__call__'][0]
+  branch2 = state['intermediates']['branch2_pw2_bn']['__call__'][0]
+  assert branch1.shape == branch2.shape == (2, 33, 24)
+  expected = layers.channel_shuffle(jnp.concatenate([layers.max_pool1d(branch1), layers.max_pool1d(branch2)], -1))
+  np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match='downsample'):
+    shufflenet.ShuffleUnit(48, stride=2, downsample='conv').init(jax.random.key(0), x, train=False)

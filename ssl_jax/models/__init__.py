@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models.heads import PROJECTION_NORMS, Predictor, ProjectionHead, batch_standardize
 from ssl_jax.models.layers import BatchNorm, DepthwiseConv1D, channel_shuffle
-from ssl_jax.models.shufflenet import INPUT_SCALINGS, ShuffleNetV2Encoder, ShuffleUnit
+from ssl_jax.models.shufflenet import DOWNSAMPLINGS, INPUT_SCALINGS, ShuffleNetV2Encoder, ShuffleUnit
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16, 'float64': jnp.float64}
 DTYPES = tuple(_DTYPES)  # config.model.dtype values
@@ -67,7 +67,7 @@ def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> Shu
 
 
 # The encoder's layout attributes that `config.model` may set (`ShuffleNetV2Encoder`'s docstring).
-LAYOUT_KEYS = ('stem_stride', 'stem_pool', 'dw_kernel', 'input_scaling')
+LAYOUT_KEYS = ('stem_stride', 'stem_pool', 'dw_kernel', 'unit_downsample', 'input_scaling')
 
 
 def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:
@@ -93,6 +93,6 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    'BatchNorm', 'DepthwiseConv1D', 'INPUT_SCALINGS', 'LAYOUT_KEYS', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
+    'BatchNorm', 'DOWNSAMPLINGS', 'DepthwiseConv1D', 'INPUT_SCALINGS', 'LAYOUT_KEYS', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
     'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor', 'dtypes',
 ]

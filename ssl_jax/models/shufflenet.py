@@ -68,6 +68,7 @@ class ShuffleUnit(nn.Module):
   out_channels: int
   stride: int
   dw_kernel: int = 3
+  downsample: str = 'stride'
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   norm: ModuleDef = layers.BatchNorm
@@ -81,7 +82,10 @@ class ShuffleUnit(nn.Module):
     if self.stride == 1 and x.shape[-1] != self.out_channels:
       raise ValueError(f'a stride-1 unit needs in == out channels, got x {x.shape} for {self.out_channels}')
     conv = functools.partial(layers.Conv1D, dtype=self.dtype, param_dtype=self.param_dtype)
-    dw = functools.partial(layers.DepthwiseConv1D, kernel_size=self.dw_kernel, stride=self.stride,
+    if self.downsample not in DOWNSAMPLINGS:
+      raise ValueError(f'downsample must be one of {DOWNSAMPLINGS}, got {self.downsample!r}')
+    pooled = self.stride == 2 and self.downsample == 'pool'  # full-length branches, each max-pooled at its end
+    dw = functools.partial(layers.DepthwiseConv1D, kernel_size=self.dw_kernel, stride=1 if pooled else self.stride,
                            padding=self.dw_kernel // 2,
                            dtype=self.dtype, param_dtype=self.param_dtype)
     bn = functools.partial(self.norm, use_running_average=not train, axis_name=self.bn_axis_name,
@@ -95,6 +99,8 @@ class ShuffleUnit(nn.Module):
       y = bn(name='branch1_dw_bn', relu=False)(y)
       y = conv(branch_channels, name='branch1_pw')(y)
       identity = bn(name='branch1_pw_bn', relu=True)(y)
+      if pooled:
+        identity = layers.max_pool1d(identity, window=3, stride=2, padding=1)
 
     y = conv(branch_channels, name='branch2_pw1')(x2)
     y = bn(name='branch2_pw1_bn', relu=True)(y)
@@ -102,10 +108,13 @@ class ShuffleUnit(nn.Module):
     y = bn(name='branch2_dw_bn', relu=False)(y)
     y = conv(branch_channels, name='branch2_pw2')(y)
     y = bn(name='branch2_pw2_bn', relu=True)(y)
+    if pooled:
+      y = layers.max_pool1d(y, window=3, stride=2, padding=1)
     return layers.channel_shuffle(jnp.concatenate([identity, y], axis=-1), groups=2)
 
 
 INPUT_SCALINGS = ('none', 'rms')
+DOWNSAMPLINGS = ('stride', 'pool')  # a stride-2 unit: strided depthwise convs, or max-pools at its branches' ends
 
 
 def scale_input(x: jax.Array, scaling: str) -> jax.Array:
@@ -147,6 +156,7 @@ class ShuffleNetV2Encoder(nn.Module):
   stem_stride: int = 2
   stem_pool: bool = True
   dw_kernel: int = 3
+  unit_downsample: str = 'stride'
   input_scaling: str = 'none'
   norm: ModuleDef = layers.BatchNorm
   param_dtype: Any = jnp.float32
@@ -168,6 +178,7 @@ class ShuffleNetV2Encoder(nn.Module):
     for stage_index, (repeats, out_channels) in enumerate(zip(self.stage_repeats, channels[1:4])):
       for unit_index in range(repeats):
         x = ShuffleUnit(out_channels, stride=2 if unit_index == 0 else 1, dw_kernel=self.dw_kernel,
+                        downsample=self.unit_downsample,
                         bn_axis_name=self.bn_axis_name,
                         dtype=self.dtype, norm=self.norm, param_dtype=self.param_dtype,
                         name=f'stage{stage_index + 2}_unit{unit_index}')(x, train)
