@@ -57,9 +57,11 @@ def random_batch(batch_size: int, length: int, mesh) -> dict:
        'index': np.arange(batch_size, dtype=np.int32)}, mesh)
 
 
-def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list):
-  """Compiles one step program per crop pair; returns `(time_steps(n) -> [seconds per step], row)`."""
+def prepare(method_name: str, batch_size: int, length: int, crop_pairs: list, model: dict | None = None):
+  """Compiles one step program per crop pair; returns `(time_steps(n) -> [seconds per step], row)`. `model`:
+  `config.model` keys to set (an encoder layout, say)."""
   config = METHOD_CONFIGS[method_name].get_config()  # a loss variant (configs.LOSS_VARIANTS) names its method
+  config.model.update(model or {})
   method = methods.get_method(config.method)
   config.batch_size = batch_size
   config.data.length = length

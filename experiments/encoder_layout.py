@@ -9,6 +9,15 @@ docs/design.md ("The encoder's layout") and experiments/results/encoder_layout/R
 
   python experiments/encoder_layout.py --out DIR [--length 128] [--seeds 0,1,2] [--task amc]
       [--candidates v1,stem_s1_pool,...]
+  python experiments/encoder_layout.py --report SCREEN_DIR [--studies NAME=STUDY_DIR,...]
+  python -m ssl_jax.launch experiments/encoder_layout.py --time [--candidates ...] [--rounds 5]
+
+`--report` prints the tables of `experiments/results/encoder_layout/README.md`: per candidate, task and length the
+mean test accuracy with its 95% t-interval and the paired difference from `v1`; with `--studies` (each a
+`experiments/study.py --scale cpu --methods simclr --no_ablation --set ...` output, named by candidate) SimCLR
+against the random-init encoder of the same layout per seed, and the online kNN monitor's curve.
+`--time` times SimCLR's train step at the cpu scale's batch (128, both views of length 128) for each candidate
+in one process, interleaved over `--rounds`, and prints each one's median step time and its ratio to `v1`'s.
 
 Data: seed s simulates its train split (100 per class, generator seed 1000 + s) and test split (200 per
 class for AMC, 20 for AoA; generator seed 2000 + s) with the default `SimConfig` at `--length`; every
@@ -131,19 +140,141 @@ def run_one(name: str, task: str, length: int, seed: int, per_class: int) -> dic
           'steps': info['num_steps'], 'final_loss': info['final_loss'], 'train_seconds': seconds}
 
 
+def _interval(values) -> str:
+  from ssl_jax.evaluation import intervals
+  summary = intervals.t_interval(values)
+  low, high = summary['ci95']
+  return f"{summary['mean']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _difference(interval: Mapping[str, Any]) -> str:
+  low, high = interval['ci95']
+  return f"{interval['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def screen_table(runs: list[Mapping[str, Any]], reference: str = 'v1') -> list[str]:
+  """Markdown rows: candidate x (task, length) -> test accuracy per seed, mean [95% CI], paired difference from
+  `reference` [95% CI] with its verdict, train accuracy, encoder parameters, median train seconds."""
+  from experiments import study_report
+  lines = ['| candidate | task | L | test accuracy per seed | mean [95% CI] | minus v1 [95% CI] | verdict | train | '
+           'params | s / run |', '|---|---|---|---|---|---|---|---|---|---|']
+  groups = sorted({(r['task'], r['length'], r['per_class']) for r in runs})
+  for task, length, per_class in groups:
+    by_candidate: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for r in runs:
+      if (r['task'], r['length'], r['per_class']) == (task, length, per_class):
+        by_candidate.setdefault(r['candidate'], {})[r['seed']] = r
+    base = by_candidate.get(reference, {})
+    for name in [n for n in CANDIDATES if n in by_candidate]:
+      seeds = sorted(by_candidate[name])
+      tests = [by_candidate[name][k]['test_accuracy'] for k in seeds]
+      paired = [k for k in seeds if k in base]
+      difference, verdict = '', ''
+      if name != reference and len(paired) >= 2:
+        interval = study_report.paired_difference([by_candidate[name][k]['test_accuracy'] for k in paired],
+                                                  [base[k]['test_accuracy'] for k in paired])
+        difference = _difference(interval)
+        verdict = study_report.verdict(interval)
+      mean = _interval(tests) if len(tests) >= 2 else f'{tests[0]:.3f}'
+      train = np.mean([by_candidate[name][k]['train_accuracy'] for k in seeds])
+      seconds = np.median([by_candidate[name][k]['train_seconds'] for k in seeds])
+      lines.append(f"| {name} | {task} | {length} | {' / '.join(f'{t:.3f}' for t in tests)} | {mean} | {difference} "
+                   f"| {verdict} | {train:.3f} | {by_candidate[name][seeds[0]]['encoder_params']:,} | {seconds:.0f} |")
+  return lines
+
+
+def knn_curve(workdir: str) -> dict[int, dict[str, list[float]]]:
+  """`{step: {task: [member values]}}` of the online kNN monitor in `workdir/metrics.jsonl`."""
+  curve: dict[int, dict[str, list[float]]] = {}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    for line in f:
+      row = json.loads(line)
+      for task in ('aoa', 'amc'):
+        key = f'monitor/knn_accuracy_{task}'
+        if key in row:
+          curve.setdefault(row['step'], {}).setdefault(task, []).append(row[key])
+  return curve
+
+
+def study_tables(studies: Mapping[str, str]) -> list[str]:
+  """Markdown rows: per layout, SimCLR (MTC + AD) minus the random-init encoder of the same layout, per seed and
+  paired [95% CI], at each budget of both tasks; then the kNN monitor at its first, middle and last steps."""
+  from experiments import study_report
+  lines = ['| layout | task | labels per class | SimCLR | random init | SimCLR minus random init, per seed | paired '
+           '[95% CI] | verdict | pretraining s |', '|---|---|---|---|---|---|---|---|---|']
+  curves = {}
+  for name, out in studies.items():
+    results = json.load(open(os.path.join(out, 'results.json')))
+    seconds = results['timing_s'].get('pretrain_simclr_aug', float('nan'))
+    for task in ('aoa', 'amc'):
+      for budget in results['probe_config']['budgets']:
+        simclr = study_report.seed_scores(results, 'simclr_aug', task, budget)
+        random = study_report.seed_scores(results, 'random_init', task, budget)
+        interval = study_report.paired_difference(simclr, random)
+        lines.append(f"| {name} | {task} | {budget} | {_interval(simclr)} | {_interval(random)} | "
+                     f"{' / '.join(f'{a - b:+.3f}' for a, b in zip(simclr, random))} | {_difference(interval)} | "
+                     f"{study_report.verdict(interval)} | "
+                     f'{seconds:.0f} |')
+    curves[name] = knn_curve(os.path.join(out, 'runs', 'simclr_aug'))
+  lines += ['', '| layout | kNN monitor, step: AoA (min..max over seeds) / AMC |', '|---|---|']
+  for name, curve in curves.items():
+    steps = sorted(curve)
+    shown = [steps[0], steps[len(steps) // 4], steps[len(steps) // 2], steps[-1]]
+    lines.append(f'| {name} | ' + '; '.join(
+        f"{step}: {min(curve[step]['aoa']):.3f}..{max(curve[step]['aoa']):.3f} / "
+        f"{min(curve[step]['amc']):.3f}..{max(curve[step]['amc']):.3f}" for step in shown) + ' |')
+  return lines
+
+
+def time_pretraining(names: list[str], rounds: int, steps: int = 5) -> list[str]:
+  """Markdown rows: candidate -> SimCLR step ms at batch 128, views of 128 (median over `rounds` interleaved
+  rounds of `steps` steps each, with the range of the rounds' medians) and the ratio to `v1`'s median."""
+  from experiments import bench_train_step
+  timers = {}
+  for name in names:
+    if CANDIDATES[name] is None:
+      continue  # the 2-D view is a screening model only, not a config.model layout
+    timers[name] = bench_train_step.prepare('simclr', 128, 128, [(128, 128)], dict(CANDIDATES[name]))[0]
+  medians: dict[str, list[float]] = {name: [] for name in timers}
+  for _ in range(rounds):
+    for name, timer in timers.items():
+      medians[name].append(float(np.median(timer(steps)[0])))
+  base = np.median(medians['v1']) if 'v1' in medians else float('nan')
+  lines = ['| candidate | SimCLR step ms (batch 128, views of 128) | range of rounds | ratio to v1 |', '|---|---|---|---|']
+  for name, values in medians.items():
+    lines.append(f'| {name} | {1e3 * np.median(values):.0f} | {1e3 * min(values):.0f}-{1e3 * max(values):.0f} | '
+                 f'{np.median(values) / base:.2f} |')
+  return lines
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True)
+  parser.add_argument('--out', help='the screen\'s output directory (results.json)')
+  parser.add_argument('--report', default='', help='print the tables of this screen directory and --studies')
+  parser.add_argument('--studies', default='', help='NAME=STUDY_DIR,... for --report')
+  parser.add_argument('--time', action='store_true', help="time SimCLR's step for each of --candidates")
+  parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--length', type=int, default=128)
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--task', choices=tuple(TASKS), default='amc')
   parser.add_argument('--per_class', type=int, default=100)
   parser.add_argument('--candidates', default=','.join(CANDIDATES))
   args = parser.parse_args()
+  if args.report:
+    print('\n'.join(screen_table(json.load(open(os.path.join(args.report, 'results.json')))['runs'])))
+    if args.studies:
+      print()
+      print('\n'.join(study_tables(dict(pair.split('=', 1) for pair in args.studies.split(',')))))
+    return
   names = args.candidates.split(',')
   unknown = [n for n in names if n not in CANDIDATES]
   if unknown:
     parser.error(f'unknown --candidates {unknown}; known: {list(CANDIDATES)}')
+  if args.time:
+    print('\n'.join(time_pretraining(names, args.rounds)))
+    return
+  if not args.out:
+    parser.error('--out DIR is required (or --report DIR, or --time)')
   seeds = [int(s) for s in args.seeds.split(',')]
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, 'results.json')
