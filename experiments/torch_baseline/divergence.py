@@ -38,17 +38,24 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--against', default='torch', choices=('torch', 'perturbed'))
   parser.add_argument('--perturbation', type=float, default=1e-14)
   parser.add_argument('--data_dir', default='')
+  parser.add_argument('--set', action='append', metavar='KEY=VALUE', dest='overrides',
+                      help='a config key (e.g. --set model.stem_stride=1), as experiments/study.py; ssl_jax only: '
+                           'the torch twin builds the default encoder')
   return parser.parse_args(argv)
 
 
 def main(argv=None) -> list[float]:
   args = parse_args(argv)
   import jax
+  from experiments import study
   from experiments.reproduce_torch import pretrain_config
   from experiments.torch_baseline import side_by_side
   from ssl_jax.data import pipeline
 
   config = pretrain_config(args.method, args.scale, 0, args.schedule_steps, 1, args.data_dir)
+  study.apply_overrides(config, study.parse_overrides(args.overrides))
+  if args.overrides and args.against == 'torch':
+    raise SystemExit('error: --set is for --against perturbed (the torch twin builds the default config)')
   if args.antenna_dropout is not None:
     config.augment.antenna_dropout = args.antenna_dropout
   if args.warmup_epochs is not None:
