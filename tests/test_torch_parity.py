@@ -167,6 +167,52 @@ def test_encoder_gradients_match():
                                err_msg=name)
 
 
+LAYOUTS = [
+    {},  # the encoder's defaults
+    {'stem_stride': 2, 'stem_pool': True, 'dw_kernel': 3, 'unit_downsample': 'stride', 'input_scaling': 'none'},
+    {'stem_stride': 1, 'stem_pool': False, 'dw_kernel': 3, 'unit_downsample': 'pool', 'input_scaling': 'none'},
+    {'stem_stride': 1, 'stem_pool': True, 'dw_kernel': 5, 'unit_downsample': 'stride', 'input_scaling': 'rms'},
+]
+
+
+@pytest.mark.parametrize('layout', LAYOUTS, ids=lambda layout: ','.join(f'{k}={v}' for k, v in layout.items())
+                         or 'defaults')
+def test_every_layout_matches_in_float64_train_mode_value_and_gradient(layout):
+  """The torch twin builds each layout of `ShuffleNetV2Encoder` (same keys, same function): train-mode embeddings
+  and parameter gradients in float64, where the frameworks' sums differ in order only (~1e-16 per operation)."""
+  repeats = (2, 2, 1)
+  rng = np.random.RandomState(5)
+  x = rng.randn(6, 64, 8) * 3.0
+  w = rng.randn(6, 1024)
+  with jax.enable_x64(True):
+    encoder = ShuffleNetV2Encoder(stage_repeats=repeats, param_dtype=jnp.float64, dtype=jnp.float64, **layout)
+    variables = encoder.init(jax.random.PRNGKey(0), jnp.zeros((2, 64, 8), jnp.float64), train=False)
+
+    def objective(params):
+      h, _ = encoder.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, train=True,
+                           mutable=['batch_stats'])
+      return jnp.sum(jnp.tanh(h) * w), h
+
+    (_, want_h), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(variables['params'])
+    want = convert.encoder_to_torch({'params': grads, 'batch_stats': variables['batch_stats']})
+    model = models.ShuffleNetV2Encoder(repeats, **layout).double()
+    model.load_state_dict(convert.encoder_to_torch(variables))
+  model.train()
+  h = model(_ncw(x))
+  torch.sum(torch.tanh(h) * torch.from_numpy(w)).backward()
+  assert _rel(h.detach().numpy(), want_h) < 1e-12
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
+  for name, param in model.named_parameters():
+    np.testing.assert_allclose(param.grad.numpy(), want[name].numpy(), rtol=1e-9, atol=1e-12 * scale, err_msg=name)
+
+
+def test_the_twins_layout_defaults_are_the_encoders():
+  import inspect
+  defaults = {k: p.default for k, p in inspect.signature(models.ShuffleNetV2Encoder).parameters.items()
+              if k in models.LAYOUT_KEYS}
+  assert defaults == {k: getattr(ShuffleNetV2Encoder(), k) for k in models.LAYOUT_KEYS}
+
+
 def test_heads_match():
   rng = np.random.RandomState(4)
   h = rng.randn(6, 32).astype(np.float32)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ssl_jax.data import spec
+from ssl_jax.models import LAYOUT_KEYS
 
 STAGE_OUT_CHANNELS = (24, 48, 96, 192, 1024)  # width 0.5: stem, stage2, stage3, stage4, conv5
 STAGE_REPEATS = (4, 8, 4)
@@ -27,8 +28,13 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
   return x.reshape(batch, channels, length)
 
 
-def _depthwise(channels: int, stride: int) -> nn.Conv1d:
-  return nn.Conv1d(channels, channels, kernel_size=3, stride=stride, padding=1, groups=channels, bias=False)
+def _depthwise(channels: int, stride: int, kernel_size: int = 3) -> nn.Conv1d:
+  return nn.Conv1d(channels, channels, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2,
+                   groups=channels, bias=False)
+
+
+def _pool() -> nn.MaxPool1d:
+  return nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
 
 
 def _pointwise(in_channels: int, out_channels: int) -> nn.Conv1d:
@@ -36,26 +42,34 @@ def _pointwise(in_channels: int, out_channels: int) -> nn.Conv1d:
 
 
 class InvertedResidual(nn.Module):
-  """torchvision's ShuffleNetV2 unit in 1-D. `(B, C_in, T) -> (B, out_channels, T_out)`."""
+  """torchvision's ShuffleNetV2 unit in 1-D. `(B, C_in, T) -> (B, out_channels, T_out)`. `dw_kernel` and
+  `downsample` as `ssl_jax.models.ShuffleUnit` ('pool': a stride-2 unit's branches run at full length and each
+  ends with a max-pool k3 s2 p1, appended to its Sequential so the parameter keys stay torchvision's)."""
 
-  def __init__(self, in_channels: int, out_channels: int, stride: int):
+  def __init__(self, in_channels: int, out_channels: int, stride: int, dw_kernel: int = 3,
+               downsample: str = 'stride'):
     super().__init__()
     if stride not in (1, 2):
       raise ValueError(f'stride must be 1 or 2, got {stride}')
     if stride == 1 and in_channels != out_channels:
       raise ValueError(f'a stride-1 unit needs in == out channels, got {in_channels} -> {out_channels}')
+    if downsample not in ('stride', 'pool'):
+      raise ValueError(f"downsample must be 'stride' or 'pool', got {downsample!r}")
     self.stride = stride
     branch = out_channels // 2
+    pooled = stride == 2 and downsample == 'pool'
+    dw_stride = 1 if pooled else stride
+    end = [_pool()] if pooled else []
     if stride > 1:
       self.branch1 = nn.Sequential(
-          _depthwise(in_channels, stride), nn.BatchNorm1d(in_channels),
-          _pointwise(in_channels, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True))
+          _depthwise(in_channels, dw_stride, dw_kernel), nn.BatchNorm1d(in_channels),
+          _pointwise(in_channels, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True), *end)
     else:
       self.branch1 = nn.Sequential()
     self.branch2 = nn.Sequential(
         _pointwise(in_channels if stride > 1 else branch, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True),
-        _depthwise(branch, stride), nn.BatchNorm1d(branch),
-        _pointwise(branch, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True))
+        _depthwise(branch, dw_stride, dw_kernel), nn.BatchNorm1d(branch),
+        _pointwise(branch, branch), nn.BatchNorm1d(branch), nn.ReLU(inplace=True), *end)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     if self.stride == 1:
@@ -67,19 +81,26 @@ class InvertedResidual(nn.Module):
 
 
 class ShuffleNetV2Encoder(nn.Module):
-  """1-D ShuffleNetV2-0.5: `(batch, 8, time)` -> `(batch, 1024)`. `stage_repeats` as `config.model`."""
+  """1-D ShuffleNetV2-0.5: `(batch, 8, time)` -> `(batch, 1024)`. `stage_repeats` and the layout (`stem_stride`,
+  `stem_pool`, `dw_kernel`, `unit_downsample`, `input_scaling`) as `config.model`."""
 
-  def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, in_channels: int = spec.NUM_CHANNELS):
+  def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, in_channels: int = spec.NUM_CHANNELS, *,
+               stem_stride: int = 2, stem_pool: bool = True, dw_kernel: int = 3, unit_downsample: str = 'stride',
+               input_scaling: str = 'none'):
     super().__init__()
     if len(stage_repeats) != 3 or min(stage_repeats) < 1:
       raise ValueError(f'stage_repeats must be 3 positive ints, got {stage_repeats!r}')
+    if input_scaling not in ('none', 'rms'):
+      raise ValueError(f"input_scaling must be 'none' or 'rms', got {input_scaling!r}")
+    self.input_scaling = input_scaling
     channels = STAGE_OUT_CHANNELS
-    self.conv1 = nn.Sequential(nn.Conv1d(in_channels, channels[0], 3, 2, 1, bias=False),
+    self.conv1 = nn.Sequential(nn.Conv1d(in_channels, channels[0], 3, stem_stride, 1, bias=False),
                                nn.BatchNorm1d(channels[0]), nn.ReLU(inplace=True))
-    self.maxpool = nn.MaxPool1d(kernel_size=3, stride=2, padding=1)
+    self.maxpool = _pool() if stem_pool else nn.Identity()
     previous = channels[0]
     for index, (repeats, out) in enumerate(zip(stage_repeats, channels[1:4])):
-      units = [InvertedResidual(previous, out, 2)] + [InvertedResidual(out, out, 1) for _ in range(repeats - 1)]
+      units = [InvertedResidual(previous, out, 2, dw_kernel, unit_downsample)] + [
+          InvertedResidual(out, out, 1, dw_kernel, unit_downsample) for _ in range(repeats - 1)]
       setattr(self, f'stage{index + 2}', nn.Sequential(*units))
       previous = out
     self.conv5 = nn.Sequential(_pointwise(previous, channels[4]), nn.BatchNorm1d(channels[4]), nn.ReLU(inplace=True))
@@ -89,6 +110,9 @@ class ShuffleNetV2Encoder(nn.Module):
     if x.ndim != 3 or x.shape[1] != spec.NUM_CHANNELS or x.shape[2] < 32:
       raise ValueError(f'x must have shape (batch, {spec.NUM_CHANNELS}, time >= 32) (channels first), got '
                        f'{tuple(x.shape)}')
+    if self.input_scaling == 'rms':  # `ssl_jax.models.shufflenet.scale_input`
+      rms = x.square().mean(dim=(1, 2), keepdim=True).sqrt()
+      x = x / rms.clamp_min(torch.finfo(x.dtype).tiny ** 0.5)
     x = self.maxpool(self.conv1(x))
     x = self.stage4(self.stage3(self.stage2(x)))
     return self.conv5(x).mean(dim=2)
@@ -126,9 +150,9 @@ class ContrastiveModel(nn.Module):
   """Encoder + projection head: `(batch, 8, time)` -> `(batch, output_dim)` (SimCLR's and MoCo's network)."""
 
   def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, hidden_dim: int = 1024,
-               output_dim: int = 256, projection_norm: str = 'none'):
+               output_dim: int = 256, projection_norm: str = 'none', **layout):
     super().__init__()
-    self.encoder = ShuffleNetV2Encoder(stage_repeats)
+    self.encoder = ShuffleNetV2Encoder(stage_repeats, **layout)
     self.head = projection_head(self.encoder.out_dim, hidden_dim, output_dim, projection_norm)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,4 +163,5 @@ def from_config(model_config) -> ContrastiveModel:
   """The torch twin of `ssl_jax.models.create_encoder` + `create_head` for `config.model`."""
   return ContrastiveModel(tuple(model_config.get('stage_repeats', STAGE_REPEATS)),
                           int(model_config.hidden_dim), int(model_config.output_dim),
-                          str(model_config.get('projection_norm', 'none')))
+                          str(model_config.get('projection_norm', 'none')),
+                          **{key: model_config[key] for key in LAYOUT_KEYS if key in model_config})
