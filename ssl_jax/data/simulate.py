@@ -85,12 +85,12 @@ import dataclasses
 import functools
 import os
 import sys
-import tempfile
 from typing import Iterator
 
 import h5py
 import numpy as np
 
+from ssl_jax import atomic_files
 from ssl_jax.data import spec
 # The dataset's facts, under the names this module has always exported.
 from ssl_jax.data.spec import MODULATIONS, NUM_AOA_CLASSES, NUM_ANTENNAS, NUM_MODULATIONS, TEST_EXAMPLES_PER_CLASS
@@ -496,12 +496,14 @@ def generate(split: str, examples_per_class: int, config: SimConfig, seed: int,
 
 
 def write_hdf5(path: str, split: str, examples_per_class: int, config: SimConfig, seed: int) -> str:
-  """Writes a split in the AoAM HDF5 layout, atomically (temp file in the same folder, then rename)."""
+  """Writes a split in the AoAM HDF5 layout, atomically (temp file in the same folder, then rename).
+
+  The file gets the mode a new file gets under the process umask (0o644 under umask 022).
+  """
   total = num_split_examples(examples_per_class)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-  os.close(fd)
+  tmp_path = atomic_files.create_temp_beside(path)  # Mode 0o666 less the umask, as the final file's.
   try:
     with h5py.File(tmp_path, 'w') as f:
       rows = max(1, min(64, total))
