@@ -17,6 +17,10 @@ A member run's workdir (`ssl_jax.members`, K >= 2) has every member probed (from
 95% confidence interval over the members (`ssl_jax.evaluation.intervals`; each score's `values` are the
 members' probe-seed means). The random-init and supervised baselines do not depend on the member: once.
 
+On success the console shows a table of the probe accuracies (task x budget: the pretrained encoder's,
+the random-init encoder's beside it, the AoA error in degrees; `ssl_jax.evaluation.summary`), then the
+path of the results file as the last line of stdout.
+
 A workdir whose run is still writing can be evaluated: evaluation takes no lock and reads only finalized
 checkpoints (see `ssl_jax.encoders.load_encoder`).
 """
@@ -129,10 +133,13 @@ def main(argv: list[str]) -> None:
     from ssl_jax import console
     console.quiet_libraries()
   try:
-    run(FLAGS.workdir, FLAGS.probe_config, seed=FLAGS.seed, step=FLAGS.step)
+    results = run(FLAGS.workdir, FLAGS.probe_config, seed=FLAGS.seed, step=FLAGS.step)
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
+  from ssl_jax.evaluation import summary
+  for line in summary.summary_table(results):
+    print(line)
   print(results_path(FLAGS.workdir))
 
 

@@ -12,7 +12,7 @@ import pytest
 from configs import probe as probe_config_lib
 from configs import smoke
 from ssl_jax import checkpointing, encoders, evaluate, evaluation, methods, optim
-from ssl_jax.evaluation import metrics
+from ssl_jax.evaluation import metrics, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,6 +94,10 @@ def test_cli_end_to_end_on_the_smoke_data(tmp_path):
   assert proc.stdout.strip().endswith(os.path.join('eval', 'results.json'))
   with open(evaluate.results_path(workdir)) as f:
     results = json.load(f)
+  table = summary.summary_table(results)  # The table, then the path: the end of stdout.
+  assert table[0] == 'linear probes on the test split: moco at step 3'
+  assert [line.split()[:2] for line in table[2:-1]] == [['AoA', '1'], ['AMC', '1']]
+  assert proc.stdout.splitlines()[-len(table) - 1:] == table + [evaluate.results_path(workdir)]
   assert results['method'] == 'moco'
   assert results['pretrained']['num_test'] == 225  # smoke: 1 test example per AoA class
   assert results['pretrained']['tasks']['aoa']['silhouette'] is None  # undefined at 1 per class

@@ -3,7 +3,7 @@
 Entry points: `evaluate_encoder` (probes + silhouette of one frozen encoder), `evaluate_supervised`
 (the end-to-end baseline), `random_init_variables` (the random-init baseline's variables),
 `embed_split` (a whole split's embeddings and labels, e.g. for plots), `unavailable_numbers` (the budgets
-a train split cannot serve).
+a train split cannot serve); `summary.summary_table` (the console table of an evaluation's results).
 """
 
 from ssl_jax.evaluation.suite import ArrayData
