@@ -10,12 +10,13 @@ host with `--config.distributed.coordinator_address=HOST:PORT --config.distribut
 --config.distributed.process_id=I`.
 
 One run writes into DIR at a time: a second launch exits 1 naming the process that holds DIR's lock
-(`ssl_jax/workdir_lock.py`). The console shows a short header, one line per log interval and a summary
-(the JSON summary is the last line of stdout); `--verbosity=0` (absl's flag) adds the libraries' INFO
-logs, `--verbosity=1` their DEBUG logs. Exits 1 with a one-line message on errors it can name.
+(`ssl_jax/workdir_lock.py`). The console shows a short header, one line per log interval and, as the
+last line of stdout (of every process of a multi-host run), a summary (`ssl_jax.train.summary_line`: stop
+reason, steps, final loss, views/s, workdir); `--verbosity=0` (absl's flag) adds the libraries' INFO logs,
+`--verbosity=1` their DEBUG logs. Exits 1 with a one-line message on errors it can name.
 """
 
-import json
+import os
 import sys
 
 from absl import app, flags
@@ -58,10 +59,12 @@ def main(argv: list[str]) -> None:
   if jax.process_index() == 0:
     print(f'[ssl_jax] config: {_config_description()}\n[ssl_jax] {host_allocator.describe()}', flush=True)
   try:
-    summary = train.pretrain(FLAGS.config, FLAGS.workdir)
+    summary = train.pretrain(FLAGS.config, FLAGS.workdir)  # Process 0's console ends with its summary line.
   except (ValueError, FileNotFoundError, train.NonFiniteLossError, workdir_lock.WorkdirBusyError) as e:
     _fail(e)
-  print(json.dumps(summary))
+  if jax.process_index() != 0:  # The other processes' consoles end with it too.
+    from ssl_jax import console
+    print(f'{console.PREFIX} {train.summary_line(summary, os.path.abspath(FLAGS.workdir))}', flush=True)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import signal
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import jax
 import ml_collections
@@ -293,6 +293,8 @@ def _watch(online: Optional[monitor.OnlineMonitor], step: int, state, num_steps:
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrains `config.method` into `workdir`; returns a summary (steps, final loss, views/s, stop reason).
 
+  The console's last line is that summary in words (`summary_line`).
+
   Before the data is built, the config and paths are checked (`config_checks`) and a resume's config
   against the stored one (`resume_checks`: a change is refused, or applied on purpose and recorded);
   before anything compiles, a checkpoint past the run's total steps is refused. Raises WorkdirBusyError
@@ -472,10 +474,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.close()
     progress.close()
   summary['final_step'] = step
-  final_loss = f", loss {summary['final_loss']:.4f}" if 'final_loss' in summary else ''
-  console.line(f"{summary['stop_reason']} at step {step}/{num_steps}{final_loss}; checkpoint "
-               f'{checkpointer.directory}/{step}')
+  console.line(summary_line(summary, checkpointer.workdir))
   return summary
+
+
+def summary_line(summary: Mapping[str, Any], workdir: str) -> str:
+  """The run's last console line, from `pretrain`'s summary: why it stopped and at which step of how many,
+  the steps this run made, the final loss and views/s (each when the summary holds it; a member run's loss
+  is the mean over its members alive, its views/s per member), and the workdir with its last checkpoint."""
+  final_step = int(summary['final_step'])
+  text = (f"{summary['stop_reason']} at step {final_step}/{summary['num_steps']} "
+          f"({final_step - int(summary['start_step'])} steps this run)")
+  alive = summary.get('alive')
+  if summary.get('final_loss') is not None:
+    text += f", final loss {summary['final_loss']:.4f}"
+    if alive is not None:
+      text += f' (mean of the {sum(alive)}/{len(alive)} members alive)'
+  if summary.get('views_per_second') is not None:
+    text += f", {summary['views_per_second']:.0f} views/s{' per member' if alive is not None else ''}"
+  return text + f'; workdir {workdir} (checkpoint {final_step})'
 
 
 def _report_dead(dead: list[int], step: int, console: console_lib.Console) -> None:

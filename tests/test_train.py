@@ -1,7 +1,6 @@
 """The pretraining loop end to end on the simulated data: metrics, checkpoints, exact resume, guards, CLI."""
 
 import glob
-import json
 import os
 import re
 import shutil
@@ -228,6 +227,31 @@ def test_cli_rejects_unknown_config_key(tmp_path):
   assert 'no_such_key' in proc.stderr
 
 
+def _summary(stdout):
+  """Stop reason, first and last step of the run, read from the summary line that ends its stdout."""
+  last = stdout.strip().splitlines()[-1]
+  match = re.fullmatch(r'\[ssl_jax\] (\S+) at step (\d+)/\d+ \((\d+) steps this run\).*', last)
+  assert match, last
+  final, made = int(match.group(2)), int(match.group(3))
+  return {'stop_reason': match.group(1), 'start_step': final - made, 'final_step': final}
+
+
+def test_summary_line_names_the_stop_steps_loss_speed_and_workdir():
+  summary = {'method': 'simclr', 'start_step': 40, 'num_steps': 100, 'stop_reason': 'SIGTERM', 'final_step': 57,
+             'final_loss': 4.123456, 'views_per_second': 2071.4}
+  assert train.summary_line(summary, '/runs/a') == (
+      'SIGTERM at step 57/100 (17 steps this run), final loss 4.1235, 2071 views/s; workdir /runs/a (checkpoint 57)')
+  members = dict(summary, stop_reason='completed', final_step=100, final_losses=[4.0, None, 5.0],
+                 final_loss=4.5, alive=[True, False, True])
+  assert train.summary_line(members, '/runs/a') == (
+      'completed at step 100/100 (60 steps this run), final loss 4.5000 (mean of the 2/3 members alive), '
+      '2071 views/s per member; workdir /runs/a (checkpoint 100)')
+  nothing_run = {'method': 'simclr', 'start_step': 100, 'num_steps': 100, 'stop_reason': 'completed',
+                 'final_step': 100}
+  assert train.summary_line(nothing_run, '/runs/a') == (
+      'completed at step 100/100 (0 steps this run); workdir /runs/a (checkpoint 100)')
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   workdir = str(tmp_path / 'term')
@@ -245,7 +269,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = _summary(out)
   assert summary['stop_reason'] == 'SIGTERM'
   if host_allocator.unavailable_reason() is None:
     assert 'host allocator: mimalloc (' in out, out[-3000:]
@@ -304,7 +328,7 @@ def test_second_launch_is_refused_and_a_relaunch_after_kill_9_logs_each_step_onc
   finally:
     third.kill()
   assert third.returncode == 0, err[-3000:]
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = _summary(out)
   assert summary['start_step'] == checkpoint
   dropped = re.search(r'dropped (\d+) metric rows', out)
   assert dropped and int(dropped.group(1)) >= killed_at - checkpoint, out  # (+1 for a line cut by the kill)
@@ -333,4 +357,5 @@ def test_default_console_is_a_header_a_line_per_interval_and_a_summary(data_dir,
       next(line for line in out if f'[ssl_jax] step {s}/100 ' in line) for s in range(10, 101, 10)]
   for key in ('config: configs/smoke.py', f'workdir {workdir}', 'devices: ', 'data: aoam simulated'):
     assert any(key in line for line in out), (key, out)
-  assert json.loads(out[-1])['final_step'] == 100
+  assert _summary(proc.stdout) == {'stop_reason': 'completed', 'start_step': 0, 'final_step': 100}
+  assert out[-1].endswith(f'; workdir {workdir} (checkpoint 100)') and ' views/s' in out[-1], out[-1]
