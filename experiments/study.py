@@ -225,15 +225,12 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
   """Sets each dotted key of `overrides` in `config`; raises ValueError naming a key the config does not have."""
+  from ssl_jax import config_keys
   for dotted, value in overrides.items():
-    *path, last = dotted.split('.')
-    node = config
-    for part in path:
-      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-    if not isinstance(node, ml_collections.ConfigDict) or last not in node:
-      raise ValueError(f'--set {dotted}: the pretraining config has no key {dotted!r}')
-    with node.ignore_type():
-      node[last] = value
+    try:
+      config_keys.set_existing(config, dotted, value, ignore_type=True)  # config_checks checks the value
+    except KeyError:
+      raise ValueError(f'--set {dotted}: the pretraining config has no key {dotted!r}') from None
 
 
 STUDY_SETTINGS = ('scale', 'seed', 'seeds', 'steps', 'data', 'probe_config', 'overrides')  # what makes two
@@ -311,7 +308,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
                mtc_only: bool, methods: tuple[str, ...], data_source: str, manual_dir: str,
                ablation: bool, overrides: dict[str, Any]) -> dict[str, Any]:
   """`run_study` once its arguments are checked and `out_dir` is locked."""
-  from ssl_jax import encoders, train  # Heavy imports after argument checks.
+  from ssl_jax import config_keys, encoders, train  # Heavy imports after argument checks.
   from ssl_jax.evaluation import embeddings as embeddings_lib
   from ssl_jax.evaluation import suite
 
@@ -333,7 +330,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     jax.config.update('jax_compilation_cache_dir', os.path.join(out_dir, '.xla_cache'))
   data = prepare_real_data(scale, data_dir, manual_dir) if data_source == 'real' else {'source': 'simulated'}
   results: dict[str, Any] = {'scale': scale, 'seed': seed, 'seeds': seeds, 'steps': steps, 'data': data,
-                             'probe_config': json.loads(probes.to_json_best_effort()),
+                             'probe_config': config_keys.to_json(probes),
                              'overrides': {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
                              or None}
   previous = previous_runs(out_dir, results)
@@ -400,7 +397,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
 
     evaluations = timed(f'probe_{name}', lambda: paired_evaluations(probe_member, seed, seeds))
     results['runs'][name] = {'method': method, 'augment': augment, 'antenna_dropout': antenna_dropout,
-                             'config': json.loads(config.to_json_best_effort()),
+                             'config': config_keys.to_json(config),
                              'pretrain': summary, **evaluations}
     if not {'random_init', 'supervised'} <= set(results['runs']):  # after the first run: in a study cut short too
       baselines(run_name(methods[0], True))

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from ssl_jax import methods, models, path_checks
+from ssl_jax import config_keys, methods, models, path_checks
 from ssl_jax.methods import moco, simclr
 from ssl_jax.data import simulate, spec
 from ssl_jax.evaluation import clustering, suite
@@ -52,7 +52,7 @@ RESUME_CHANGEABLE_KEYS = ('num_train_steps', 'num_epochs')
 # config.loss.name by method (ssl_jax.methods.simclr / moco).
 LOSS_NAMES = {'simclr': simclr.BATCH_LOSSES, 'moco': moco.QUEUE_LOSSES}
 
-_MISSING = object()
+_MISSING = config_keys.MISSING
 
 
 class ConfigError(ValueError):
@@ -62,17 +62,6 @@ class ConfigError(ValueError):
     self.problems = tuple(problems)
     super().__init__(f'invalid {what} ({len(self.problems)} problem{"s" if len(self.problems) > 1 else ""}):\n'
                      + '\n'.join(f'  {p}' for p in self.problems))
-
-
-def lookup(config: Any, dotted: str, default: Any = _MISSING) -> Any:
-  """`config.a.b` for `dotted='a.b'`; `default` (or a missing marker) where a part is absent."""
-  node = config
-  for part in dotted.split('.'):
-    if isinstance(node, (dict, ml_collections.ConfigDict)) and part in node:
-      node = node[part]
-    else:
-      return default
-  return node
 
 
 def _is_int(value: Any) -> bool:
@@ -92,7 +81,7 @@ class _Rules:
     self.problems: list[str] = []
 
   def value(self, key: str) -> Any:
-    return lookup(self.config, key)
+    return config_keys.get(self.config, key)
 
   def fail(self, key: str, message: str) -> None:
     value = self.value(key)
@@ -180,7 +169,7 @@ class _Rules:
 def _method_uses_batch_negatives(config: Any) -> bool:
   """SimCLR, MoCo v3 and CLIP take every negative from the batch, SwAV spreads the batch over its
   prototypes; MoCo (v2) takes its negatives from its queue."""
-  return lookup(config, 'method') in ('simclr', 'moco_v3', 'swav', 'clip')
+  return config_keys.get(config, 'method') in ('simclr', 'moco_v3', 'swav', 'clip')
 
 
 def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
@@ -258,7 +247,7 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   why = ''
   if method_ok and _method_uses_batch_negatives(config):
     batch_low, why = 2, (' (the negatives come from the batch: with 1 example there are none and the loss is 0)')
-  elif lookup(config, 'model.projection_norm', 'none') == 'batch':
+  elif config_keys.get(config, 'model.projection_norm', 'none') == 'batch':
     batch_low, why = 2, " (model.projection_norm = 'batch' standardises over the batch)"
   batch_ok = r.int_range('batch_size', batch_low, why=why)
 
@@ -316,7 +305,7 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   r.int_range('profile_first_step', 0, why=' (0: no profile)')
   r.int_range('profile_num_steps', 1)
   _monitor_problems(r)
-  allowed = lookup(config, 'allow_resume_changes', '')
+  allowed = config_keys.get(config, 'allow_resume_changes', '')
   if not isinstance(allowed, str):
     r.fail('allow_resume_changes', f'must be a comma-separated string of keys from {RESUME_CHANGEABLE_KEYS}')
   else:
@@ -393,18 +382,18 @@ _MEMBER_VALUE_RULES = {
 def _member_problems(r: _Rules, config: Any) -> None:
   """`config.members` (ssl_jax/members.py): K >= 1, each list empty or K valid values, K a multiple of the
   member axis's devices; a momentum list only for a method with a momentum encoder."""
-  if lookup(config, 'data.order_seed', _MISSING) is not _MISSING:
+  if config_keys.get(config, 'data.order_seed', _MISSING) is not _MISSING:
     r.int_range('data.order_seed', -1, why=' (-1: config.seed orders the data)')
-  if lookup(config, 'augment.crop_length_seed', _MISSING) is not _MISSING:
+  if config_keys.get(config, 'augment.crop_length_seed', _MISSING) is not _MISSING:
     r.int_range('augment.crop_length_seed', -1, why=" (-1: the run's key draws the crop lengths)")
-  if lookup(config, 'members', _MISSING) is _MISSING:
+  if config_keys.get(config, 'members', _MISSING) is _MISSING:
     return  # a config from before members: one run
   if not r.int_range('members.count', 1, why=' (the number of members: an empty member list trains nothing)'):
     return
   count = r.value('members.count')
   for name, (ok, what) in _MEMBER_VALUE_RULES.items():
     key = f'members.{name}'
-    values = lookup(config, key, ())
+    values = config_keys.get(config, key, ())
     if not isinstance(values, (tuple, list)):
       r.fail(key, f'must be a list of {count} values (one per member), or () for the config\'s own value')
       continue
@@ -416,8 +405,8 @@ def _member_problems(r: _Rules, config: Any) -> None:
     bad = [v for v in values if not ok(v)]
     if bad:
       r.fail(key, f'each value must be {what}; {bad[0]!r} is not')
-    if name == 'momentum' and lookup(config, 'moco.momentum', _MISSING) is _MISSING:
-      r.fail(key, f'is the EMA momentum base of a momentum encoder; method {lookup(config, "method", "?")!r} has '
+    if name == 'momentum' and config_keys.get(config, 'moco.momentum', _MISSING) is _MISSING:
+      r.fail(key, f'is the EMA momentum base of a momentum encoder; method {config_keys.get(config, "method", "?")!r} has '
              'none (no config.moco.momentum)')
   r.choice('members.data_order', ('shared', 'member'))
   if r.int_range('members.devices', 1, why=' (devices along the member axis of the mesh)'):

@@ -25,7 +25,6 @@ A workdir whose run is still writing can be evaluated: evaluation takes no lock 
 checkpoints (see `ssl_jax.encoders.load_encoder`).
 """
 
-import json
 import os
 import sys
 from typing import Optional
@@ -59,7 +58,7 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   workdir holds no config or no checkpoint at `step`, or the train split cannot serve a requested budget
   (unless `probe_config.skip_unavailable_budgets`: then the budgets are skipped, each with a warning).
   """
-  from ssl_jax import checkpointing, config_checks, encoders, evaluation, path_checks  # Local: --help stays fast.
+  from ssl_jax import checkpointing, config_checks, config_keys, encoders, evaluation, path_checks  # Local: --help stays fast.
   config_checks.check_probe_config(probe_config)
   if seed < 0:
     raise ValueError(f'--seed must be >= 0, got {seed}')
@@ -84,8 +83,8 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
       'method': config.get('method'),
       'step': step,
       'seed': seed,
-      'data_config': json.loads(config.data.to_json_best_effort()),
-      'probe_config': json.loads(probe_config.to_json_best_effort()),
+      'data_config': config_keys.to_json(config.data),
+      'probe_config': config_keys.to_json(probe_config),
       'skipped': unavailable,
   }
   if num_members == 1:
@@ -111,14 +110,14 @@ def _probe_members(workdir: str, step: int, num_members: int, probe_config: ml_c
                    data) -> dict:
   """A member run's probes: `members` (each member's settings and results, all from checkpoint `step`),
   `pretrained` (their mean with a 95% t-interval over the members, `evaluation.intervals.summarize`)."""
-  from ssl_jax import encoders, evaluation, members
+  from ssl_jax import config_keys, encoders, evaluation, members
   from ssl_jax.evaluation import intervals
   per_member = []
   for member in range(num_members):
     logging.info('probing member %d of %s', member, workdir)
     loaded = encoders.load_encoder(workdir, step, member)
-    settings = {name: members.get_key(loaded.config, path) for name, path in members.MEMBER_KEYS.items()
-                if members.get_key(loaded.config, path) is not None}
+    settings = {name: config_keys.get(loaded.config, path, None) for name, path in members.MEMBER_KEYS.items()
+                if config_keys.get(loaded.config, path, None) is not None}
     scores = evaluation.evaluate_encoder(loaded.module, loaded.variables, loaded.config.data, probe_config,
                                          seed=seed, data=data)
     per_member.append({'member': member, 'settings': settings, 'pretrained': scores})

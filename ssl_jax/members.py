@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ssl_jax import config_keys
+
 PyTree = Any
 
 # config.members.<name> -> the config key it sets per member.
@@ -53,27 +55,9 @@ SHAPE_KEYS = ('method', 'batch_size', 'data.length', 'model.', 'augment.crop_len
               'moco.queue_size', 'fifo_bank.size', 'memory_bank.', 'mochi.', 'swav.', 'clip.', 'augment.iq.')
 
 
-def get_key(config: Any, dotted: str, default: Any = None) -> Any:
-  """The value at a dotted key (`default` where a section or the key is missing)."""
-  node = config
-  for part in dotted.split('.'):
-    if node is None or part not in node:
-      return default
-    node = node[part]
-  return node
-
-
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-  *path, last = dotted.split('.')
-  node = config
-  for part in path:
-    node = node[part]
-  node[last] = value
-
-
 def count(config: Any) -> int:
   """K, the number of members (1 for a config without a `members` section)."""
-  return int(get_key(config, 'members.count', 1))
+  return int(config_keys.get(config, 'members.count', 1))
 
 
 def is_member_run(config: Any) -> bool:
@@ -84,17 +68,17 @@ def is_member_run(config: Any) -> bool:
 def values(config: Any, name: str) -> list:
   """Member `name`'s K values (`MEMBER_KEYS`): the list given, or the config's own value K times (seeds:
   `config.seed + k`)."""
-  given = tuple(get_key(config, f'members.{name}', ()) or ())
+  given = tuple(config_keys.get(config, f'members.{name}', ()) or ())
   if given:
     return list(given)
   if name == 'seed':
     return [int(config.seed) + k for k in range(count(config))]
-  return [get_key(config, MEMBER_KEYS[name])] * count(config)
+  return [config_keys.get(config, MEMBER_KEYS[name], None)] * count(config)
 
 
 def given_names(config: Any) -> list[str]:
   """The `MEMBER_KEYS` names with a non-empty list in `config.members`."""
-  return [name for name in MEMBER_KEYS if tuple(get_key(config, f'members.{name}', ()) or ())]
+  return [name for name in MEMBER_KEYS if tuple(config_keys.get(config, f'members.{name}', ()) or ())]
 
 
 def member_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
@@ -104,13 +88,14 @@ def member_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Con
   `data_order='shared'`, the shared data-order seed (both `config.seed` unless the config sets them).
   """
   k_count = count(config)
-  columns = {name: values(config, name) for name in MEMBER_KEYS if get_key(config, MEMBER_KEYS[name]) is not None}
+  columns = {name: values(config, name) for name in MEMBER_KEYS
+             if config_keys.get(config, MEMBER_KEYS[name], None) is not None}
   configs = []
   for k in range(k_count):
     member = copy.deepcopy(config)
     with member.unlocked():
       for name, column in columns.items():
-        _set(member, MEMBER_KEYS[name], column[k])
+        config_keys.set_existing(member, MEMBER_KEYS[name], column[k])
       if k_count >= 2:
         if int(member.augment.crop_length_seed) < 0:
           member.augment.crop_length_seed = int(config.seed)
@@ -176,7 +161,7 @@ def stack_configs(configs: Sequence[ml_collections.ConfigDict]) -> ml_collection
   with stacked.unlocked():
     stacked.members.count = len(configs)
     for name, path in MEMBER_KEYS.items():
-      column = [get_key(c, path) for c in configs]
+      column = [config_keys.get(c, path, None) for c in configs]
       stacked.members[name] = tuple(column) if column[0] is not None and len(set(column)) > 1 else ()
     stacked.seed = int(configs[0].seed)
     if all(int(c.seed) == int(configs[0].seed) + k for k, c in enumerate(configs)):
@@ -185,8 +170,7 @@ def stack_configs(configs: Sequence[ml_collections.ConfigDict]) -> ml_collection
 
 
 def json_of(config: ml_collections.ConfigDict) -> dict:
-  import json
-  return json.loads(config.to_json_best_effort())
+  return config_keys.to_json(config)
 
 
 # ----------------------------------------------------------------------------------------------- the state
@@ -217,7 +201,7 @@ def hyperparameters(configs: Sequence[ml_collections.ConfigDict]) -> dict[str, n
   dtype = jnp.result_type(float)
   out = {}
   for name in TRACED:
-    column = [get_key(c, MEMBER_KEYS[name]) for c in configs]
+    column = [config_keys.get(c, MEMBER_KEYS[name], None) for c in configs]
     if column[0] is not None:
       out[name] = np.asarray(column, dtype)
   return out
@@ -230,7 +214,7 @@ def traced_config(config: ml_collections.ConfigDict, hyper: dict[str, jax.Array]
   """
   traced = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   for name, value in hyper.items():
-    _set(traced, MEMBER_KEYS[name], value)
+    config_keys.set_existing(traced, MEMBER_KEYS[name], value)
   return traced
 
 

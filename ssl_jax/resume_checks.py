@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Iterable, Mapping
 
 import ml_collections
 from flax import traverse_util
 
-from ssl_jax import checkpointing, config_checks, metrics_writer, path_checks
+from ssl_jax import checkpointing, config_checks, config_keys, metrics_writer, path_checks
 
 # Keys (or key prefixes, ending in '.') whose change never changes what the run trains.
 FREE_KEYS = (
@@ -96,9 +95,7 @@ def _show(value: Any) -> str:
 
 
 def _as_json(config: ml_collections.ConfigDict | Mapping) -> dict:
-  if isinstance(config, ml_collections.ConfigDict):
-    return json.loads(config.to_json_best_effort())
-  return json.loads(json.dumps(config))
+  return config_keys.to_json(config)
 
 
 def _kind(key: str) -> str:
@@ -137,7 +134,7 @@ def differences(saved: ml_collections.ConfigDict | Mapping,
 
 
 def allowed_changes(config: ml_collections.ConfigDict) -> set[str]:
-  return set(config_checks.split_keys(config_checks.lookup(config, 'allow_resume_changes', '') or ''))
+  return set(config_checks.split_keys(config_keys.get(config, 'allow_resume_changes', '') or ''))
 
 
 def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_collections.ConfigDict, *,

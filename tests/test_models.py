@@ -557,3 +557,12 @@ def test_pooled_unit_downsampling_keeps_the_parameters_and_lengths_and_pools_eac
   np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match='downsample'):
     shufflenet.ShuffleUnit(48, stride=2, downsample='conv').init(jax.random.key(0), x, train=False)
+
+
+def test_a_model_config_without_layout_keys_builds_the_legacy_layout():
+  """A workdir's config.json written before the layout keys existed is rebuilt with the layout it trained."""
+  config = base_config.get_config().model
+  for key in models.LAYOUT_KEYS:
+    del config[key]
+  encoder = models.create_encoder(config)
+  assert {key: getattr(encoder, key) for key in models.LAYOUT_KEYS} == models.LEGACY_LAYOUT

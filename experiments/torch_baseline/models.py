@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ssl_jax.data import spec
-from ssl_jax.models import LAYOUT_KEYS
+from ssl_jax.models import LAYOUT_KEYS, LEGACY_LAYOUT
 
 STAGE_OUT_CHANNELS = (24, 48, 96, 192, 1024)  # width 0.5: stem, stage2, stage3, stage4, conv5
 STAGE_REPEATS = (4, 8, 4)
@@ -160,8 +160,10 @@ class ContrastiveModel(nn.Module):
 
 
 def from_config(model_config) -> ContrastiveModel:
-  """The torch twin of `ssl_jax.models.create_encoder` + `create_head` for `config.model`."""
+  """The torch twin of `ssl_jax.models.create_encoder` + `create_head` for `config.model` (a layout key absent
+  from it takes its `LEGACY_LAYOUT` value, as there)."""
   return ContrastiveModel(tuple(model_config.get('stage_repeats', STAGE_REPEATS)),
                           int(model_config.hidden_dim), int(model_config.output_dim),
                           str(model_config.get('projection_norm', 'none')),
-                          **{key: model_config[key] for key in LAYOUT_KEYS if key in model_config})
+                          **{key: model_config[key] if key in model_config else LEGACY_LAYOUT[key]
+                             for key in LAYOUT_KEYS})

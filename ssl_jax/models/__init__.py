@@ -55,19 +55,23 @@ def dtypes(model_config: Any) -> tuple[Any, Any]:
 
 
 def create_encoder(model_config: Any, bn_axis_name: Optional[str] = None) -> ShuffleNetV2Encoder:
-  """Encoder from `config.model`: dtype, stage_repeats and the layout keys (`LAYOUT_KEYS`; a key absent from
-  `config.model` takes the encoder's default)."""
+  """Encoder from `config.model`: dtype, stage_repeats and the layout keys (`LAYOUT_KEYS`). A key absent from
+  `config.model` takes its `LEGACY_LAYOUT` value, the layout every run had before the keys existed, so that a
+  workdir written then is rebuilt as it was trained (`configs/base.py` sets every key)."""
   dtype, param_dtype = dtypes(model_config)
   stage_repeats = tuple(int(r) for r in model_config.get('stage_repeats', (4, 8, 4)))
   if len(stage_repeats) != 3 or min(stage_repeats) < 1:
     raise ValueError(f'model_config.stage_repeats must be 3 positive ints, got {stage_repeats!r}')
-  layout = {key: model_config[key] for key in LAYOUT_KEYS if key in model_config}
+  layout = {key: model_config[key] if key in model_config else LEGACY_LAYOUT[key] for key in LAYOUT_KEYS}
   return ShuffleNetV2Encoder(bn_axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype,
                              stage_repeats=stage_repeats, **layout)
 
 
 # The encoder's layout attributes that `config.model` may set (`ShuffleNetV2Encoder`'s docstring).
 LAYOUT_KEYS = ('stem_stride', 'stem_pool', 'dw_kernel', 'unit_downsample', 'input_scaling')
+# The layout of every config written before the layout keys existed (docs/design.md, "The encoder's layout").
+LEGACY_LAYOUT = {'stem_stride': 2, 'stem_pool': True, 'dw_kernel': 3, 'unit_downsample': 'stride',
+                 'input_scaling': 'none'}
 
 
 def create_head(model_config: Any, bn_axis_name: Optional[str] = None) -> ProjectionHead:
@@ -93,6 +97,6 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    'BatchNorm', 'DOWNSAMPLINGS', 'DepthwiseConv1D', 'INPUT_SCALINGS', 'LAYOUT_KEYS', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
+    'BatchNorm', 'DOWNSAMPLINGS', 'DepthwiseConv1D', 'INPUT_SCALINGS', 'LAYOUT_KEYS', 'LEGACY_LAYOUT', 'PROJECTION_NORMS', 'Predictor', 'ProjectionHead', 'batch_standardize', 'ShuffleNetV2Encoder', 'ShuffleUnit',
     'channel_shuffle', 'count_params', 'create_encoder', 'create_head', 'create_predictor', 'dtypes',
 ]
