@@ -226,6 +226,27 @@ def study_tables(studies: Mapping[str, str]) -> list[str]:
   return lines
 
 
+def collect(path: str, runs: list[Mapping[str, Any]], studies: Mapping[str, str], first_steps_dirs: list[str]) -> None:
+  """Writes `path` (results.json): the screen's runs, per pretraining study its per-seed probe accuracies of
+  SimCLR and of the random-init encoder, its supervised baseline, timing and kNN curve, and the first-steps
+  summaries (`experiments/first_steps.py`'s summary.json, by directory name)."""
+  from experiments import study_report
+  pretraining = {}
+  for name, out in studies.items():
+    results = json.load(open(os.path.join(out, 'results.json')))
+    scores = {run: {task: {str(b): study_report.seed_scores(results, run, task, b)
+                           for b in results['probe_config']['budgets']} for task in ('aoa', 'amc')}
+              for run in ('simclr_aug', 'random_init')}
+    supervised = {task: {str(b): study_report.seed_scores(results, 'supervised', task, b)
+                         for b in results['probe_config']['supervised']['budgets']} for task in ('aoa', 'amc')}
+    pretraining[name] = {'overrides': results.get('overrides'), 'probe_accuracy_per_seed': scores,
+                         'supervised_accuracy_per_seed': supervised, 'timing_s': results['timing_s'],
+                         'knn_monitor': {str(step): v for step, v in knn_curve(os.path.join(out, 'runs', 'simclr_aug')).items()}}
+  first = {os.path.basename(os.path.normpath(d)): json.load(open(os.path.join(d, 'summary.json'))) for d in first_steps_dirs}
+  with open(path, 'w') as f:
+    json.dump({'screen': runs, 'pretraining': pretraining, 'first_steps': first}, f, indent=1)
+
+
 def time_pretraining(names: list[str], rounds: int, steps: int = 5) -> list[str]:
   """Markdown rows: candidate -> SimCLR step ms at batch 128, views of 128 (median over `rounds` interleaved
   rounds of `steps` steps each, with the range of the rounds' medians) and the ratio to `v1`'s median."""
@@ -252,6 +273,8 @@ def main() -> None:
   parser.add_argument('--out', help='the screen\'s output directory (results.json)')
   parser.add_argument('--report', default='', help='print the tables of this screen directory and --studies')
   parser.add_argument('--studies', default='', help='NAME=STUDY_DIR,... for --report')
+  parser.add_argument('--first_steps', default='', help='first_steps.py output dirs, comma-separated, for --write')
+  parser.add_argument('--write', default='', help='with --report: also write every number to this results.json')
   parser.add_argument('--time', action='store_true', help="time SimCLR's step for each of --candidates")
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--length', type=int, default=128)
@@ -261,10 +284,14 @@ def main() -> None:
   parser.add_argument('--candidates', default=','.join(CANDIDATES))
   args = parser.parse_args()
   if args.report:
-    print('\n'.join(screen_table(json.load(open(os.path.join(args.report, 'results.json')))['runs'])))
-    if args.studies:
+    runs = [r for d in args.report.split(',') for r in json.load(open(os.path.join(d, 'results.json')))['runs']]
+    studies = dict(pair.split('=', 1) for pair in args.studies.split(',')) if args.studies else {}
+    print('\n'.join(screen_table(runs)))
+    if studies:
       print()
-      print('\n'.join(study_tables(dict(pair.split('=', 1) for pair in args.studies.split(',')))))
+      print('\n'.join(study_tables(studies)))
+    if args.write:
+      collect(args.write, runs, studies, [d for d in args.first_steps.split(',') if d])
     return
   names = args.candidates.split(',')
   unknown = [n for n in names if n not in CANDIDATES]

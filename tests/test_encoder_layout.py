@@ -55,3 +55,25 @@ def test_first_steps_summary_reads_the_members_rows(tmp_path):
   assert summary['negative_similarity_step1'] == pytest.approx(0.71)
   assert summary['knn_aoa_last'] == pytest.approx(0.25) and summary['knn_amc_step0'] == pytest.approx(0.3)
   assert summary['loss_last'] == pytest.approx(2.0) and summary['last_step'] == 3
+
+
+def test_committed_layout_tables_follow_from_their_numbers():
+  """experiments/results/encoder_layout/README.md's screen and pretraining rows are those of its results.json."""
+  import os
+  from experiments import study_report
+  import committed  # tests/committed.py
+  results_dir, results = committed.committed_results('encoder_layout')
+  readme = open(os.path.join(results_dir, 'README.md')).read()
+  for length in (128, 1024):
+    for line in encoder_layout.screen_table([r for r in results['screen'] if r['length'] == length])[2:]:
+      assert line in readme, line
+  for layout, study in results['pretraining'].items():
+    scores = study['probe_accuracy_per_seed']
+    for task in ('aoa', 'amc'):
+      for budget, simclr in scores['simclr_aug'][task].items():
+        interval = study_report.paired_difference(simclr, scores['random_init'][task][budget])
+        per_seed = ' / '.join(f'{a - b:+.3f}' for a, b in zip(simclr, scores['random_init'][task][budget]))
+        row = (f'| {layout} | {task} | {budget} | {encoder_layout._interval(simclr)} | '
+               f"{encoder_layout._interval(scores['random_init'][task][budget])} | {per_seed} | "
+               f'{encoder_layout._difference(interval)} | {study_report.verdict(interval)} |')
+        assert row in readme, row
