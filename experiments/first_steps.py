@@ -10,6 +10,7 @@ cpu-scale run takes; after it the cosine decays over the short run. A rerun reus
 
   python -m ssl_jax.launch experiments/first_steps.py --out DIR [--steps 300] [--seeds 3]
       [--treatments base,warmup_3,...] [--set model.stem_stride=1 ...]
+  python experiments/first_steps.py --report DIR[,DIR...]     # the table of finished runs
 """
 
 from __future__ import annotations
@@ -77,9 +78,22 @@ def summarize(workdir: str, steps: int) -> dict[str, Any]:
           'last_step': train_steps[-1]}
 
 
+def table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """Markdown rows, one per `{label: summary}` (`summarize`'s figures)."""
+  lines = ['| run | cosine at step 1: positives / negatives | lowest embedding_std (step) | embedding_std, last | '
+           'loss, last | instance accuracy, last | kNN AoA / AMC: step 0 -> last |', '|---|---|---|---|---|---|---|']
+  for label, s in summaries.items():
+    lines.append(f"| {label} | {s['positive_similarity_step1']:.3f} / {s['negative_similarity_step1']:.3f} | "
+                 f"{s['lowest_embedding_std']:.4f} ({s['lowest_embedding_std_step']}) | {s['embedding_std_last']:.4f} | "
+                 f"{s['loss_last']:.2f} | {s['instance_accuracy_last']:.3f} | {s['knn_aoa_step0']:.3f} / "
+                 f"{s['knn_amc_step0']:.3f} -> {s['knn_aoa_last']:.3f} / {s['knn_amc_last']:.3f} |")
+  return lines
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--out', required=True)
+  parser.add_argument('--out', help='output directory (one workdir per treatment, summary.json)')
+  parser.add_argument('--report', default='', help='print the table of these output directories and stop')
   parser.add_argument('--steps', type=int, default=300)
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--treatments', default=','.join(TREATMENTS))
@@ -87,6 +101,16 @@ def main() -> None:
   parser.add_argument('--set', action='append', metavar='KEY=VALUE', dest='overrides',
                       help='a config key for every treatment (the encoder layout, say), as experiments/study.py')
   args = parser.parse_args()
+  if args.report:
+    rows = {}
+    for out in args.report.split(','):
+      saved = json.load(open(os.path.join(out, 'summary.json')))
+      layout = ', '.join(f'{k}={v}' for k, v in (saved['overrides'] or {}).items()) or 'defaults'
+      rows.update({f'{name} ({layout})': summary for name, summary in saved['treatments'].items()})
+    print('\n'.join(table(rows)))
+    return
+  if not args.out:
+    parser.error('--out DIR is required (or --report DIR)')
   names = args.treatments.split(',')
   unknown = [n for n in names if n not in TREATMENTS]
   if unknown:
