@@ -4,9 +4,11 @@ For each treatment (`TREATMENTS`: overrides of SimCLR's cpu-scale config, on top
 members for `--steps` steps with every step logged and the kNN monitor every 50, into `OUT/<treatment>/`, and
 prints per treatment (mean over the seeds): the cosine of positive and of negative pairs at step 1, the lowest
 `embedding_std` (the collapse monitor; 1/sqrt(256) = 0.0625 for spread unit vectors) and its step, the loss, the
-instance accuracy and the kNN accuracies at the last step. The warm-up is the cpu scale's (linear over
-`optim.warmup_epochs` epochs of 175 steps, whatever the run's length), so every step of a warm-up is the one a
-cpu-scale run takes; after it the cosine decays over the short run. A rerun reuses finished treatments.
+instance accuracy and the kNN accuracies at the last step. The warm-up is linear over `optim.warmup_epochs`
+epochs of 175 steps, as in a cpu-scale run, so every step of it is the one a cpu-scale run takes; after it the
+cosine decays over the short run. `ssl_jax.optim` caps a warm-up at the run's length, so a treatment whose
+warm-up does not end before `--steps` is refused (it would test another warm-up than its name says). A rerun
+reuses finished treatments.
 
   python -m ssl_jax.launch experiments/first_steps.py --out DIR [--steps 300] [--seeds 3]
       [--treatments base,warmup_3,...] [--set model.stem_stride=1 ...]
@@ -49,6 +51,11 @@ def treatment_config(name: str, base: Mapping[str, Any], steps: int, seeds: int,
   config.monitor.every_steps = 50
   config.checkpoint_every_steps = steps
   config.progress_bar = False
+  from ssl_jax.data import pipeline
+  warmup_steps = int(round(config.optim.warmup_epochs * pipeline.steps_per_epoch(config)))
+  if warmup_steps >= steps:
+    raise ValueError(f'treatment {name!r}: its warm-up of {warmup_steps} steps does not end within --steps {steps} '
+                     '(ssl_jax.optim would shorten it to the run); run more steps')
   return config
 
 
