@@ -2,7 +2,7 @@
 symmetric InfoNCE over the global batch (ssl_jax/methods/clip.py).
 
 Not the study's method; it shares the study's setup, temperature included (0.07, fixed: CLIP's initial
-value). Evaluation (`ssl_jax.evaluate`) probes the IQ tower's encoder; `ssl_jax.methods.clip.restore_encoder(
+value). Evaluation (`ssl_jax.evaluate`) probes the IQ tower's encoder; `ssl_jax.methods.encoders.load_clip_tower(
 workdir, representation='spectrum')` loads the spectrum tower's.
 """
 

@@ -94,3 +94,23 @@ def load_encoder(workdir: str, step: int | None = None, member: int | None = Non
   run = load_run(workdir, step, member)
   variables = {'params': run.state.params['encoder'], 'batch_stats': run.state.batch_stats['encoder']}
   return PretrainedEncoder(run.config, run.networks.encoder, variables, run.step)
+
+
+def load_clip_tower(workdir: str, step: int | None = None, representation: str = 'iq'):
+  """The encoder of one tower of a CLIP workdir, as a `PretrainedEncoder` (config, module,
+  variables, step): 'iq' is what `load_encoder(workdir, step)` gives, 'spectrum' the other.
+
+  Raises ValueError for another representation or a workdir of another method; FileNotFoundError without
+  a checkpoint (the messages of `load_run`).
+  """
+  if representation not in methods.clip.REPRESENTATIONS:
+    raise ValueError(f'representation must be one of {methods.clip.REPRESENTATIONS}; got {representation!r}')
+  if representation == 'iq':
+    return load_encoder(workdir, step)
+  config = checkpointing.read_config(workdir)
+  if config.method != 'clip':
+    raise ValueError(f'{workdir!r} holds a {config.method!r} run; only a clip run has a spectrum encoder')
+  run = load_run(workdir, step)
+  module, variables = methods.clip.tower_encoder(run.networks, run.state.params, run.state.batch_stats,
+                                                 representation)
+  return PretrainedEncoder(run.config, module, variables, run.step)

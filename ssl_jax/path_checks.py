@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ssl_jax.data import spec
+
 
 class PathError(ValueError):
   """A path given to an entry point cannot be used; the message names it and why."""
@@ -111,8 +113,7 @@ def check_data_inputs(data_config: Any) -> None:
   """`config.data` with `source='real'`: `manual_dir` is a directory holding train.h5 and test.h5."""
   if data_config.source != 'real':
     return
-  from ssl_jax.data import aoam  # Local: TFDS is imported only where real data is read.
-  real_files = list(aoam.REAL_FILES.values())
+  real_files = list(spec.REAL_FILE_NAMES.values())
   manual_dir = data_config.manual_dir
   check_existing_dir(manual_dir, "config.data.manual_dir (the real recordings' directory)")
   missing = [name for name in real_files if not os.path.isfile(os.path.join(manual_dir, name))]

@@ -129,14 +129,14 @@ def test_evaluation_reads_the_iq_encoder_and_the_spectrum_encoder_on_request(tmp
     assert jax.tree.structure(got) == jax.tree.structure(want)
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  same = clip.restore_encoder(workdir, representation='iq')
+  same = encoders.load_clip_tower(workdir, representation='iq')
   assert same.module == iq.module and same.step == 1
-  spectrum = clip.restore_encoder(workdir, representation='spectrum')
+  spectrum = encoders.load_clip_tower(workdir, representation='spectrum')
   assert isinstance(spectrum.module, clip.SpectrumEncoder) and spectrum.step == 1
   for x, y in zip(jax.tree.leaves(spectrum.variables['params']), jax.tree.leaves(state.params['spectrum']['encoder'])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   with pytest.raises(ValueError, match="representation must be one of \\('iq', 'spectrum'\\); got 'phase'"):
-    clip.restore_encoder(workdir, representation='phase')
+    encoders.load_clip_tower(workdir, representation='phase')
 
   data = array_data(config.data.length)
   results = evaluate.run(workdir, tiny_probe_config(), seed=0, data=data)
@@ -154,7 +154,7 @@ def test_a_spectrum_encoder_is_refused_for_another_method(tmp_path):
   workdir = str(tmp_path / 'run')
   checkpointing.write_config(workdir, config)
   with pytest.raises(ValueError, match="holds a 'simclr' run; only a clip run has a spectrum encoder"):
-    clip.restore_encoder(workdir, representation='spectrum')
+    encoders.load_clip_tower(workdir, representation='spectrum')
 
 
 def test_clip_needs_two_examples_per_step():

@@ -22,9 +22,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ssl_jax.data import validate
+from ssl_jax.data import spec, validate
 
-FILE_NAMES = {'train': 'train.h5', 'test': 'test.h5'}
+FILE_NAMES = spec.REAL_FILE_NAMES
 IQ_SAMPLE_ROWS = 64
 FINGERPRINT_HEX = 16  # 64 bits: the part of the pair's digest that goes into the TFDS config name
 

@@ -56,3 +56,6 @@ def aoa_class(az_index, el_index):
 def axis_indices(aoa):
   """AoA class -> (az_index, el_index); the inverse of `aoa_class`."""
   return divmod(aoa, NUM_ANGLES)
+
+# The real recordings' file in `config.data.manual_dir` for each split.
+REAL_FILE_NAMES = {'train': 'train.h5', 'test': 'test.h5'}

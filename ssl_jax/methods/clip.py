@@ -28,7 +28,7 @@ log-temperature to 0 (τ = 1).
 
 Storage (checkpoints): `params['encoder']`, `params['head']` are the IQ tower, where every method keeps its
 encoder, so `ssl_jax.encoders.load_encoder` and `ssl_jax.evaluate` read the IQ encoder;
-`params['spectrum']` = {'encoder', 'head'} the spectrum tower (`batch_stats` alike). `restore_encoder(workdir,
+`params['spectrum']` = {'encoder', 'head'} the spectrum tower (`batch_stats` alike). `ssl_jax.encoders.load_clip_tower(workdir,
 representation='spectrum')` loads the spectrum encoder instead.
 """
 
@@ -146,23 +146,3 @@ def tower_encoder(networks: ClipNetworks, params: common.PyTree, batch_stats: co
     return networks.spectrum_encoder, {'params': params[SPECTRUM]['encoder'],
                                        'batch_stats': batch_stats[SPECTRUM]['encoder']}
   raise ValueError(f'representation must be one of {REPRESENTATIONS}; got {representation!r}')
-
-
-def restore_encoder(workdir: str, step: int | None = None, representation: str = 'iq'):
-  """The encoder of one tower of a CLIP workdir, as `ssl_jax.encoders.PretrainedEncoder` (config, module,
-  variables, step): 'iq' is what `encoders.load_encoder(workdir, step)` gives, 'spectrum' the other.
-
-  Raises ValueError for another representation or a workdir of another method; FileNotFoundError without
-  a checkpoint (the messages of `ssl_jax.encoders.load_run`).
-  """
-  from ssl_jax import checkpointing, encoders  # Local import: encoders import the methods.
-  if representation not in REPRESENTATIONS:
-    raise ValueError(f'representation must be one of {REPRESENTATIONS}; got {representation!r}')
-  if representation == 'iq':
-    return encoders.load_encoder(workdir, step)
-  config = checkpointing.read_config(workdir)
-  if config.method != 'clip':
-    raise ValueError(f'{workdir!r} holds a {config.method!r} run; only a clip run has a spectrum encoder')
-  run = encoders.load_run(workdir, step)
-  module, variables = tower_encoder(run.networks, run.state.params, run.state.batch_stats, representation)
-  return encoders.PretrainedEncoder(run.config, module, variables, run.step)
