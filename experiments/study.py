@@ -22,6 +22,11 @@ methods can be run a few methods at a time (`previous_runs`); a run asked for ag
 its entry, and the baselines (random-init encoder, supervised) are kept rather than redone. Every config is
 checked before the first run starts.
 
+Stops: SIGTERM or SIGINT during a pretraining run saves its checkpoint and stops the study there, with exit
+status 128 + the signal's number and a message naming the run and its step (`ssl_jax.train.PretrainingStopped`); nothing of
+that run is probed or reported, and the same command resumes it. A stored run whose pretraining did not finish
+is dropped from the results it adds to.
+
 Seeds: `--seeds K` trains every encoder as K members of one program (`config.members.count = K`,
 `ssl_jax/members.py`; member k has seed `--seed + k`, all members read the same data order). Pairing index
 k also probes member k on the label sets of seed `--seed + k` and trains the supervised baseline and the
@@ -70,6 +75,7 @@ DEFAULT_METHODS = ('simclr', 'moco')  # the study's
 # baselines. Its default methods are SimCLR alone, and at this scale no no-augmentation run is made.
 SCALE_METHODS = {'demo': ('simclr',)}
 SCALES_WITHOUT_ABLATION = ('demo',)
+
 
 
 def default_methods(scale: str) -> tuple[str, ...]:
@@ -242,7 +248,11 @@ def previous_runs(out_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
   that a study of other methods adds to it. Raises ValueError naming the setting when that study was run with
   other `STUDY_SETTINGS` than `results` (its runs would not pair with this one's)."""
   previous = study_report.previous_results(out_dir, results, STUDY_SETTINGS, 'study')
-  return {'runs': dict(previous.get('runs', {})), 'timing_s': dict(previous.get('timing_s', {}))}
+  runs = {name: run for name, run in previous.get('runs', {}).items()
+          if run.get('pretrain', {}).get('stop_reason', 'completed') == 'completed'}
+  for name in sorted(set(previous.get('runs', {})) - set(runs)):
+    print(f'[study] {name} in {out_dir}/results.json did not finish its pretraining: dropped', flush=True)
+  return {'runs': runs, 'timing_s': dict(previous.get('timing_s', {}))}
 
 
 def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
@@ -389,6 +399,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     workdir = os.path.join(out_dir, 'runs', name)
     print(f'[study] pretraining {name} -> {workdir}', flush=True)
     summary = timed(f'pretrain_{name}', lambda config=config, workdir=workdir: train.pretrain(config, workdir))
+    train.check_completed(name, workdir, summary)
     print(f'[study] probing {name}', flush=True)
 
     def probe_member(member, probe_seed, workdir=workdir, config=config):
@@ -442,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   print(f'[study] {host_allocator.describe()}')  # mimalloc when started by `python -m ssl_jax.launch`
   from ssl_jax import console
+  from ssl_jax import train as train_lib
   console.quiet_libraries()  # The libraries' INFO logs off, each warning once (ssl_jax/console.py).
   import matplotlib
   matplotlib.use('Agg')  # Files only, no display (a notebook importing run_study keeps its own backend).
@@ -449,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     run_study(args.scale, args.out, data_dir=args.data_dir, seed=args.seed, seeds=args.seeds, steps=args.steps,
               mtc_only=args.mtc_only, methods=methods, data_source=args.data, manual_dir=args.manual_dir,
               ablation=not args.no_ablation, overrides=overrides)
+  except train_lib.PretrainingStopped as e:
+    print(f'[study] stopped: {e}', file=sys.stderr)
+    return e.exit_code
   except DataError as e:
     print(f'[study] error: {e}', file=sys.stderr)
     return 2

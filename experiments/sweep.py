@@ -16,7 +16,9 @@ value against `--reference` as a paired difference with its CI and verdict) and 
 against the value, CI bands).
 A rerun into the same DIR resumes: finished pretraining runs are reused (`ssl_jax.train.pretrain` refuses a
 workdir trained with other settings, naming the keys), and the methods already in `DIR/results.json` are
-kept, so a sweep can be run one method at a time (`previous_methods`).
+kept, so a sweep can be run one method at a time (`previous_methods`). SIGTERM or SIGINT during a
+pretraining run saves its checkpoint and stops the sweep there (exit status 128 + the signal's number,
+`ssl_jax.train.PretrainingStopped`); the same command resumes it.
 
 Memory: with many members (the default grid is 18 per method) the launcher's `MIMALLOC_PURGE_DELAY=-1`
 keeps every crop pair's buffers, which at the cpu scale fills a 24 GB machine. Run it with
@@ -237,6 +239,7 @@ def run_sweep(scale: str, out_dir: str, *, methods: Sequence[str] = DEFAULT_METH
       workdir = os.path.join(out_dir, 'runs', method)
       print(f'[sweep] pretraining {method}: {config.members.count} members -> {workdir}', flush=True)
       summary = train.pretrain(config, workdir)
+      train.check_completed(method, workdir, summary)
       data = suite.PipelineData(config.data, probes.embed_batch_size)
       evaluations = []
       for k in range(config.members.count):
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.param not in DEFAULT_VALUES and args.values is None:
     parser.error(f'--param {args.param} needs --values')
-  from ssl_jax import console, workdir_lock
+  from ssl_jax import console, train, workdir_lock
   console.quiet_libraries()
   import matplotlib
   matplotlib.use('Agg')
@@ -304,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     run_sweep(args.scale, args.out, methods=tuple(m for m in args.methods.split(',') if m), param=args.param,
               values=args.values, seeds=args.seeds, seed=args.seed, steps=args.steps, reference=args.reference,
               data_dir=args.data_dir, command=command)
+  except train.PretrainingStopped as e:
+    print(f'[sweep] stopped: {e}', file=sys.stderr)
+    return e.exit_code
   except (ValueError, FileNotFoundError, workdir_lock.WorkdirBusyError) as e:
     print(f'[sweep] error: {e}', file=sys.stderr)
     return 1

@@ -478,6 +478,28 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return summary
 
 
+class PretrainingStopped(Exception):
+  """A pretraining run stopped before its last step (SIGTERM, SIGINT, preemption), its checkpoint saved.
+
+  For scripts that run more after pretraining (probes, reports): they stop there and say so, rather than go
+  on with a half-trained encoder; `pretrain` with the same config and workdir resumes the run. `exit_code`
+  is the shell's status for the signal (128 + its number).
+  """
+
+  def __init__(self, name: str, workdir: str, summary: dict[str, Any]):
+    self.reason = str(summary['stop_reason'])
+    self.exit_code = 128 + int(signal.SIGINT if self.reason == 'SIGINT' else signal.SIGTERM)
+    super().__init__(f"pretraining {name} stopped by {self.reason} at step {summary['final_step']}/"
+                     f"{summary['num_steps']} (checkpoint saved in {workdir}); nothing of it was probed or "
+                     'reported. Run the same command to resume')
+
+
+def check_completed(name: str, workdir: str, summary: dict[str, Any]) -> None:
+  """Raises PretrainingStopped unless `pretrain`'s `summary` says run `name` reached its last step."""
+  if summary['stop_reason'] != 'completed':
+    raise PretrainingStopped(name, workdir, summary)
+
+
 def summary_line(summary: Mapping[str, Any], workdir: str) -> str:
   """The run's last console line, from `pretrain`'s summary: why it stopped and at which step of how many,
   the steps this run made, the final loss and views/s (each when the summary holds it; a member run's loss

@@ -315,3 +315,35 @@ def test_committed_cpu_methods_study_ran_the_cpu_defaults_and_its_tables_follow_
   for line in study_report.methods_section(results) + study_report.conclusions_section(results):
     assert line in report, line
   assert os.path.getsize(os.path.join(results_dir, 'methods_vs_simclr.png')) > 0
+
+
+@pytest.mark.slow
+def test_a_study_stopped_during_pretraining_stops_there_and_the_same_command_resumes(tmp_path, monkeypatch,
+                                                                                      capsys):
+  """SIGTERM during pretraining (the stop `train.pretrain` takes at a step, here asked for at step 2): the run
+  saves its checkpoint, the study exits 143 naming the run and its step, probes nothing and reports nothing.
+  A stored run whose pretraining did not finish is dropped from the results a study adds to."""
+  from ssl_jax import train
+  from ssl_jax.evaluation import suite
+
+  out = str(tmp_path / 'study')
+  monkeypatch.setattr(train._StopRequest, 'reason', lambda self, step: 'SIGTERM' if step == 2 else None)  # pylint: disable=protected-access
+  monkeypatch.setattr(suite, 'evaluate_encoder', lambda *a, **k: pytest.fail('a stopped run was probed'))
+  argv = ['--scale', 'smoke', '--methods', 'simclr', '--no_ablation', '--out', out]
+  assert study.main(argv) == 143
+  err = capsys.readouterr().err
+  workdir = os.path.join(out, 'runs', 'simclr_aug')
+  assert f'[study] stopped: pretraining simclr_aug stopped by SIGTERM at step 2/6 (checkpoint saved in {workdir})' in err
+  assert 'Run the same command to resume' in err
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '2'))
+  assert not os.path.exists(os.path.join(out, 'results.json')) and not os.path.exists(os.path.join(out, 'report.md'))
+
+  # An unfinished run stored by an older study is not carried into the results a study adds to.
+  results = {'scale': 'smoke', 'seed': 0, 'seeds': 1, 'steps': None, 'data': {'source': 'simulated'},
+             'probe_config': {}, 'overrides': None}
+  stored = dict(results, runs={'moco_aug': {'pretrain': {'stop_reason': 'SIGTERM'}},
+                               'simclr_aug': {'pretrain': {'stop_reason': 'completed'}}}, timing_s={})
+  with open(os.path.join(out, 'results.json'), 'w') as f:
+    json.dump(stored, f)
+  assert set(study.previous_runs(out, results)['runs']) == {'simclr_aug'}
+  assert 'moco_aug in' in capsys.readouterr().out
