@@ -226,6 +226,45 @@ def study_tables(studies: Mapping[str, str]) -> list[str]:
   return lines
 
 
+# The cells of the decision rule (docs/design.md, "The encoder's layout"): both tasks at 10 and 100 per class.
+DECISION_CELLS = (('aoa', 10), ('aoa', 100), ('amc', 10), ('amc', 100))
+
+
+def probe_scores(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]:
+  """`{run: {task: {budget: [accuracy per seed]}}}` of SimCLR and the random-init encoder in a study's results."""
+  from experiments import study_report
+  return {run: {task: {str(b): study_report.seed_scores(results, run, task, b)
+                       for b in results['probe_config']['budgets']} for task in ('aoa', 'amc')}
+          for run in ('simclr_aug', 'random_init')}
+
+
+def four_cell_margins(scores: Mapping[str, Any]) -> list[float]:
+  """Per seed, SimCLR's mean margin over the random-init encoder across `DECISION_CELLS` (`probe_scores`)."""
+  per_cell = [np.subtract(scores['simclr_aug'][task][str(budget)], scores['random_init'][task][str(budget)])
+              for task, budget in DECISION_CELLS]
+  return [float(v) for v in np.mean(per_cell, axis=0)]
+
+
+def decision_table(scores: Mapping[str, Mapping[str, Any]]) -> list[str]:
+  """Markdown rows: per study (`{name: probe_scores}`) its four-cell margin per seed and mean [95% CI], and its
+  paired difference [95% CI] from the study with the largest mean: the decision rule's comparisons."""
+  from experiments import study_report
+  margins = {name: four_cell_margins(study) for name, study in scores.items()}
+  lines = ['| study | four-cell margin per seed | mean [95% CI] | minus the largest [95% CI] | verdict |',
+           '|---|---|---|---|---|']
+  best = max(margins, key=lambda name: np.mean(margins[name]))
+  for name, values in margins.items():
+    difference = verdict = ''
+    if name != best:
+      interval = study_report.paired_difference(values, margins[best])
+      low, high = interval['ci95']
+      difference = _difference(interval)
+      verdict = 'below, resolved' if high < 0 else 'not resolved at this scale' if low <= 0 else 'above'
+    lines.append(f"| {name} | {' / '.join(f'{v:+.3f}' for v in values)} | {_interval(values)} | {difference} | "
+                 f'{verdict} |')
+  return lines
+
+
 def collect(path: str, runs: list[Mapping[str, Any]], studies: Mapping[str, str], first_steps_dirs: list[str]) -> None:
   """Writes `path` (results.json): the screen's runs, per pretraining study its per-seed probe accuracies of
   SimCLR and of the random-init encoder, its supervised baseline, timing and kNN curve, and the first-steps
@@ -234,9 +273,7 @@ def collect(path: str, runs: list[Mapping[str, Any]], studies: Mapping[str, str]
   pretraining = {}
   for name, out in studies.items():
     results = json.load(open(os.path.join(out, 'results.json')))
-    scores = {run: {task: {str(b): study_report.seed_scores(results, run, task, b)
-                           for b in results['probe_config']['budgets']} for task in ('aoa', 'amc')}
-              for run in ('simclr_aug', 'random_init')}
+    scores = probe_scores(results)
     supervised = {task: {str(b): study_report.seed_scores(results, 'supervised', task, b)
                          for b in results['probe_config']['supervised']['budgets']} for task in ('aoa', 'amc')}
     pretraining[name] = {'overrides': results.get('overrides'), 'probe_accuracy_per_seed': scores,
@@ -290,6 +327,9 @@ def main() -> None:
     if studies:
       print()
       print('\n'.join(study_tables(studies)))
+      print()
+      print('\n'.join(decision_table({name: probe_scores(json.load(open(os.path.join(out, 'results.json'))))
+                                       for name, out in studies.items()})))
     if args.write:
       collect(args.write, runs, studies, [d for d in args.first_steps.split(',') if d])
     return

@@ -27,6 +27,26 @@ def test_screen_table_pairs_each_candidate_with_v1_over_the_seeds():
   assert '| +0.000 [' in rows['v1_dw9'] and '| not resolved at this scale |' in rows['v1_dw9']
 
 
+
+def _scores(simclr: dict, random: dict) -> dict:
+  """`probe_scores` layout: {run: {task: {budget: [per seed]}}}, for budgets 10 and 100."""
+  return {'simclr_aug': {t: {str(b): v for b, v in by_budget.items()} for t, by_budget in simclr.items()},
+          'random_init': {t: {str(b): v for b, v in by_budget.items()} for t, by_budget in random.items()}}
+
+
+def test_decision_table_compares_four_cell_margins_paired_with_the_largest():
+  random = {'aoa': {10: [0.1, 0.1, 0.1], 100: [0.2, 0.2, 0.2]}, 'amc': {10: [0.3, 0.3, 0.3], 100: [0.4, 0.4, 0.4]}}
+  plus = lambda margins: {t: {b: [v + m for v, m in zip(values, margins)] for b, values in by_budget.items()}
+                          for t, by_budget in random.items()}
+  scores = {'a': _scores(plus([0.40, 0.41, 0.39]), random),  # margin 0.40 in every cell
+            'b': _scores(plus([0.20, 0.22, 0.21]), random),  # 0.19-0.20 below a in every seed
+            'c': _scores(plus([0.45, 0.30, 0.44]), random)}  # +0.05, -0.11, +0.05: not resolved
+  assert encoder_layout.four_cell_margins(scores['a']) == pytest.approx([0.40, 0.41, 0.39])
+  rows = {line.split(' | ')[0].lstrip('| '): line for line in encoder_layout.decision_table(scores)[2:]}
+  assert rows['a'].endswith('|  |  |')  # the largest mean margin: the reference
+  assert '| +0.200 / +0.220 / +0.210 |' in rows['b'] and rows['b'].endswith('| below, resolved |')
+  assert rows['c'].endswith('| not resolved at this scale |')
+
 def test_every_candidate_keeps_shufflenet_v2_0_5s_parameters_within_15_percent():
   for name in encoder_layout.CANDIDATES:
     x = jax.ShapeDtypeStruct((2, 64, 8), jnp.float32)
