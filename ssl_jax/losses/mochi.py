@@ -14,7 +14,7 @@ query's hard set; this does not).
 The pieces are pure functions: `draw_mochi` (all randomness, drawn for the global batch so a run does not
 depend on the device count), `synthesize_hard_negatives` (deterministic given the draws) and
 `mochi_info_nce` (InfoNCE with the queue plus the per-query synthetic negatives). With s = s' = 0,
-`mochi_info_nce` is `losses.info_nce`.
+`mochi_info_nce` is `contrastive.info_nce`.
 """
 
 from typing import NamedTuple, Optional
@@ -22,9 +22,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
+from ssl_jax.losses.contrastive import l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses/contrastive.py.
+from ssl_jax.losses.contrastive import (  # pylint: disable=protected-access
     _check_matrix, _check_pair, _check_temperature, _compute_dtype, _cross_entropy, _global_mean, _shard_info)
 
 

@@ -27,7 +27,7 @@ After the step `fifo_bank_update` writes the (gathered) normalised second views 
 around the end. lightly writes only up to the end of the bank and drops the rest of a batch that does not
 fit; the two agree when the bank size is a multiple of the global batch size.
 
-Cross-device convention: the one of `ssl_jax/losses.py` (with `axis_name` the value is the global batch's
+Cross-device convention: the one of `ssl_jax/losses/contrastive.py` (with `axis_name` the value is the global batch's
 loss; the caller pmeans gradients). Without `axis_name` the value is the local batch mean.
 """
 
@@ -36,9 +36,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
+from ssl_jax.losses.contrastive import l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses/contrastive.py.
+from ssl_jax.losses.contrastive import (  # pylint: disable=protected-access
     _check_matrix, _check_pair, _check_temperature, _compute_dtype, _cross_entropy, _gather, _global_mean, _shard_info)
 
 

@@ -18,7 +18,8 @@ every other crop `v`: `-mean_b Σ_k q_i[b, k] · log_softmax(scores_v[b] / τ)_k
 code crops of the mean over their predicting crops, exactly lightly's `SwaVLoss` with `high_resolution =
 code_crops` and `low_resolution = other_crops`.
 
-Cross-device convention: the one of `ssl_jax/losses.py` (value = global-batch loss; caller pmeans gradients).
+Cross-device convention: the one of `ssl_jax/losses/contrastive.py` (value = global-batch loss; caller pmeans
+gradients).
 """
 
 import math
@@ -27,8 +28,8 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
+# The validation and cross-device helpers shared with ssl_jax/losses/contrastive.py.
+from ssl_jax.losses.contrastive import (  # pylint: disable=protected-access
     _check_matrix, _check_temperature, _compute_dtype, _global_mean, _shard_info)
 
 

@@ -13,7 +13,7 @@ von Mises-Fisher weight
 computed on stopped gradients (the weights are constants to the optimiser), so the weights average to 1
 and easy (very similar) pairs get less weight than hard ones.
 
-Cross-device convention: the one of `ssl_jax/losses.py`; with `axis_name` the negatives are all views of
+Cross-device convention: the one of `ssl_jax/losses/contrastive.py`; with `axis_name` the negatives are all views of
 the global batch, the value is the global loss, and DCLW's softmax runs over the global batch's pairs
 (`batch` is the global batch size), so the loss does not depend on the number of devices. (lightly's
 `DCLWLoss(gather_distributed=True)` takes the softmax over each process's pairs instead; on one device the
@@ -25,9 +25,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import in_batch_logits, l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
+from ssl_jax.losses.contrastive import in_batch_logits, l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses/contrastive.py.
+from ssl_jax.losses.contrastive import (  # pylint: disable=protected-access
     _check_pair, _check_temperature, _compute_dtype, _gather, _global_mean, _shard_info, _MASK_LOGIT)
 
 
@@ -79,7 +79,7 @@ def dcl(z_a: jax.Array, z_b: jax.Array, *, temperature: float, axis_name: Option
   Args:
     z_a, z_b: `(n, dim)` raw projections of the two views (L2-normalised here); `z_a[i]`, `z_b[i]` pair.
     temperature: τ > 0.
-    axis_name: batch axis inside shard_map / pmap (`ssl_jax/losses.py` convention).
+    axis_name: batch axis inside shard_map / pmap (`ssl_jax/losses/contrastive.py` convention).
 
   Returns:
     Scalar loss (may be negative: the positive is not in the denominator).

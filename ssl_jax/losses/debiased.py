@@ -16,7 +16,7 @@ expected negative term under the *true* negative distribution:
   the logit `s = cos/τ` (the paper's f absorbs the temperature).
 
 With τ+ = 0 and β = 0, `N g = max(Σ_i e^{s_i}, N e^{-1/τ}) = Σ_i e^{s_i}` (each `s_i ≥ -1/τ`), and the losses
-equal `losses.nt_xent` / `losses.info_nce`.
+equal `contrastive.nt_xent` / `contrastive.info_nce`.
 
 Numerics: nothing is exponentiated. `log(N g)` is formed as
     log X = log N + logsumexp_i(log w_i + s_i),     log Y = log(τ+) + log N + p,
@@ -27,9 +27,9 @@ the small difference when the positive dominates). When Y ≥ X the unclamped es
 is the value. `log Y - log X` is capped at `-eps` of the compute dtype before `expm1`: a difference smaller
 than that is below the resolution of the two logarithms it comes from, and the cap keeps the gradient finite.
 
-Cross-device convention: the one of `ssl_jax/losses.py` (with `axis_name` every device returns the loss of
+Cross-device convention: the one of `ssl_jax/losses/contrastive.py` (with `axis_name` every device returns the loss of
 the global batch; the caller `pmean`s parameter gradients). The queue form without `axis_name` returns the
-local batch mean, like `losses.info_nce`.
+local batch mean, like `contrastive.info_nce`.
 """
 
 from typing import Optional
@@ -37,9 +37,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import in_batch_logits, l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
+from ssl_jax.losses.contrastive import in_batch_logits, l2_normalize
+# The validation and cross-device helpers shared with ssl_jax/losses/contrastive.py.
+from ssl_jax.losses.contrastive import (  # pylint: disable=protected-access
     _check_matrix, _check_pair, _check_temperature, _compute_dtype, _global_mean, _shard_info, _MASK_LOGIT)
 
 
@@ -90,7 +90,7 @@ def debiased_nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float, tau_
   """Debiased / hard-negative NT-Xent over the 2N views of the (global) batch (SimCLR's in-batch negatives).
 
   Every view is an anchor; its positive is the other view of its example, its N = 2·batch - 2 negatives are
-  all other views (itself excluded), as in `losses.nt_xent`. Per anchor `softplus(log(N g) - p)`
+  all other views (itself excluded), as in `contrastive.nt_xent`. Per anchor `softplus(log(N g) - p)`
   (module docstring); the mean over the 2·batch anchors.
 
   Args:
@@ -99,7 +99,7 @@ def debiased_nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float, tau_
     tau_plus: class prior τ+ in [0, 1) (0: no debiasing).
     beta: hardness β >= 0 (0: uniform weights over negatives).
     axis_name: batch axis inside shard_map / pmap; views of all devices are negatives and the value is the
-      global loss (`ssl_jax/losses.py` convention).
+      global loss (`ssl_jax/losses/contrastive.py` convention).
 
   Returns:
     Scalar loss in float32 (float64 for float64 inputs).
@@ -133,7 +133,7 @@ def debiased_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperatu
     tau_plus: class prior τ+ in [0, 1).
     beta: hardness β >= 0.
     axis_name: batch axis inside shard_map / pmap: the value is the global batch mean. None: local mean
-      (as `losses.info_nce`).
+      (as `contrastive.info_nce`).
 
   Returns:
     Scalar loss.

@@ -101,7 +101,7 @@ def in_batch_logits(u_a: jax.Array, u_b: jax.Array, temperature: float,
 
   Rows are the local anchors `[u_a; u_b]`; columns the gathered `[u_a of all devices; u_b of all devices]`
   (see the module docstring for the row order). For the losses that treat the positive and the negatives
-  separately (`losses_debiased`, `losses_dcl`).
+  separately (`debiased`, `dcl`).
 
   Args:
     u_a, u_b: `(n, dim)` unit-norm views of this device's pairs.

@@ -1,0 +1,13 @@
+"""The self-supervised losses and their metrics, one module per family; import the one you need.
+
+  contrastive     SimCLR's NT-Xent, MoCo's InfoNCE, MoCo v3's (and CLIP's) symmetric InfoNCE, similarity stats;
+                  `l2_normalize`, the shared checks and the `axis_name` convention every loss follows
+  debiased        debiased (Chuang et al.) and hard-negative (Robinson et al.) NT-Xent / InfoNCE
+  dcl             decoupled contrastive learning: DCL and DCLW
+  mochi           MoCHi's synthetic hard negatives and their InfoNCE
+  swav            SwAV's Sinkhorn-Knopp codes and swapped-prediction loss
+  banks           memory banks: instance discrimination (Wu et al.) and lightly's FIFO bank
+  discrimination  instance-discrimination top-1 accuracy, the methods' `instance_accuracy` metric
+
+e.g. `from ssl_jax.losses import contrastive; contrastive.nt_xent(z_a, z_b, temperature=0.1)`.
+"""
