@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax.losses import contrastive
+from ssl_jax.losses import common as loss_common, contrastive
 
 # ---------------------------------------------------------------- float64 NumPy references
 
@@ -20,7 +20,7 @@ def _np_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _np_normalize(z: np.ndarray):
-  norm = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), contrastive._NORM_EPS)
+  norm = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), loss_common.NORM_EPS)
   return z / norm, norm
 
 

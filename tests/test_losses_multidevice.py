@@ -2,7 +2,7 @@
 
 Runs itself in a subprocess with 4 emulated CPU devices, in the three ways a per-device step can run:
 `jax.shard_map` with and without `check_vma`, and `jax.pmap`. The convention checked is the one in
-`ssl_jax/losses/contrastive.py`: every device returns the global loss, and `pmean` of the per-device parameter
+`ssl_jax/losses/common.py`: every device returns the global loss, and `pmean` of the per-device parameter
 gradients is the global-batch gradient. The sharded and global programs sum in different orders, so the
 check runs in float64 (`JAX_ENABLE_X64=1`): rounding leaves ~1e-15 there, and a tolerance of 1e-12 is far
 from both it and a wrong collective (> 1e-3, checked below). The losses' float32 accuracy is tested

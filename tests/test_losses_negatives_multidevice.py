@@ -1,7 +1,7 @@
 """The new losses, banks, MoCHi draws and IQ augmentations on 4 emulated devices equal one device's global run.
 
 Runs itself in a subprocess with 4 CPU devices, under `jax.shard_map` with and without `check_vma`. The
-convention checked is the one in `ssl_jax/losses/contrastive.py`: every device returns the global loss and `pmean` of
+convention checked is the one in `ssl_jax/losses/common.py`: every device returns the global loss and `pmean` of
 the per-device parameter gradients is the global-batch gradient; Sinkhorn's sums, the banks' updates, the
 random draws and the augmentations equal those of one device holding the concatenated batch.
 
@@ -40,7 +40,7 @@ def _main() -> None:
   from jax.sharding import Mesh, PartitionSpec as P
 
   from ssl_jax import augment
-  from ssl_jax.losses import banks, contrastive, dcl, debiased, mochi, swav as swav_losses
+  from ssl_jax.losses import banks, common as loss_common, dcl, debiased, mochi, swav as swav_losses
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   eps = float(np.finfo(np.float32).eps)
@@ -52,8 +52,8 @@ def _main() -> None:
   scale = 10.0**jax.random.uniform(keys[1], (n, 1), minval=-1.0, maxval=2.0)
   x_a = jax.random.normal(keys[2], (n, in_dim))
   x_b = x_a + 0.3 * jax.random.normal(keys[3], (n, in_dim))
-  queue = contrastive.l2_normalize(jax.random.normal(keys[4], (10, out_dim)))
-  prototypes = contrastive.l2_normalize(jax.random.normal(keys[5], (num_prototypes, out_dim)))
+  queue = loss_common.l2_normalize(jax.random.normal(keys[4], (10, out_dim)))
+  prototypes = loss_common.l2_normalize(jax.random.normal(keys[5], (num_prototypes, out_dim)))
   swav_queue = jax.random.normal(keys[6], (2 * NUM_DEVICES, in_dim))  # 2 queue rows per device
   indices = jnp.array([0, 5, 5, 7, 2, 19, 11, 5, 3, 0, 14, 8], jnp.int32)  # duplicates across devices
   bank = banks.init_bank(keys[7], 20, out_dim)
@@ -119,7 +119,7 @@ def _main() -> None:
   check_loss('memory_bank_info_nce', bank_loss, (x_a, scale, indices), n)
 
   def scores(p, x, s):
-    return contrastive.l2_normalize(project(p, x, s)) @ prototypes.T
+    return loss_common.l2_normalize(project(p, x, s)) @ prototypes.T
 
   def swav(p, a, b, s, qx, axis_name=None):
     crops = [scores(p, a, s), scores(p, b, s), scores(p, 0.5 * a + 0.5 * b, s)]

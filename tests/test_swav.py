@@ -8,7 +8,7 @@ import pytest
 
 from configs import smoke
 from ssl_jax import augment, config_checks, methods
-from ssl_jax.losses import contrastive, swav as swav_losses
+from ssl_jax.losses import common as loss_common, swav as swav_losses
 from ssl_jax.methods import common, swav
 import method_harness  # tests/method_harness.py
 
@@ -80,7 +80,7 @@ def _step_loss_by_hand(config, state, batch, with_queue):
     z_a, stats = encode_as(encode, state.batch_stats, 'a')
     z_b, _ = encode_as(encode, stats, 'b')
     kernel = state.params['prototypes']['kernel']
-    scores = [contrastive.l2_normalize(z) @ kernel for z in (z_a, z_b)]
+    scores = [loss_common.l2_normalize(z) @ kernel for z in (z_a, z_b)]
     queue_scores = [state.queue[0] @ kernel, state.queue[1] @ kernel] if with_queue else None
     return swav_losses.swav_loss(scores, queue_scores=queue_scores, temperature=config.temperature,
                                  epsilon=config.swav.epsilon, sinkhorn_iterations=config.swav.sinkhorn_iterations)

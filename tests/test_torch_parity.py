@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import smoke  # noqa: E402
 from experiments.torch_baseline import convert, lightly_loss, models  # noqa: E402
-from ssl_jax.losses import contrastive  # noqa: E402
+from ssl_jax.losses import common as loss_common, contrastive  # noqa: E402
 from ssl_jax.methods import moco as jax_moco  # noqa: E402
 from ssl_jax.models import Predictor, ProjectionHead, ShuffleNetV2Encoder  # noqa: E402
 
@@ -283,7 +283,7 @@ def test_info_nce_and_queue_match_lightly_memory_bank():
     # by <= 8 u / 2, the division by u, so each entry (<= 1) by <= 5 u = 3e-7 per framework, 6e-7 < 1e-6.
     assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value)), step
     assert _rel(t_q.grad.numpy(), g_q) < 1e-4, step
-    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, contrastive.l2_normalize(jnp.asarray(k)), None)
+    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, loss_common.l2_normalize(jnp.asarray(k)), None)
     np.testing.assert_allclose(criterion.memory_bank.bank.numpy(), jax_queue, rtol=0, atol=1e-6)
     assert int(criterion.memory_bank.bank_ptr[0]) == int(ptr)
 

@@ -1,7 +1,8 @@
 """The self-supervised losses and their metrics, one module per family; import the one you need.
 
-  contrastive     SimCLR's NT-Xent, MoCo's InfoNCE, MoCo v3's (and CLIP's) symmetric InfoNCE, similarity stats;
-                  `l2_normalize`, the shared checks and the `axis_name` convention every loss follows
+  common          shared checks, `l2_normalize`, log-sum-exp cross-entropy, and the cross-device helpers
+                  (`shard_info`, `gather`, `global_mean`) with the `axis_name` convention every loss follows
+  contrastive     SimCLR's NT-Xent, MoCo's InfoNCE, MoCo v3's (and CLIP's) symmetric InfoNCE, similarity stats
   debiased        debiased (Chuang et al.) and hard-negative (Robinson et al.) NT-Xent / InfoNCE
   dcl             decoupled contrastive learning: DCL and DCLW
   mochi           MoCHi's synthetic hard negatives and their InfoNCE

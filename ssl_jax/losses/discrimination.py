@@ -16,8 +16,8 @@ What the candidates are, per method:
   memory bank: each query's own bank row against its K sampled bank rows (`positive_top1`).
 SwAV reports none: it contrasts codes with prototype assignments, not an instance with other instances.
 
-Convention for `axis_name`: as in `ssl_jax/losses/contrastive.py` (called per device inside shard_map / pmap; the
-value is the global batch's, equal on every device). Statistics are in at least float32.
+Convention for `axis_name`: as in `ssl_jax/losses/common.py` (called per device inside shard_map / pmap; the value is
+the global batch's, equal on every device). Statistics are in at least float32.
 """
 
 from typing import Optional
@@ -25,7 +25,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses.contrastive import in_batch_logits, l2_normalize
+from ssl_jax.losses.common import in_batch_logits, l2_normalize
 
 
 def _unit(x: jax.Array) -> jax.Array:

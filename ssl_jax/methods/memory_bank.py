@@ -29,7 +29,7 @@ import optax
 
 from ssl_jax import augment, models
 from ssl_jax.data import real_files, simulate, validate
-from ssl_jax.losses import banks, contrastive, discrimination
+from ssl_jax.losses import banks, common as loss_common, discrimination
 from ssl_jax.methods import common
 
 VIEWS_PER_EXAMPLE = 1  # views encoded per example and step (the other methods: 2)
@@ -79,7 +79,7 @@ def _similarities(v: jax.Array, bank: jax.Array, indices: jax.Array,
                   axis_name: str | None) -> tuple[jax.Array, jax.Array]:
   """Collapse monitor over the global batch (no gradient): the mean cosine of the queries to their own bank
   rows, and to all other rows (the expectation of the sampled negatives' cosine)."""
-  u = contrastive.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
+  u = loss_common.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
   own = jnp.sum(u * bank[indices], axis=1)
   others = (u @ jnp.sum(bank, axis=0) - own) / (bank.shape[0] - 1)
   pos, neg, count = jnp.sum(own), jnp.sum(others), own.shape[0]
@@ -93,7 +93,7 @@ def _instance_accuracy(v: jax.Array, bank: jax.Array, indices: jax.Array, negati
                        axis_name: str | None) -> jax.Array:
   """The fraction of the global batch's queries whose own bank row is the top-1 among it and their K sampled
   rows (`ssl_jax.losses.discrimination`), scored as the loss scores them (one matmul against the bank)."""
-  u = contrastive.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
+  u = loss_common.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
   similarity = u @ bank.T
   positive = jnp.take_along_axis(similarity, indices[:, None], axis=1)[:, 0]
   negative = jnp.take_along_axis(similarity, negatives.astype(jnp.int32), axis=1)

@@ -35,7 +35,7 @@ import ml_collections
 import optax
 
 from ssl_jax import augment, models
-from ssl_jax.losses import contrastive, debiased, discrimination
+from ssl_jax.losses import common as loss_common, contrastive, debiased, discrimination
 from ssl_jax.methods import common
 
 PyTree = common.PyTree
@@ -131,7 +131,7 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
   ema_params, ema_batch_stats = init_key_encoder(params, batch_stats)
   return MoCoState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                    opt_state=tx.init(params), rng=run_key, ema_params=ema_params, ema_batch_stats=ema_batch_stats,
-                   queue=contrastive.l2_normalize(queue), queue_ptr=jnp.zeros((), jnp.int32))
+                   queue=loss_common.l2_normalize(queue), queue_ptr=jnp.zeros((), jnp.int32))
 
 
 def queue_loss(config: ml_collections.ConfigDict) -> QueueLoss:
@@ -177,7 +177,7 @@ def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     if axis_name is not None:
       loss = jax.lax.pmean(loss, axis_name)  # the mean over the global batch (equal local batch sizes)
-    queue, queue_ptr = enqueue(state.queue, state.queue_ptr, contrastive.l2_normalize(k_b), axis_name)
+    queue, queue_ptr = enqueue(state.queue, state.queue_ptr, loss_common.l2_normalize(k_b), axis_name)
     similarity = contrastive.similarity_stats(q_a, k_b, axis_name=axis_name)
     metrics = common.step_metrics(
         loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,

@@ -33,7 +33,7 @@ TrainState = common.TrainState
 def batch_loss(config: ml_collections.ConfigDict) -> BatchLoss:
   """`loss(z_a, z_b, axis_name)`: the loss `config.loss.name` names, of the global batch.
 
-  `axis_name` as in every loss: the cross-device convention of `ssl_jax/losses/contrastive.py`.
+  `axis_name` as in every loss: the cross-device convention of `ssl_jax/losses/common.py`.
   """
   name, temperature = config.loss.name, config.temperature
   if name == 'nt_xent':

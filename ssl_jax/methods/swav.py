@@ -40,7 +40,7 @@ import ml_collections
 import optax
 
 from ssl_jax import augment, models
-from ssl_jax.losses import contrastive, swav as swav_losses
+from ssl_jax.losses import common as loss_common, contrastive, swav as swav_losses
 from ssl_jax.methods import common
 
 PyTree = common.PyTree
@@ -71,7 +71,7 @@ def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None)
 
 def normalize_prototypes(kernel: jax.Array) -> jax.Array:
   """`(dim, K)` -> every column (prototype) scaled to unit L2 norm."""
-  return contrastive.l2_normalize(kernel.T).T
+  return loss_common.l2_normalize(kernel.T).T
 
 
 def check_queue(config: ml_collections.ConfigDict) -> None:
@@ -143,7 +143,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: SwAVNetworks,
       z_a, stats = encode_as(encode, state.batch_stats, 'a')
       z_b, stats = encode_as(encode, stats, 'b')
       score = lambda u: networks.prototypes.apply({'params': params[PROTOTYPES]}, u)
-      u_a, u_b = contrastive.l2_normalize(z_a), contrastive.l2_normalize(z_b)
+      u_a, u_b = loss_common.l2_normalize(z_a), loss_common.l2_normalize(z_b)
       scores = [score(u_a), score(u_b)]
       if queue_size:
         queue_scores = [score(past[0]), score(past[1])]
