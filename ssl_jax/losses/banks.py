@@ -106,11 +106,10 @@ def memory_bank_info_nce(q: jax.Array, positive_indices: jax.Array, negative_ind
   u_q = l2_normalize(q.astype(dtype))
   bank = jax.lax.stop_gradient(bank.astype(dtype))
   # Every query against every row, then each query's K + 1 columns: n·num_examples·dim multiply-adds and an
-  # (n, num_examples) array, instead of gathering an (n, K, dim) array of rows (each query's K rows differ).
-  # The gather moves 4·n·K·dim bytes twice (forward and backward): at the cpu scale of the study (n = 128,
-  # K = 4,096, 22,500 rows) the loss and its gradient took 0.17 s this way and 2.1 s with the gather on a
-  # busy 2-core CPU. The matmul costs more only for banks of more than ~40·K rows (~160,000 at K = 4,096,
-  # from a CPU's and a GPU's flop-to-bandwidth ratios), beyond AoAM's sizes.
+  # (n, num_examples) array, instead of gathering an (n, K, dim) array of rows (each query's K rows differ),
+  # which moves 4·n·K·dim bytes twice (forward and backward). The matmul is the cheaper of the two up to
+  # banks of ~40·K rows (~160,000 at K = 4,096, from a CPU's and a GPU's flop-to-bandwidth ratios), beyond
+  # AoAM's sizes; the timing is in docs/performance.md ("The memory bank's logits").
   similarity = u_q @ bank.T
   positive = jnp.take_along_axis(similarity, positive_indices[:, None].astype(jnp.int32), axis=1)
   negatives = jnp.take_along_axis(similarity, negative_indices.astype(jnp.int32), axis=1)
