@@ -1,5 +1,5 @@
 """SimCLR with decoupled contrastive learning (Yeh et al. 2022) on AoAM: NT-Xent without the positive in
-the denominator (`ssl_jax/losses_dcl.py`)."""
+the denominator (`ssl_jax/losses/dcl.py`)."""
 
 import ml_collections
 

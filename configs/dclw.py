@@ -1,5 +1,5 @@
 """SimCLR with weighted decoupled contrastive learning (DCLW, Yeh et al. 2022) on AoAM: DCL with each
-positive pair weighted by 2 - N softmax(cos / sigma) (`ssl_jax/losses_dcl.py`), sigma = 0.5 as the paper."""
+positive pair weighted by 2 - N softmax(cos / sigma) (`ssl_jax/losses/dcl.py`), sigma = 0.5 as the paper."""
 
 import ml_collections
 

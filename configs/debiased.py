@@ -1,5 +1,5 @@
 """SimCLR with the debiased contrastive loss (Chuang et al. 2020) on AoAM: the in-batch negative term
-corrected for negatives that share the anchor's class, with class prior tau+ (`ssl_jax/losses_debiased.py`).
+corrected for negatives that share the anchor's class, with class prior tau+ (`ssl_jax/losses/debiased.py`).
 
 tau+ = 0.1, Chuang et al.'s value for 10 classes. On AoAM a random other example shares the anchor's
 modulation with probability 1/7 and its AoA class with 1/225; the prior is a guess either way.

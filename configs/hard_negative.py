@@ -1,5 +1,5 @@
 """SimCLR with hard-negative sampling (Robinson et al. 2021) on AoAM: the in-batch negatives reweighted
-towards the most similar ones, w ∝ e^{beta cos/τ} (`ssl_jax/losses_debiased.py`).
+towards the most similar ones, w ∝ e^{beta cos/τ} (`ssl_jax/losses/debiased.py`).
 
 Robinson et al. used beta = 1 at τ = 0.5, a weight e^{2 cos}; the same weight at the study's τ = 0.07 is
 beta = 0.14 (beta multiplies the logit cos/τ here). Their runs also debias (tau+ = 0.1); here tau+ = 0, so

@@ -7,7 +7,7 @@ a new run (the random-init encoder), the train loop asks `OnlineMonitor.measure(
   monitor/seconds                                     the wall time of the measurement,
 
 which it writes into the metrics (metrics.jsonl, TensorBoard) with that step's row. The step's own
-`instance_accuracy` (`ssl_jax.discrimination`) comes with every log row.
+`instance_accuracy` (`ssl_jax.losses.discrimination`) comes with every log row.
 
 The subset (`select_subset`): the bank is `config.monitor.bank_per_class` train examples of every AoA class,
 the queries `config.monitor.query_per_class` test examples of every AoA class, drawn once from
@@ -37,9 +37,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ssl_jax import losses, parallel
+from ssl_jax import parallel
 from ssl_jax.data import spec
 from ssl_jax.evaluation import budgets
+from ssl_jax.losses import common as loss_common
 
 # (metric suffix, label key, number of classes) of the two tasks.
 TASKS = (('aoa', 'aoa', spec.NUM_AOA_CLASSES), ('amc', 'modulation', spec.NUM_MODULATIONS))
@@ -67,8 +68,8 @@ def weighted_knn_scores(bank: jax.Array, bank_labels: jax.Array, queries: jax.Ar
     Row i: sum over query i's k neighbours of exp((s_j - s_1) / T) for each class (s_1 the nearest's cosine).
   """
   dtype = jnp.result_type(jnp.float32, bank.dtype, queries.dtype)
-  u_bank = losses.l2_normalize(bank.astype(dtype))
-  u_queries = losses.l2_normalize(queries.astype(dtype))
+  u_bank = loss_common.l2_normalize(bank.astype(dtype))
+  u_queries = loss_common.l2_normalize(queries.astype(dtype))
   similarity = u_queries @ u_bank.T  # (m, n)
   if bank_valid is not None:
     similarity = jnp.where(bank_valid[None, :], similarity, -jnp.inf)

@@ -78,7 +78,7 @@ def data_parallel(per_device_step: StepFn, mesh: Mesh, *, donate_state: bool = T
 
   The returned `run(state, batch, crop_lengths)` takes the views' crop lengths as a static argument:
   one compiled program per distinct value. `check_vma=False` gives the per-device gradient semantics of
-  `pmap` (the step averages gradients with `pmean`; see `ssl_jax.losses`).
+  `pmap` (the step averages gradients with `pmean`; see `ssl_jax/losses/common.py`).
   """
 
   def run(state: PyTree, batch: PyTree, crop_lengths: tuple[int, int]) -> tuple[PyTree, PyTree]:

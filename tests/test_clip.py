@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from configs import smoke
-from ssl_jax import augment, checkpointing, config_checks, encoders, evaluate, evaluation, losses, models
+from ssl_jax import augment, checkpointing, config_checks, encoders, evaluate, evaluation, models
+from ssl_jax.losses import common as loss_common
 from ssl_jax.methods import clip, common
 import method_harness  # tests/method_harness.py
 from test_evaluate import array_data, tiny_probe_config
@@ -71,8 +72,8 @@ def _clip_loss_by_hand(config, state, iq):
     h_sp = plain_encoder.apply({'params': params['spectrum']['encoder'],
                                 'batch_stats': state.batch_stats['spectrum']['encoder']},
                                clip.spectrum(views[1]), train=True, mutable=['batch_stats'])[0]
-    u = losses.l2_normalize(networks.head.apply({'params': params['head']}, h_iq))
-    v = losses.l2_normalize(networks.head.apply({'params': params['spectrum']['head']}, h_sp))
+    u = loss_common.l2_normalize(networks.head.apply({'params': params['head']}, h_iq))
+    v = loss_common.l2_normalize(networks.head.apply({'params': params['spectrum']['head']}, h_sp))
     logits = u @ v.T / config.temperature
     diagonal = jnp.diagonal(logits)
     rows = jnp.mean(jax.nn.logsumexp(logits, axis=1) - diagonal)

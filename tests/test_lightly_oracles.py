@@ -35,7 +35,7 @@ pytest.importorskip('lightly')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.torch_baseline import lightly_loss  # noqa: E402
-from ssl_jax import losses_dcl, losses_swav, memory_banks  # noqa: E402
+from ssl_jax.losses import banks, dcl, swav  # noqa: E402
 
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
 
@@ -103,10 +103,10 @@ def test_dcl_and_dclw_match_lightly(tau, sigma):
   z_a, z_b = _pairs(0)
   if sigma is None:
     oracle = dcl_cls(temperature=tau)
-    fn = lambda a, b: losses_dcl.dcl(a, b, temperature=tau)
+    fn = lambda a, b: dcl.dcl(a, b, temperature=tau)
   else:
     oracle = dclw_cls(temperature=tau, sigma=sigma)
-    fn = lambda a, b: losses_dcl.dclw(a, b, temperature=tau, sigma=sigma)
+    fn = lambda a, b: dcl.dclw(a, b, temperature=tau, sigma=sigma)
   want, (want_a, want_b) = _torch_value_and_grads(oracle, z_a, z_b)
   d_abs, w = _np_dcl_dlogits(z_a, z_b, tau, sigma)
   n, dim = z_a.shape
@@ -126,14 +126,14 @@ def test_dcl_and_dclw_match_lightly(tau, sigma):
 def test_dclw_weights_have_no_gradient_and_mean_one():
   z_a, z_b = _pairs(1)
   u_a, u_b = _unit(z_a), _unit(z_b)
-  w = losses_dcl.negative_von_mises_fisher_weights(u_a, u_b, sigma=0.5)
+  w = dcl.negative_von_mises_fisher_weights(u_a, u_b, sigma=0.5)
   np.testing.assert_allclose(float(jnp.mean(w)), 1.0, atol=1e-6)
-  grads = jax.grad(lambda a, b: jnp.sum(losses_dcl.negative_von_mises_fisher_weights(a, b, sigma=0.5)),
+  grads = jax.grad(lambda a, b: jnp.sum(dcl.negative_von_mises_fisher_weights(a, b, sigma=0.5)),
                    argnums=(0, 1))(u_a, u_b)
   assert not np.any(grads[0]) and not np.any(grads[1])
   # The weight changes the loss: DCLW != DCL on the same data.
-  dclw, dcl = losses_dcl.dclw(z_a, z_b, temperature=0.1), losses_dcl.dcl(z_a, z_b, temperature=0.1)
-  assert abs(float(dclw) - float(dcl)) > 1e-3
+  dclw_loss, dcl_loss = dcl.dclw(z_a, z_b, temperature=0.1), dcl.dcl(z_a, z_b, temperature=0.1)
+  assert abs(float(dclw_loss) - float(dcl_loss)) > 1e-3
 
 
 # ---------------------------------------------------------------- NT-Xent with a FIFO bank
@@ -143,10 +143,10 @@ def test_fifo_bank_nt_xent_matches_lightly_over_steps():
   """Three steps, batch 4, bank 8: losses, gradients and the bank (wrapping to row 0) match lightly."""
   tau, size, dim, n = 0.2, 8, 6, 4
   oracle = lightly_loss.ntxent_loss(tau, memory_bank_size=size, dim=dim)
-  bank = np.asarray(memory_banks.init_bank(jax.random.key(0), size, dim))
+  bank = np.asarray(banks.init_bank(jax.random.key(0), size, dim))
   oracle.memory_bank.bank = torch.tensor(bank, dtype=torch.float64)
   pointer = jnp.int32(0)
-  step = jax.jit(jax.value_and_grad(lambda a, b, bank: memory_banks.nt_xent_fifo_bank(a, b, bank, temperature=tau),
+  step = jax.jit(jax.value_and_grad(lambda a, b, bank: banks.nt_xent_fifo_bank(a, b, bank, temperature=tau),
                                     argnums=(0, 1)))
   for i in range(3):
     z_a, z_b = _pairs(10 + i, n=n, dim=dim)
@@ -159,7 +159,7 @@ def test_fifo_bank_nt_xent_matches_lightly_over_steps():
     bound = (4 * eps * (1 + size) / n + 2 * delta * 2 / n + (1 + size) * eps * 2 / n) / tau
     _assert_rows(ga, want_a, z_a, np.full(n, bound), f'step {i} d/dz_a')
     _assert_rows(gb, want_b, z_b, np.full(n, bound), f'step {i} d/dz_b')
-    bank, pointer = memory_banks.fifo_bank_update(bank, pointer, z_b)
+    bank, pointer = banks.fifo_bank_update(bank, pointer, z_b)
     np.testing.assert_allclose(np.asarray(bank, np.float64), oracle.memory_bank.bank.numpy(), rtol=0,
                                atol=4 * dim * eps)
     assert int(pointer) == int(oracle.memory_bank.bank_ptr)
@@ -189,8 +189,8 @@ def test_sinkhorn_matches_lightly(iterations, epsilon, scale):
   want = sinkhorn(torch.tensor(scores, dtype=torch.float64), iterations=iterations, epsilon=epsilon).numpy()
   for dtype, eps in EPS.items():
     with jax.enable_x64(dtype == np.float64):
-      got = np.asarray(losses_swav.sinkhorn_knopp(jnp.asarray(scores, dtype), epsilon=epsilon,
-                                                  iterations=iterations), np.float64)
+      got = np.asarray(swav.sinkhorn_knopp(jnp.asarray(scores, dtype), epsilon=epsilon,
+                                           iterations=iterations), np.float64)
     r = _sinkhorn_rel_error(scores, epsilon, iterations, eps)
     # Codes below the dtype's smallest normal number may flush to zero (the log-codes are still right).
     np.testing.assert_allclose(got, want, rtol=math.expm1(r), atol=float(np.finfo(dtype).tiny))
@@ -214,8 +214,8 @@ def test_swav_loss_matches_lightly(with_queue):
   want, want_grads = _torch_value_and_grads(torch_loss, *high, *low)
 
   def fn(h0, h1, l0, l1):
-    return losses_swav.swav_loss([h0, h1], [l0, l1], queue, temperature=tau, epsilon=epsilon,
-                                 sinkhorn_iterations=iterations)
+    return swav.swav_loss([h0, h1], [l0, l1], queue, temperature=tau, epsilon=epsilon,
+                          sinkhorn_iterations=iterations)
 
   for dtype, eps in EPS.items():
     with jax.enable_x64(dtype == np.float64):
@@ -232,7 +232,7 @@ def test_swav_loss_matches_lightly(with_queue):
 def test_swav_codes_carry_no_gradient():
   """Only the predictions are differentiated: zeroing the log-softmax path zeroes the gradient."""
   scores = _scores(7, 8)
-  grad = jax.grad(lambda s: jnp.sum(losses_swav.sinkhorn_knopp(s)))(scores)
+  grad = jax.grad(lambda s: jnp.sum(swav.sinkhorn_knopp(s)))(scores)
   assert not np.any(grad)
 
 
@@ -240,17 +240,17 @@ _S = np.zeros((4, 6), np.float32)
 
 
 @pytest.mark.parametrize('call, match', [
-    (lambda: losses_swav.swav_loss([_S]), r'at least 2 crops.*1'),
-    (lambda: losses_swav.swav_loss([], [_S, _S]), r'code_crops must hold at least one'),
-    (lambda: losses_swav.swav_loss([_S, np.zeros((4, 5), np.float32)]), r'code_crops\[1\].*\(4, 6\).*\(4, 5\)'),
-    (lambda: losses_swav.swav_loss([_S], [np.zeros((3, 6), np.float32)]), r'other_crops\[0\].*\(3, 6\)'),
-    (lambda: losses_swav.swav_loss([_S, _S], queue_scores=[_S]), r'queue_scores.*one array per code crop \(2\)'),
-    (lambda: losses_swav.swav_loss([_S, _S], queue_scores=[_S, np.zeros((2, 5), np.float32)]),
+    (lambda: swav.swav_loss([_S]), r'at least 2 crops.*1'),
+    (lambda: swav.swav_loss([], [_S, _S]), r'code_crops must hold at least one'),
+    (lambda: swav.swav_loss([_S, np.zeros((4, 5), np.float32)]), r'code_crops\[1\].*\(4, 6\).*\(4, 5\)'),
+    (lambda: swav.swav_loss([_S], [np.zeros((3, 6), np.float32)]), r'other_crops\[0\].*\(3, 6\)'),
+    (lambda: swav.swav_loss([_S, _S], queue_scores=[_S]), r'queue_scores.*one array per code crop \(2\)'),
+    (lambda: swav.swav_loss([_S, _S], queue_scores=[_S, np.zeros((2, 5), np.float32)]),
      r'queue_scores\[1\].*\(2, 5\)'),
-    (lambda: losses_swav.sinkhorn_knopp(_S, epsilon=0.0), r'epsilon.*0'),
-    (lambda: losses_swav.sinkhorn_knopp(_S, iterations=-1), r'iterations.*-1'),
-    (lambda: losses_dcl.dclw(_S, _S, temperature=0.1, sigma=0.0), r'sigma.*0'),
-    (lambda: losses_dcl.dcl(_S[:1], _S[:1], temperature=0.1), r'at least 2 pairs.*1'),
+    (lambda: swav.sinkhorn_knopp(_S, epsilon=0.0), r'epsilon.*0'),
+    (lambda: swav.sinkhorn_knopp(_S, iterations=-1), r'iterations.*-1'),
+    (lambda: dcl.dclw(_S, _S, temperature=0.1, sigma=0.0), r'sigma.*0'),
+    (lambda: dcl.dcl(_S[:1], _S[:1], temperature=0.1), r'at least 2 pairs.*1'),
 ])
 def test_bad_input_raises(call, match):
   with pytest.raises(ValueError, match=match):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax import losses
+from ssl_jax.losses import common as loss_common, contrastive
 
 # ---------------------------------------------------------------- float64 NumPy references
 
@@ -20,7 +20,7 @@ def _np_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _np_normalize(z: np.ndarray):
-  norm = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), losses._NORM_EPS)
+  norm = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), loss_common.NORM_EPS)
   return z / norm, norm
 
 
@@ -156,7 +156,7 @@ def test_nt_xent_matches_reference(tau, norms, near):
   else:
     z_a, z_b = _projections(rng, 6, 8, NORMS[norms]), _projections(rng, 6, 8, NORMS[norms])
   loss, (ga, gb) = jax.jit(jax.value_and_grad(
-      lambda a, b: losses.nt_xent(a, b, temperature=tau), argnums=(0, 1)))(z_a, z_b)
+      lambda a, b: contrastive.nt_xent(a, b, temperature=tau), argnums=(0, 1)))(z_a, z_b)
   want, wa, wb = np_nt_xent(z_a, z_b, tau)
   assert loss.dtype == jnp.float32
   np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=2e-6 / tau)
@@ -172,7 +172,7 @@ def test_info_nce_matches_reference(tau, norms):
   queue, _ = _np_normalize(rng.normal(size=(11, 8)))
   queue = queue.astype(np.float32)
   loss, (gq, gk, gqueue) = jax.jit(jax.value_and_grad(
-      lambda q, k, queue: losses.info_nce(q, k, queue, temperature=tau), argnums=(0, 1, 2)))(q, k, queue)
+      lambda q, k, queue: contrastive.info_nce(q, k, queue, temperature=tau), argnums=(0, 1, 2)))(q, k, queue)
   want, wq = np_info_nce(q, k, queue, tau)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=2e-6 / tau)
   _assert_grad_close(gq, wq, _row_norms(q))
@@ -198,7 +198,7 @@ def np_clip(a, b, tau):
 def test_symmetric_info_nce_with_key_gradient_is_twice_clip(tau, norms):
   rng = np.random.default_rng(4)
   a, b = _near_pairs(rng, 6, 8, NORMS[norms], noise=0.3)
-  fn = lambda a, b: 0.5 * losses.symmetric_info_nce(a, b, a, b, temperature=tau, key_gradient=True)
+  fn = lambda a, b: 0.5 * contrastive.symmetric_info_nce(a, b, a, b, temperature=tau, key_gradient=True)
   loss, (grad_a, grad_b) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(a, b)
   want, want_a, want_b = np_clip(a, b, tau)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=2e-6 / tau)
@@ -212,7 +212,7 @@ def test_symmetric_info_nce_matches_reference(tau, norms):
   rng = np.random.default_rng(3)
   q_a, k_b = _near_pairs(rng, 5, 8, NORMS[norms], noise=0.3)
   q_b, k_a = _near_pairs(rng, 5, 8, NORMS[norms], noise=0.3)
-  fn = lambda *xs: losses.symmetric_info_nce(*xs, temperature=tau)
+  fn = lambda *xs: contrastive.symmetric_info_nce(*xs, temperature=tau)
   loss, grads = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3)))(q_a, q_b, k_a, k_b)
   want, wqa, wqb = np_symmetric_info_nce(q_a, q_b, k_a, k_b, tau)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=4e-6 / tau)
@@ -224,11 +224,11 @@ def test_symmetric_info_nce_matches_reference(tau, norms):
 def test_extreme_logits_stay_finite():
   """τ = 0.01 with identical views: logits of 100 (exp overflows float32), loss -> log(2N - 1)."""
   z = np.full((4, 8), 1e4, np.float32)
-  loss, grad = jax.value_and_grad(lambda z: losses.nt_xent(z, z, temperature=0.01))(z)
+  loss, grad = jax.value_and_grad(lambda z: contrastive.nt_xent(z, z, temperature=0.01))(z)
   np.testing.assert_allclose(float(loss), np.log(7.0), rtol=1e-5)
   assert np.all(np.isfinite(grad))
   queue = np.tile(np.eye(8, dtype=np.float32)[:1], (6, 1))
-  loss = losses.info_nce(z, z, queue, temperature=0.01)
+  loss = contrastive.info_nce(z, z, queue, temperature=0.01)
   assert np.isfinite(float(loss))
 
 
@@ -237,7 +237,7 @@ def test_zero_vectors_are_safe():
   z_a, z_b = _projections(rng, 4, 8, (0.0, 1.0)), _projections(rng, 4, 8, (0.0, 1.0))
   z_a[1] = 0.0
   loss, (ga, gb) = jax.value_and_grad(
-      lambda a, b: losses.nt_xent(a, b, temperature=0.1), argnums=(0, 1))(z_a, z_b)
+      lambda a, b: contrastive.nt_xent(a, b, temperature=0.1), argnums=(0, 1))(z_a, z_b)
   np.testing.assert_allclose(float(loss), np_nt_xent(z_a, z_b, 0.1)[0], rtol=1e-5)
   assert np.all(np.isfinite(ga)) and np.all(np.isfinite(gb))
 
@@ -246,7 +246,7 @@ def test_float64_inputs_compute_in_float64():
   rng = np.random.default_rng(5)
   z_a, z_b = rng.normal(size=(2, 4, 8))
   with jax.enable_x64(True):
-    loss = losses.nt_xent(jnp.asarray(z_a), jnp.asarray(z_b), temperature=0.05)
+    loss = contrastive.nt_xent(jnp.asarray(z_a), jnp.asarray(z_b), temperature=0.05)
     assert loss.dtype == jnp.float64
     np.testing.assert_allclose(float(loss), np_nt_xent(z_a, z_b, 0.05)[0], rtol=1e-12)
 
@@ -254,7 +254,7 @@ def test_float64_inputs_compute_in_float64():
 def test_similarity_stats_matches_reference():
   rng = np.random.default_rng(6)
   z_a, z_b = _near_pairs(rng, 6, 8, (-1.0, 2.0), noise=0.2)
-  stats = losses.similarity_stats(z_a, z_b)
+  stats = contrastive.similarity_stats(z_a, z_b)
   u, _ = _np_normalize(np.concatenate([z_a, z_b]).astype(np.float64))
   cos = u @ u.T
   n = len(z_a)
@@ -272,19 +272,19 @@ _OK = np.zeros((4, 8), np.float32)
 
 
 @pytest.mark.parametrize('call, match', [
-    (lambda: losses.nt_xent(np.zeros((4,), np.float32), _OK, temperature=0.1), r'z_a.*\(4,\)'),
-    (lambda: losses.nt_xent(_OK, np.zeros((4, 8, 1), np.float32), temperature=0.1),
+    (lambda: contrastive.nt_xent(np.zeros((4,), np.float32), _OK, temperature=0.1), r'z_a.*\(4,\)'),
+    (lambda: contrastive.nt_xent(_OK, np.zeros((4, 8, 1), np.float32), temperature=0.1),
      r'z_b.*\(4, 8, 1\)'),
-    (lambda: losses.nt_xent(_OK, np.zeros((3, 8), np.float32), temperature=0.1), r'z_b.*\(3, 8\)'),
-    (lambda: losses.nt_xent(np.zeros((4, 8), np.int32), _OK, temperature=0.1), r'z_a.*int32.*\(4, 8\)'),
-    (lambda: losses.nt_xent(_OK, _OK, temperature=0.0), r'temperature.*0'),
-    (lambda: losses.info_nce(_OK, _OK, np.zeros((5, 7), np.float32), temperature=0.1),
+    (lambda: contrastive.nt_xent(_OK, np.zeros((3, 8), np.float32), temperature=0.1), r'z_b.*\(3, 8\)'),
+    (lambda: contrastive.nt_xent(np.zeros((4, 8), np.int32), _OK, temperature=0.1), r'z_a.*int32.*\(4, 8\)'),
+    (lambda: contrastive.nt_xent(_OK, _OK, temperature=0.0), r'temperature.*0'),
+    (lambda: contrastive.info_nce(_OK, _OK, np.zeros((5, 7), np.float32), temperature=0.1),
      r'queue.*\(5, 7\)'),
-    (lambda: losses.info_nce(_OK, np.zeros((4, 7), np.float32), _OK, temperature=0.1), r'k.*\(4, 7\)'),
-    (lambda: losses.info_nce(_OK, _OK, np.zeros((5, 8), np.int8), temperature=0.1), r'queue.*int8'),
-    (lambda: losses.symmetric_info_nce(_OK, _OK, _OK, np.zeros((2, 8), np.float32), temperature=0.1),
+    (lambda: contrastive.info_nce(_OK, np.zeros((4, 7), np.float32), _OK, temperature=0.1), r'k.*\(4, 7\)'),
+    (lambda: contrastive.info_nce(_OK, _OK, np.zeros((5, 8), np.int8), temperature=0.1), r'queue.*int8'),
+    (lambda: contrastive.symmetric_info_nce(_OK, _OK, _OK, np.zeros((2, 8), np.float32), temperature=0.1),
      r'k_b.*\(2, 8\)'),
-    (lambda: losses.similarity_stats(_OK, np.zeros((8,), np.float32)), r'z_b.*\(8,\)'),
+    (lambda: contrastive.similarity_stats(_OK, np.zeros((8,), np.float32)), r'z_b.*\(8,\)'),
 ])
 def test_bad_input_raises(call, match):
   with pytest.raises(ValueError, match=match):

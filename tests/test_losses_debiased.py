@@ -25,8 +25,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssl_jax import losses
-from ssl_jax import losses_debiased
+from ssl_jax.losses import contrastive, debiased
 
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
@@ -189,7 +188,7 @@ def test_debiased_nt_xent_matches_reference(tau, tau_plus, beta):
   rng = np.random.default_rng(1)
   z_a, z_b = _near_pairs(rng, 6, 8, noise=0.4, log10_norm=(-1.0, 2.0))
   want, wa, wb, info = np_debiased_nt_xent(z_a, z_b, tau, tau_plus, beta)
-  fn = lambda a, b: losses_debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=tau_plus, beta=beta)
+  fn = lambda a, b: debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=tau_plus, beta=beta)
   for dtype, eps in ((np.float64, EPS64), (np.float32, EPS32)):
     with jax.enable_x64(dtype == np.float64):
       loss, (ga, gb) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(z_a.astype(dtype), z_b.astype(dtype))
@@ -206,8 +205,8 @@ def test_debiased_info_nce_matches_reference(tau, tau_plus, beta):
   q, k = _near_pairs(rng, 5, 8, noise=0.3, log10_norm=(-1.0, 2.0))
   queue = _unit_queue(rng, 13, 8)
   want, wq, info = np_debiased_info_nce(q, k, queue, tau, tau_plus, beta)
-  fn = lambda q, k, queue: losses_debiased.debiased_info_nce(q, k, queue, temperature=tau, tau_plus=tau_plus,
-                                                             beta=beta)
+  fn = lambda q, k, queue: debiased.debiased_info_nce(q, k, queue, temperature=tau, tau_plus=tau_plus,
+                                                      beta=beta)
   for dtype, eps in ((np.float64, EPS64), (np.float32, EPS32)):
     with jax.enable_x64(dtype == np.float64):
       loss, (gq, gk, gqueue) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(
@@ -226,10 +225,10 @@ def test_reductions_equal_nt_xent_and_info_nce(tau):
   _, _, _, batch_info = np_debiased_nt_xent(z_a, z_b, tau, 0.0, 0.0)
   _, _, queue_info = np_debiased_info_nce(z_a, z_b, queue, tau, 0.0, 0.0)
   pairs = [
-      (lambda a, b: losses_debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=0.0, beta=0.0),
-       lambda a, b: losses.nt_xent(a, b, temperature=tau), batch_info, True),
-      (lambda a, b: losses_debiased.debiased_info_nce(a, b, queue, temperature=tau, tau_plus=0.0, beta=0.0),
-       lambda a, b: losses.info_nce(a, b, queue, temperature=tau), queue_info, False),
+      (lambda a, b: debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=0.0, beta=0.0),
+       lambda a, b: contrastive.nt_xent(a, b, temperature=tau), batch_info, True),
+      (lambda a, b: debiased.debiased_info_nce(a, b, queue, temperature=tau, tau_plus=0.0, beta=0.0),
+       lambda a, b: contrastive.info_nce(a, b, queue, temperature=tau), queue_info, False),
   ]
   for got_fn, want_fn, info, symmetric in pairs:
     for dtype, eps in ((np.float64, EPS64), (np.float32, EPS32)):
@@ -248,10 +247,10 @@ def test_debiasing_and_hardness_change_the_loss():
   """The reductions are not vacuous: τ+ > 0 and β > 0 each move the value away from NT-Xent."""
   rng = np.random.default_rng(4)
   z_a, z_b = _near_pairs(rng, 6, 8, noise=0.5)
-  base = float(losses.nt_xent(z_a, z_b, temperature=0.5))
-  debiased = float(losses_debiased.debiased_nt_xent(z_a, z_b, temperature=0.5, tau_plus=0.1))
-  hard = float(losses_debiased.debiased_nt_xent(z_a, z_b, temperature=0.5, beta=1.0))
-  assert debiased < base - 1e-3  # subtracting same-class mass shrinks the denominator
+  base = float(contrastive.nt_xent(z_a, z_b, temperature=0.5))
+  debiased_loss = float(debiased.debiased_nt_xent(z_a, z_b, temperature=0.5, tau_plus=0.1))
+  hard = float(debiased.debiased_nt_xent(z_a, z_b, temperature=0.5, beta=1.0))
+  assert debiased_loss < base - 1e-3  # subtracting same-class mass shrinks the denominator
   assert hard > base + 1e-3  # upweighting the most similar negatives grows it
 
 
@@ -263,7 +262,7 @@ def test_clamp_is_a_log_space_max():
     want, wa, wb, info = np_debiased_nt_xent(z_a, z_b, tau, 0.9, 0.5)
     assert info['clamped'] == 12, info  # every anchor clamped: loss = log(1 + N e^{-1/τ - p})
     loss, (ga, gb) = jax.jit(jax.value_and_grad(
-        lambda a, b: losses_debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=0.9, beta=0.5),
+        lambda a, b: debiased.debiased_nt_xent(a, b, temperature=tau, tau_plus=0.9, beta=0.5),
         argnums=(0, 1)))(z_a, z_b)
     np.testing.assert_allclose(float(loss), want, rtol=0, atol=_value_tol(tau, 0.5, 1.0, 8, want))
     bound = _grad_bound(info['dlogits'], tau, 0.5, 1.0, 8, True)
@@ -276,13 +275,13 @@ def test_extreme_logits_stay_finite():
   z = np.full((4, 8), 1e4, np.float32)
   queue = np.tile(np.eye(8, dtype=np.float32)[:1], (6, 1))
   for tau_plus, beta in ((0.0, 0.0), (0.1, 1.0), (0.5, 5.0)):
-    loss, grad = jax.jit(jax.value_and_grad(lambda z: losses_debiased.debiased_nt_xent(
+    loss, grad = jax.jit(jax.value_and_grad(lambda z: debiased.debiased_nt_xent(
         z, z, temperature=0.01, tau_plus=tau_plus, beta=beta)))(z)
     want, _, _, info = np_debiased_nt_xent(z, z, 0.01, tau_plus, beta)
     np.testing.assert_allclose(float(loss), want, rtol=0,
                                atol=_value_tol(0.01, beta, info['kappa'], 8, want))
     assert np.all(np.isfinite(grad))
-    loss, grad = jax.jit(jax.value_and_grad(lambda z: losses_debiased.debiased_info_nce(
+    loss, grad = jax.jit(jax.value_and_grad(lambda z: debiased.debiased_info_nce(
         z, z, queue, temperature=0.01, tau_plus=tau_plus, beta=beta)))(z)
     assert np.isfinite(float(loss)) and np.all(np.isfinite(grad))
 
@@ -291,16 +290,16 @@ _OK = np.zeros((4, 8), np.float32)
 
 
 @pytest.mark.parametrize('call, match', [
-    (lambda: losses_debiased.debiased_nt_xent(_OK, _OK, temperature=0.1, tau_plus=1.0), r'tau_plus.*1\.0'),
-    (lambda: losses_debiased.debiased_nt_xent(_OK, _OK, temperature=0.1, tau_plus=-0.1), r'tau_plus.*-0\.1'),
-    (lambda: losses_debiased.debiased_nt_xent(_OK, _OK, temperature=0.1, beta=-1.0), r'beta.*-1\.0'),
-    (lambda: losses_debiased.debiased_nt_xent(_OK, _OK, temperature=0.0), r'temperature'),
-    (lambda: losses_debiased.debiased_nt_xent(_OK[:1], _OK[:1], temperature=0.1), r'at least 2 pairs.*1'),
-    (lambda: losses_debiased.debiased_nt_xent(_OK, np.zeros((3, 8), np.float32), temperature=0.1),
+    (lambda: debiased.debiased_nt_xent(_OK, _OK, temperature=0.1, tau_plus=1.0), r'tau_plus.*1\.0'),
+    (lambda: debiased.debiased_nt_xent(_OK, _OK, temperature=0.1, tau_plus=-0.1), r'tau_plus.*-0\.1'),
+    (lambda: debiased.debiased_nt_xent(_OK, _OK, temperature=0.1, beta=-1.0), r'beta.*-1\.0'),
+    (lambda: debiased.debiased_nt_xent(_OK, _OK, temperature=0.0), r'temperature'),
+    (lambda: debiased.debiased_nt_xent(_OK[:1], _OK[:1], temperature=0.1), r'at least 2 pairs.*1'),
+    (lambda: debiased.debiased_nt_xent(_OK, np.zeros((3, 8), np.float32), temperature=0.1),
      r'z_b.*\(3, 8\)'),
-    (lambda: losses_debiased.debiased_info_nce(_OK, _OK, np.zeros((5, 7), np.float32), temperature=0.1),
+    (lambda: debiased.debiased_info_nce(_OK, _OK, np.zeros((5, 7), np.float32), temperature=0.1),
      r'queue.*\(5, 7\)'),
-    (lambda: losses_debiased.debiased_info_nce(_OK, _OK, np.zeros((0, 8), np.float32), temperature=0.1),
+    (lambda: debiased.debiased_info_nce(_OK, _OK, np.zeros((0, 8), np.float32), temperature=0.1),
      r'queue.*at least one'),
 ])
 def test_bad_input_raises(call, match):

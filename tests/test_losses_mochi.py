@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax import losses
-from ssl_jax import losses_mochi
+from ssl_jax.losses import contrastive, mochi
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -80,16 +79,16 @@ def _inputs(seed, n=5, dim=8, queue_size=16):
     (6, 4, 2, 0.2), (2, 3, 0, 0.07), (5, 0, 3, 0.07), (16, 8, 8, 0.5)])
 def test_mochi_matches_reference(num_hard, num_mix, num_query_mix, tau):
   q, k, queue = _inputs(0)
-  draws = losses_mochi.draw_mochi(jax.random.key(1), q.shape[0], num_hard=num_hard, num_mix=num_mix,
-                                  num_query_mix=num_query_mix)
+  draws = mochi.draw_mochi(jax.random.key(1), q.shape[0], num_hard=num_hard, num_mix=num_mix,
+                           num_query_mix=num_query_mix)
   want, want_dq, want_synthetic, info = np_mochi(q, k, queue, draws, num_hard, tau)
   dim = q.shape[1]
   cos_error = 4 * dim * EPS32
   assert info['min_gap'] > 2 * cos_error, info  # the float32 ranking is the float64 one
 
   def loss_fn(q):
-    synthetic = losses_mochi.synthesize_hard_negatives(q, queue, draws, num_hard=num_hard)
-    return losses_mochi.mochi_info_nce(q, k, queue, synthetic, temperature=tau), synthetic
+    synthetic = mochi.synthesize_hard_negatives(q, queue, draws, num_hard=num_hard)
+    return mochi.mochi_info_nce(q, k, queue, synthetic, temperature=tau), synthetic
 
   (loss, synthetic), dq = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(q)
   synthetic_error = 2 * cos_error / info['min_mix_norm']
@@ -103,14 +102,14 @@ def test_mochi_matches_reference(num_hard, num_mix, num_query_mix, tau):
 
 def test_float64_matches_reference_to_rounding():
   q, k, queue = _inputs(2)
-  draws = losses_mochi.draw_mochi(jax.random.key(3), q.shape[0], num_hard=4, num_mix=3, num_query_mix=2)
+  draws = mochi.draw_mochi(jax.random.key(3), q.shape[0], num_hard=4, num_mix=3, num_query_mix=2)
   want, want_dq, want_synthetic, _ = np_mochi(q, k, queue, draws, 4, 0.1)
   with jax.enable_x64(True):
     q64, k64, queue64 = (jnp.asarray(x, jnp.float64) for x in (q, k, queue))
-    fn = lambda q: losses_mochi.mochi_info_nce(
-        q, k64, queue64, losses_mochi.synthesize_hard_negatives(q, queue64, draws, num_hard=4), temperature=0.1)
+    fn = lambda q: mochi.mochi_info_nce(
+        q, k64, queue64, mochi.synthesize_hard_negatives(q, queue64, draws, num_hard=4), temperature=0.1)
     loss, dq = jax.jit(jax.value_and_grad(fn))(q64)
-    synthetic = jax.jit(lambda q: losses_mochi.synthesize_hard_negatives(q, queue64, draws, num_hard=4))(q64)
+    synthetic = jax.jit(lambda q: mochi.synthesize_hard_negatives(q, queue64, draws, num_hard=4))(q64)
     assert synthetic.dtype == jnp.float64
   np.testing.assert_allclose(np.asarray(synthetic), want_synthetic, rtol=0, atol=1e-14)
   np.testing.assert_allclose(float(loss), want, rtol=1e-13)
@@ -119,11 +118,11 @@ def test_float64_matches_reference_to_rounding():
 
 def test_no_synthetic_negatives_is_info_nce():
   q, k, queue = _inputs(4)
-  draws = losses_mochi.draw_mochi(jax.random.key(5), q.shape[0], num_hard=4, num_mix=0, num_query_mix=0)
-  fn = lambda q: losses_mochi.mochi_info_nce(
-      q, k, queue, losses_mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4), temperature=0.1)
+  draws = mochi.draw_mochi(jax.random.key(5), q.shape[0], num_hard=4, num_mix=0, num_query_mix=0)
+  fn = lambda q: mochi.mochi_info_nce(
+      q, k, queue, mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4), temperature=0.1)
   loss, dq = jax.value_and_grad(fn)(q)
-  want, want_dq = jax.value_and_grad(lambda q: losses.info_nce(q, k, queue, temperature=0.1))(q)
+  want, want_dq = jax.value_and_grad(lambda q: contrastive.info_nce(q, k, queue, temperature=0.1))(q)
   # One computation, one op order: the appended (n, 0) block changes no value.
   np.testing.assert_array_equal(np.asarray(loss), np.asarray(want))
   np.testing.assert_array_equal(np.asarray(dq), np.asarray(want_dq))
@@ -137,18 +136,18 @@ def test_each_query_mixes_its_own_hard_negatives():
   q = np.eye(dim, dtype=np.float32)[:n] * 3.0
   queue = np.repeat(np.eye(dim)[:n], 4, axis=0) + 0.1 * rng.normal(size=(4 * n, dim))
   queue = _np_normalize(queue)[0].astype(np.float32)
-  draws = losses_mochi.draw_mochi(jax.random.key(7), n, num_hard=4, num_mix=5, num_query_mix=5)
-  synthetic = np.asarray(losses_mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4))
+  draws = mochi.draw_mochi(jax.random.key(7), n, num_hard=4, num_mix=5, num_query_mix=5)
+  synthetic = np.asarray(mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4))
   own = np.einsum('nmd,nd->nm', synthetic, q / 3.0)
   assert own.min() > 0.8, own
-  hard = np.asarray(losses_mochi.hardest_negatives(q / 3.0, queue, 4))
+  hard = np.asarray(mochi.hardest_negatives(q / 3.0, queue, 4))
   np.testing.assert_array_equal(np.sort(hard, axis=1), np.arange(4 * n).reshape(n, 4))
 
 
 def test_synthetic_negatives_get_no_gradient():
   q, k, queue = _inputs(8)
-  draws = losses_mochi.draw_mochi(jax.random.key(9), q.shape[0], num_hard=4, num_mix=2, num_query_mix=2)
-  grads = jax.grad(lambda q, queue: jnp.sum(losses_mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4)),
+  draws = mochi.draw_mochi(jax.random.key(9), q.shape[0], num_hard=4, num_mix=2, num_query_mix=2)
+  grads = jax.grad(lambda q, queue: jnp.sum(mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4)),
                    argnums=(0, 1))(q, queue)
   assert not np.any(grads[0]) and not np.any(grads[1])
 
@@ -156,7 +155,7 @@ def test_synthetic_negatives_get_no_gradient():
 def test_draws_have_the_paper_distributions():
   """Statistics over 200,000 draws; bounds are 6 standard errors of the uniform laws."""
   n, s = 20_000, 10
-  draws = losses_mochi.draw_mochi(jax.random.key(10), n, num_hard=5, num_mix=s, num_query_mix=s)
+  draws = mochi.draw_mochi(jax.random.key(10), n, num_hard=5, num_mix=s, num_query_mix=s)
   first, second, alpha, query_mix, beta = (np.asarray(x, np.float64) for x in draws)
   count = n * s
   assert np.all(first != second)
@@ -178,19 +177,19 @@ _QUEUE = np.eye(8, dtype=np.float32)
 
 
 @pytest.mark.parametrize('call, match', [
-    (lambda: losses_mochi.draw_mochi(jax.random.key(0), 4, num_hard=1, num_mix=2, num_query_mix=0),
+    (lambda: mochi.draw_mochi(jax.random.key(0), 4, num_hard=1, num_mix=2, num_query_mix=0),
      r'num_hard must be >= 2.*num_mix=2'),
-    (lambda: losses_mochi.draw_mochi(jax.random.key(0), 4, num_hard=0, num_mix=0, num_query_mix=1),
+    (lambda: mochi.draw_mochi(jax.random.key(0), 4, num_hard=0, num_mix=0, num_query_mix=1),
      r'num_hard must be >= 1'),
-    (lambda: losses_mochi.draw_mochi(jax.random.key(0), 4, num_hard=3, num_mix=-1, num_query_mix=0),
+    (lambda: mochi.draw_mochi(jax.random.key(0), 4, num_hard=3, num_mix=-1, num_query_mix=0),
      r'num_mix.*-1'),
-    (lambda: losses_mochi.synthesize_hard_negatives(
-        _Q, _QUEUE, losses_mochi.draw_mochi(jax.random.key(0), 4, num_hard=9, num_mix=1, num_query_mix=0),
+    (lambda: mochi.synthesize_hard_negatives(
+        _Q, _QUEUE, mochi.draw_mochi(jax.random.key(0), 4, num_hard=9, num_mix=1, num_query_mix=0),
         num_hard=9), r'num_hard=9.*queue size 8'),
-    (lambda: losses_mochi.synthesize_hard_negatives(
-        _Q, _QUEUE, losses_mochi.draw_mochi(jax.random.key(0), 3, num_hard=2, num_mix=1, num_query_mix=0),
+    (lambda: mochi.synthesize_hard_negatives(
+        _Q, _QUEUE, mochi.draw_mochi(jax.random.key(0), 3, num_hard=2, num_mix=1, num_query_mix=0),
         num_hard=2), r'draws.mix_first.*\(4, 1\).*\(3, 1\)'),
-    (lambda: losses_mochi.mochi_info_nce(_Q, _Q, _QUEUE, np.zeros((4, 2, 7), np.float32), temperature=0.1),
+    (lambda: mochi.mochi_info_nce(_Q, _Q, _QUEUE, np.zeros((4, 2, 7), np.float32), temperature=0.1),
      r'synthetic.*\(4, m, 8\).*\(4, 2, 7\)'),
 ])
 def test_bad_input_raises(call, match):

@@ -2,7 +2,7 @@
 
 Runs itself in a subprocess with 4 emulated CPU devices, in the three ways a per-device step can run:
 `jax.shard_map` with and without `check_vma`, and `jax.pmap`. The convention checked is the one in
-`ssl_jax/losses.py`: every device returns the global loss, and `pmean` of the per-device parameter
+`ssl_jax/losses/common.py`: every device returns the global loss, and `pmean` of the per-device parameter
 gradients is the global-batch gradient. The sharded and global programs sum in different orders, so the
 check runs in float64 (`JAX_ENABLE_X64=1`): rounding leaves ~1e-15 there, and a tolerance of 1e-12 is far
 from both it and a wrong collective (> 1e-3, checked below). The losses' float32 accuracy is tested
@@ -34,7 +34,7 @@ def _main() -> None:
   import numpy as np
   from jax.sharding import Mesh, PartitionSpec as P
 
-  from ssl_jax import losses
+  from ssl_jax.losses import contrastive
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   assert jax.config.jax_enable_x64, 'run with JAX_ENABLE_X64=1 (float64 comparisons)'
@@ -53,15 +53,15 @@ def _main() -> None:
     return s * (x @ params['w'])
 
   def nt_xent_loss(params, x_a, x_b, s, axis_name=None):
-    return losses.nt_xent(project(params, x_a, s), project(params, x_b, s), temperature=0.05,
-                          axis_name=axis_name)
+    return contrastive.nt_xent(project(params, x_a, s), project(params, x_b, s), temperature=0.05,
+                               axis_name=axis_name)
 
   def v3_loss(params, x_a, x_b, s, axis_name=None):
     # Keys come from the same parameters: the gather must still carry no gradient into them.
     k_b = project(params, x_b * 0.5 + 0.1, s)
     k_a = project(params, x_a * 0.5 + 0.1, s)
-    return losses.symmetric_info_nce(project(params, x_a, s), project(params, x_b, s), k_a, k_b,
-                                     temperature=0.1, axis_name=axis_name)
+    return contrastive.symmetric_info_nce(project(params, x_a, s), project(params, x_b, s), k_a, k_b,
+                                          temperature=0.1, axis_name=axis_name)
 
   def check(name, loss_fn):
     want_loss, want_grad = jax.jit(jax.value_and_grad(loss_fn))(params, x_a, x_b, scale)
@@ -98,16 +98,16 @@ def _main() -> None:
   def clip_loss(params, x_a, x_b, s, axis_name=None):
     # CLIP: both towers' embeddings are differentiated, through the gather of the keys too.
     z_a, z_b = project(params, x_a, s), project(params, x_b * 0.5 + 0.1, s)
-    return losses.symmetric_info_nce(z_a, z_b, z_a, z_b, temperature=0.1, axis_name=axis_name,
-                                     key_gradient=True)
+    return contrastive.symmetric_info_nce(z_a, z_b, z_a, z_b, temperature=0.1, axis_name=axis_name,
+                                          key_gradient=True)
 
   check('nt_xent', nt_xent_loss)
   check('symmetric_info_nce', v3_loss)
   check('symmetric_info_nce(key_gradient=True)', clip_loss)
 
   z_a, z_b = project(params, x_a, scale), project(params, x_b, scale)
-  want = losses.similarity_stats(z_a, z_b)
-  got = jax.jit(jax.shard_map(lambda a, b: losses.similarity_stats(a, b, 'batch'), mesh=mesh,
+  want = contrastive.similarity_stats(z_a, z_b)
+  got = jax.jit(jax.shard_map(lambda a, b: contrastive.similarity_stats(a, b, 'batch'), mesh=mesh,
                               in_specs=(P('batch'), P('batch')), out_specs=P()))(z_a, z_b)
   for key in want:
     np.testing.assert_allclose(float(got[key]), float(want[key]), atol=rtol, err_msg=key)

@@ -1,7 +1,7 @@
 """The new losses, banks, MoCHi draws and IQ augmentations on 4 emulated devices equal one device's global run.
 
 Runs itself in a subprocess with 4 CPU devices, under `jax.shard_map` with and without `check_vma`. The
-convention checked is the one in `ssl_jax/losses.py`: every device returns the global loss and `pmean` of
+convention checked is the one in `ssl_jax/losses/common.py`: every device returns the global loss and `pmean` of
 the per-device parameter gradients is the global-batch gradient; Sinkhorn's sums, the banks' updates, the
 random draws and the augmentations equal those of one device holding the concatenated batch.
 
@@ -39,7 +39,8 @@ def _main() -> None:
   import numpy as np
   from jax.sharding import Mesh, PartitionSpec as P
 
-  from ssl_jax import augment, losses, losses_dcl, losses_debiased, losses_mochi, losses_swav, memory_banks
+  from ssl_jax import augment
+  from ssl_jax.losses import banks, common as loss_common, dcl, debiased, mochi, swav as swav_losses
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   eps = float(np.finfo(np.float32).eps)
@@ -51,11 +52,11 @@ def _main() -> None:
   scale = 10.0**jax.random.uniform(keys[1], (n, 1), minval=-1.0, maxval=2.0)
   x_a = jax.random.normal(keys[2], (n, in_dim))
   x_b = x_a + 0.3 * jax.random.normal(keys[3], (n, in_dim))
-  queue = losses.l2_normalize(jax.random.normal(keys[4], (10, out_dim)))
-  prototypes = losses.l2_normalize(jax.random.normal(keys[5], (num_prototypes, out_dim)))
+  queue = loss_common.l2_normalize(jax.random.normal(keys[4], (10, out_dim)))
+  prototypes = loss_common.l2_normalize(jax.random.normal(keys[5], (num_prototypes, out_dim)))
   swav_queue = jax.random.normal(keys[6], (2 * NUM_DEVICES, in_dim))  # 2 queue rows per device
   indices = jnp.array([0, 5, 5, 7, 2, 19, 11, 5, 3, 0, 14, 8], jnp.int32)  # duplicates across devices
-  bank = memory_banks.init_bank(keys[7], 20, out_dim)
+  bank = banks.init_bank(keys[7], 20, out_dim)
   step_key = jax.random.key(42)
 
   def project(params, x, s):
@@ -86,88 +87,88 @@ def _main() -> None:
     assert np.abs(np.asarray(local_grad['w']) - want_grad).max() > tol * np.abs(want_grad).max(), name
 
   pairs = (x_a, x_b, scale)
-  check_loss('debiased_nt_xent', lambda p, a, b, s, axis_name=None: losses_debiased.debiased_nt_xent(
+  check_loss('debiased_nt_xent', lambda p, a, b, s, axis_name=None: debiased.debiased_nt_xent(
       project(p, a, s), project(p, b, s), temperature=0.2, tau_plus=0.1, beta=1.0, axis_name=axis_name),
              pairs, 2 * n)
-  check_loss('debiased_info_nce', lambda p, a, b, s, axis_name=None: losses_debiased.debiased_info_nce(
+  check_loss('debiased_info_nce', lambda p, a, b, s, axis_name=None: debiased.debiased_info_nce(
       project(p, a, s), project(p, b, s), queue, temperature=0.2, tau_plus=0.1, beta=1.0, axis_name=axis_name),
              pairs, n)
-  check_loss('dcl', lambda p, a, b, s, axis_name=None: losses_dcl.dcl(
+  check_loss('dcl', lambda p, a, b, s, axis_name=None: dcl.dcl(
       project(p, a, s), project(p, b, s), temperature=0.1, axis_name=axis_name), pairs, 2 * n)
-  check_loss('dclw', lambda p, a, b, s, axis_name=None: losses_dcl.dclw(
+  check_loss('dclw', lambda p, a, b, s, axis_name=None: dcl.dclw(
       project(p, a, s), project(p, b, s), temperature=0.1, sigma=0.5, axis_name=axis_name), pairs, 2 * n)
-  check_loss('nt_xent_fifo_bank', lambda p, a, b, s, axis_name=None: memory_banks.nt_xent_fifo_bank(
+  check_loss('nt_xent_fifo_bank', lambda p, a, b, s, axis_name=None: banks.nt_xent_fifo_bank(
       project(p, a, s), project(p, b, s), queue, temperature=0.1, axis_name=axis_name), pairs, n)
 
   def mochi_loss(p, a, b, s, axis_name=None):
     q = project(p, a, s)
-    draws = losses_mochi.draw_mochi(step_key, q.shape[0], num_hard=4, num_mix=3, num_query_mix=2,
-                                    axis_name=axis_name)
-    synthetic = losses_mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4)
-    return losses_mochi.mochi_info_nce(q, project(p, b, s), queue, synthetic, temperature=0.1,
-                                       axis_name=axis_name)
+    draws = mochi.draw_mochi(step_key, q.shape[0], num_hard=4, num_mix=3, num_query_mix=2,
+                             axis_name=axis_name)
+    synthetic = mochi.synthesize_hard_negatives(q, queue, draws, num_hard=4)
+    return mochi.mochi_info_nce(q, project(p, b, s), queue, synthetic, temperature=0.1,
+                                axis_name=axis_name)
 
   check_loss('mochi_info_nce', mochi_loss, pairs, n)
 
   def bank_loss(p, a, s, idx, axis_name=None):
-    negatives = memory_banks.sample_bank_negatives(step_key, idx, num_examples=20, num_negatives=6,
-                                                   axis_name=axis_name)
-    return memory_banks.memory_bank_info_nce(project(p, a, s), idx, negatives, bank, temperature=0.1,
-                                             axis_name=axis_name)
+    negatives = banks.sample_bank_negatives(step_key, idx, num_examples=20, num_negatives=6,
+                                            axis_name=axis_name)
+    return banks.memory_bank_info_nce(project(p, a, s), idx, negatives, bank, temperature=0.1,
+                                      axis_name=axis_name)
 
   check_loss('memory_bank_info_nce', bank_loss, (x_a, scale, indices), n)
 
   def scores(p, x, s):
-    return losses.l2_normalize(project(p, x, s)) @ prototypes.T
+    return loss_common.l2_normalize(project(p, x, s)) @ prototypes.T
 
   def swav(p, a, b, s, qx, axis_name=None):
     crops = [scores(p, a, s), scores(p, b, s), scores(p, 0.5 * a + 0.5 * b, s)]
     queue_scores = [scores(p, qx, 1.0), scores(p, -qx, 1.0)]
-    return losses_swav.swav_loss(crops[:2], crops[2:], queue_scores, temperature=0.1, epsilon=0.05,
+    return swav_losses.swav_loss(crops[:2], crops[2:], queue_scores, temperature=0.1, epsilon=0.05,
                                  sinkhorn_iterations=3, axis_name=axis_name)
 
   check_loss('swav_loss', swav, (x_a, x_b, scale, swav_queue), n + 2 * NUM_DEVICES)
 
   # Sinkhorn codes alone.
   s_all = scores(params, x_a, scale)
-  want_codes = np.asarray(losses_swav.sinkhorn_knopp(s_all, epsilon=0.05, iterations=3))
+  want_codes = np.asarray(swav_losses.sinkhorn_knopp(s_all, epsilon=0.05, iterations=3))
   iterations, log_bk = 3, math.log(n * num_prototypes)
   r = math.expm1(2.0**7 * 8 * 3 * eps * (float(jnp.abs(s_all).max()) / 0.05 + 2 * log_bk))
   for check_vma in (True, False):
-    codes = shard(lambda s: losses_swav.sinkhorn_knopp(s, epsilon=0.05, iterations=iterations, axis_name='batch'),
+    codes = shard(lambda s: swav_losses.sinkhorn_knopp(s, epsilon=0.05, iterations=iterations, axis_name='batch'),
                   (P('batch'),), P('batch'), check_vma)(s_all)
     np.testing.assert_allclose(np.asarray(codes), want_codes, rtol=r, atol=float(np.finfo(np.float32).tiny))
-  local_codes = np.asarray(losses_swav.sinkhorn_knopp(s_all[:n_local], epsilon=0.05, iterations=3))
+  local_codes = np.asarray(swav_losses.sinkhorn_knopp(s_all[:n_local], epsilon=0.05, iterations=3))
   assert np.any(np.abs(local_codes - want_codes[:n_local]) > r * want_codes[:n_local] + 1e-30)
   print('sinkhorn_knopp: ok')
 
   # Bank updates: every device ends with the global update. (Each device returns its replica, stacked: with
   # check_vma=True, shard_map cannot infer that an all_gather's result is replicated.)
   v = project(params, x_b, scale)
-  want_bank = np.asarray(memory_banks.update_memory_bank(bank, indices, v, momentum=0.5))
-  want_fifo, want_ptr = memory_banks.fifo_bank_update(queue, jnp.int32(6), v[:8])
+  want_bank = np.asarray(banks.update_memory_bank(bank, indices, v, momentum=0.5))
+  want_fifo, want_ptr = banks.fifo_bank_update(queue, jnp.int32(6), v[:8])
   stack = lambda tree: jax.tree.map(lambda x: x[None], tree)
   for check_vma in (True, False):
-    got = shard(lambda i, v: stack(memory_banks.update_memory_bank(bank, i, v, momentum=0.5, axis_name='batch')),
+    got = shard(lambda i, v: stack(banks.update_memory_bank(bank, i, v, momentum=0.5, axis_name='batch')),
                 (P('batch'), P('batch')), P('batch'), check_vma)(indices, v)
     for replica in np.asarray(got):
       np.testing.assert_allclose(replica, want_bank, rtol=0, atol=8 * n * out_dim * eps)
-    fifo, ptr = shard(lambda v: stack(memory_banks.fifo_bank_update(queue, jnp.int32(6), v, axis_name='batch')),
+    fifo, ptr = shard(lambda v: stack(banks.fifo_bank_update(queue, jnp.int32(6), v, axis_name='batch')),
                       (P('batch'),), (P('batch'), P('batch')), check_vma)(v[:8])
     for replica, replica_ptr in zip(np.asarray(fifo), np.asarray(ptr)):
       np.testing.assert_allclose(replica, np.asarray(want_fifo), rtol=0, atol=4 * out_dim * eps)
       assert int(replica_ptr) == int(want_ptr) == 4
-  local_bank = np.asarray(memory_banks.update_memory_bank(bank, indices[:n_local], v[:n_local], momentum=0.5))
+  local_bank = np.asarray(banks.update_memory_bank(bank, indices[:n_local], v[:n_local], momentum=0.5))
   assert np.abs(local_bank - want_bank).max() > 0.1
   print('bank updates: ok')
 
   # Random draws and augmentations do not depend on the device count.
   def draws_fn(axis_name=None):
-    return losses_mochi.draw_mochi(step_key, n_local if axis_name else n, num_hard=5, num_mix=3, num_query_mix=2,
-                                   axis_name=axis_name)
+    return mochi.draw_mochi(step_key, n_local if axis_name else n, num_hard=5, num_mix=3, num_query_mix=2,
+                            axis_name=axis_name)
 
   want_draws = draws_fn()
-  want_negatives = memory_banks.sample_bank_negatives(step_key, indices, num_examples=20, num_negatives=7)
+  want_negatives = banks.sample_bank_negatives(step_key, indices, num_examples=20, num_negatives=7)
   signal = jax.random.normal(keys[2], (n, 16, 8))
   on = augment.IQAugmentations(cyclic_shift=True, rotate_90=True, common_phase=True, max_frequency_shift=0.1,
                                snr_db=(0.0, 10.0))
@@ -175,7 +176,7 @@ def _main() -> None:
   for check_vma in (True, False):
     got_draws = shard(lambda: draws_fn('batch'), (), P('batch'), check_vma)()
     # The sampler's own indices must be this device's rows: pass them sharded.
-    got_negatives = shard(lambda idx: memory_banks.sample_bank_negatives(
+    got_negatives = shard(lambda idx: banks.sample_bank_negatives(
         step_key, idx, num_examples=20, num_negatives=7, axis_name='batch'), (P('batch'),), P('batch'),
                           check_vma)(indices)
     for got, want in zip(jax.tree.leaves(got_draws), jax.tree.leaves(want_draws)):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax import memory_banks
+from ssl_jax.losses import banks
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -52,7 +52,7 @@ def np_bank_info_nce(q, positive_indices, negative_indices, bank, tau):
 
 
 def _bank(seed, num_examples=12, dim=8):
-  return np.asarray(memory_banks.init_bank(jax.random.key(seed), num_examples, dim))
+  return np.asarray(banks.init_bank(jax.random.key(seed), num_examples, dim))
 
 
 def test_init_bank_rows_are_unit_norm():
@@ -68,14 +68,14 @@ def test_update_matches_reference_with_duplicates(momentum):
   indices = np.array([3, 7, 3, 0, 11, 7, 3, 5], np.int32)  # 3 three times, 7 twice
   embeddings = (rng.normal(size=(8, 8)) * 10.0**rng.uniform(-2, 3, size=(8, 1))).astype(np.float32)
   want, smallest = np_update(bank, indices, embeddings, momentum)
-  got = np.asarray(jax.jit(lambda b, i, e: memory_banks.update_memory_bank(b, i, e, momentum=momentum))(
+  got = np.asarray(jax.jit(lambda b, i, e: banks.update_memory_bank(b, i, e, momentum=momentum))(
       bank, indices, embeddings), np.float64)
   np.testing.assert_allclose(got, want, rtol=0, atol=8 * 8 * EPS32 / smallest)
   untouched = np.setdiff1d(np.arange(12), indices)
   np.testing.assert_array_equal(got[untouched], bank[untouched])  # other rows bit-identical
   # The rule is order-free: a permuted batch gives the same bank (to rounding of the duplicate sums).
   perm = rng.permutation(8)
-  permuted = np.asarray(memory_banks.update_memory_bank(bank, indices[perm], embeddings[perm], momentum=momentum))
+  permuted = np.asarray(banks.update_memory_bank(bank, indices[perm], embeddings[perm], momentum=momentum))
   np.testing.assert_allclose(permuted, got, rtol=0, atol=16 * 8 * EPS32 / smallest)
 
 
@@ -83,7 +83,7 @@ def test_duplicates_are_averaged_not_last_write_wins():
   bank = np.zeros((3, 2), np.float32)
   bank[1] = [1.0, 0.0]
   embeddings = np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 1.0]], np.float32)
-  got = np.asarray(memory_banks.update_memory_bank(bank, np.array([1, 1, 1], np.int32), embeddings, momentum=0.5))
+  got = np.asarray(banks.update_memory_bank(bank, np.array([1, 1, 1], np.int32), embeddings, momentum=0.5))
   # mean v = (0, 1/3); 0.5 (1, 0) + 0.5 (0, 1/3) = (0.5, 1/6), normalised.
   want = np.array([0.5, 1 / 6]) / np.hypot(0.5, 1 / 6)
   np.testing.assert_allclose(got[1], want, rtol=0, atol=16 * EPS32)
@@ -95,9 +95,9 @@ def test_bank_info_nce_matches_reference(tau):
   bank = _bank(2, num_examples=20)
   q = (rng.normal(size=(6, 8)) * 10.0**rng.uniform(-1, 3, size=(6, 1))).astype(np.float32)
   positives = np.array([0, 4, 4, 9, 13, 19], np.int32)
-  negatives = memory_banks.sample_bank_negatives(jax.random.key(3), positives, num_examples=20, num_negatives=7)
+  negatives = banks.sample_bank_negatives(jax.random.key(3), positives, num_examples=20, num_negatives=7)
   want, want_dq = np_bank_info_nce(q, positives, np.asarray(negatives), bank, tau)
-  loss, (dq, dbank) = jax.jit(jax.value_and_grad(lambda q, bank: memory_banks.memory_bank_info_nce(
+  loss, (dq, dbank) = jax.jit(jax.value_and_grad(lambda q, bank: banks.memory_bank_info_nce(
       q, positives, negatives, bank, temperature=tau), argnums=(0, 1)))(q, bank)
   delta = 4 * 8 * EPS32 / tau
   np.testing.assert_allclose(float(loss), want, rtol=0, atol=2 * delta + 8 * EPS32 * abs(want))
@@ -106,16 +106,16 @@ def test_bank_info_nce_matches_reference(tau):
                              atol=(4 * EPS32 + 2 * delta) * 2 / (tau * 6))
   assert not np.any(dbank), 'the bank must get no gradient'
   with jax.enable_x64(True):
-    loss64 = memory_banks.memory_bank_info_nce(jnp.asarray(q, jnp.float64), positives, negatives,
-                                               jnp.asarray(bank, jnp.float64), temperature=tau)
+    loss64 = banks.memory_bank_info_nce(jnp.asarray(q, jnp.float64), positives, negatives,
+                                        jnp.asarray(bank, jnp.float64), temperature=tau)
   np.testing.assert_allclose(float(loss64), want, rtol=1e-13)
 
 
 def test_sampler_excludes_the_positive_and_is_uniform_over_the_rest():
   num_examples, k = 7, 20_000
   positives = np.array([0, 3, 6, 3], np.int32)
-  draws = np.asarray(memory_banks.sample_bank_negatives(jax.random.key(4), positives, num_examples=num_examples,
-                                                        num_negatives=k))
+  draws = np.asarray(banks.sample_bank_negatives(jax.random.key(4), positives, num_examples=num_examples,
+                                                 num_negatives=k))
   assert draws.shape == (4, k) and draws.dtype == np.int32
   for row, own in zip(draws, positives):
     assert not np.any(row == own)
@@ -129,11 +129,11 @@ def test_sampler_excludes_the_positive_and_is_uniform_over_the_rest():
 def test_fifo_update_wraps_as_a_ring():
   bank = np.zeros((6, 2), np.float32)
   z1 = np.array([[1, 0], [2, 0], [3, 0], [4, 0]], np.float32)
-  bank1, ptr1 = memory_banks.fifo_bank_update(bank, jnp.int32(0), z1)
+  bank1, ptr1 = banks.fifo_bank_update(bank, jnp.int32(0), z1)
   assert int(ptr1) == 4
   np.testing.assert_array_equal(np.asarray(bank1)[:4], np.tile([1.0, 0.0], (4, 1)))
   z2 = np.array([[0, 1], [0, 2], [0, -3], [0, 4]], np.float32)
-  bank2, ptr2 = memory_banks.fifo_bank_update(bank1, ptr1, z2)
+  bank2, ptr2 = banks.fifo_bank_update(bank1, ptr1, z2)
   assert int(ptr2) == 2
   want = np.array([[0, -1], [0, 1], [1, 0], [1, 0], [0, 1], [0, 1]], np.float32)  # rows 4, 5, 0, 1 rewritten
   np.testing.assert_array_equal(np.asarray(bank2), want)
@@ -143,26 +143,26 @@ _Z = np.ones((4, 8), np.float32)
 
 
 @pytest.mark.parametrize('call, match', [
-    (lambda: memory_banks.fifo_bank_update(np.zeros((3, 8), np.float32), jnp.int32(0), _Z),
+    (lambda: banks.fifo_bank_update(np.zeros((3, 8), np.float32), jnp.int32(0), _Z),
      r'FIFO bank \(3 rows\).*global batch \(4 rows\)'),
-    (lambda: memory_banks.update_memory_bank(np.zeros((5, 8), np.float32), np.zeros(4, np.int32), _Z,
-                                             momentum=1.0), r'momentum.*1\.0'),
-    (lambda: memory_banks.update_memory_bank(np.zeros((5, 8), np.float32), np.zeros(3, np.int32), _Z),
+    (lambda: banks.update_memory_bank(np.zeros((5, 8), np.float32), np.zeros(4, np.int32), _Z,
+                                      momentum=1.0), r'momentum.*1\.0'),
+    (lambda: banks.update_memory_bank(np.zeros((5, 8), np.float32), np.zeros(3, np.int32), _Z),
      r'indices.*\(4,\).*\(3,\)'),
-    (lambda: memory_banks.update_memory_bank(np.zeros((5, 8), np.float32), np.zeros(4, np.float32), _Z),
+    (lambda: banks.update_memory_bank(np.zeros((5, 8), np.float32), np.zeros(4, np.float32), _Z),
      r'indices.*float32'),
-    (lambda: memory_banks.sample_bank_negatives(jax.random.key(0), np.zeros(4, np.int32), num_examples=1,
-                                                num_negatives=3), r'num_examples.*>= 2.*1'),
-    (lambda: memory_banks.sample_bank_negatives(jax.random.key(0), np.zeros(4, np.int32), num_examples=9,
-                                                num_negatives=0), r'num_negatives.*0'),
-    (lambda: memory_banks.memory_bank_info_nce(_Z, np.zeros(4, np.int32), np.zeros((4,), np.int32),
-                                               np.zeros((9, 8), np.float32), temperature=0.1),
+    (lambda: banks.sample_bank_negatives(jax.random.key(0), np.zeros(4, np.int32), num_examples=1,
+                                         num_negatives=3), r'num_examples.*>= 2.*1'),
+    (lambda: banks.sample_bank_negatives(jax.random.key(0), np.zeros(4, np.int32), num_examples=9,
+                                         num_negatives=0), r'num_negatives.*0'),
+    (lambda: banks.memory_bank_info_nce(_Z, np.zeros(4, np.int32), np.zeros((4,), np.int32),
+                                        np.zeros((9, 8), np.float32), temperature=0.1),
      r'negative_indices.*\(4, K >= 1\).*\(4,\)'),
-    (lambda: memory_banks.memory_bank_info_nce(_Z, np.zeros(4, np.int32), np.zeros((4, 2), np.int32),
-                                               np.zeros((9, 7), np.float32), temperature=0.1), r'bank.*\(9, 7\)'),
-    (lambda: memory_banks.nt_xent_fifo_bank(_Z, _Z, np.zeros((9, 7), np.float32), temperature=0.1),
+    (lambda: banks.memory_bank_info_nce(_Z, np.zeros(4, np.int32), np.zeros((4, 2), np.int32),
+                                        np.zeros((9, 7), np.float32), temperature=0.1), r'bank.*\(9, 7\)'),
+    (lambda: banks.nt_xent_fifo_bank(_Z, _Z, np.zeros((9, 7), np.float32), temperature=0.1),
      r'bank.*\(9, 7\)'),
-    (lambda: memory_banks.init_bank(jax.random.key(0), 0, 8), r'size.*0'),
+    (lambda: banks.init_bank(jax.random.key(0), 0, 8), r'size.*0'),
 ])
 def test_bad_input_raises(call, match):
   with pytest.raises(ValueError, match=match):

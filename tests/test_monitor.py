@@ -1,4 +1,4 @@
-"""The online monitor (ssl_jax.monitor) and the instance-discrimination accuracy (ssl_jax.discrimination).
+"""The online monitor (ssl_jax.monitor) and the instance-discrimination accuracy (ssl_jax.losses.discrimination).
 
 kNN: the weighted vote against a float64 NumPy transcription of InstDisc's / solo-learn's (raw exp of
 cos / T, which float64 holds for T = 0.07: e^(1/0.07) = 1.6e6); 1 on a separable embedding; chance on a
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import config_checks, discrimination, metrics_writer, monitor, parallel, periodic, resume_checks, train
+from ssl_jax import config_checks, metrics_writer, monitor, parallel, periodic, resume_checks, train
+from ssl_jax.losses import discrimination
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -255,7 +256,8 @@ _TWO_DEVICES = textwrap.dedent('''
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from configs import smoke
-    from ssl_jax import discrimination, monitor, parallel, train
+    from ssl_jax import monitor, parallel, train
+    from ssl_jax.losses import discrimination
     from tests import test_monitor as tm
     from jax.sharding import PartitionSpec as P
 

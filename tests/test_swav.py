@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import augment, config_checks, losses, losses_swav, methods
+from ssl_jax import augment, config_checks, methods
+from ssl_jax.losses import common as loss_common, swav as swav_losses
 from ssl_jax.methods import common, swav
 import method_harness  # tests/method_harness.py
 
@@ -79,9 +80,9 @@ def _step_loss_by_hand(config, state, batch, with_queue):
     z_a, stats = encode_as(encode, state.batch_stats, 'a')
     z_b, _ = encode_as(encode, stats, 'b')
     kernel = state.params['prototypes']['kernel']
-    scores = [losses.l2_normalize(z) @ kernel for z in (z_a, z_b)]
+    scores = [loss_common.l2_normalize(z) @ kernel for z in (z_a, z_b)]
     queue_scores = [state.queue[0] @ kernel, state.queue[1] @ kernel] if with_queue else None
-    return losses_swav.swav_loss(scores, queue_scores=queue_scores, temperature=config.temperature,
+    return swav_losses.swav_loss(scores, queue_scores=queue_scores, temperature=config.temperature,
                                  epsilon=config.swav.epsilon, sinkhorn_iterations=config.swav.sinkhorn_iterations)
 
   return float(loss(state, batch['iq']))

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import smoke  # noqa: E402
 from experiments.torch_baseline import convert, lightly_loss, models  # noqa: E402
-from ssl_jax import losses  # noqa: E402
+from ssl_jax.losses import common as loss_common, contrastive  # noqa: E402
 from ssl_jax.methods import moco as jax_moco  # noqa: E402
 from ssl_jax.models import Predictor, ProjectionHead, ShuffleNetV2Encoder  # noqa: E402
 
@@ -249,7 +249,7 @@ def test_nt_xent_value_and_gradient_match_lightly(temperature):
   rng = np.random.RandomState(5)
   z_a, z_b = (rng.randn(12, 16).astype(np.float32) * 3.0 for _ in range(2))
   value, (g_a, g_b) = jax.value_and_grad(
-      lambda a, b: losses.nt_xent(a, b, temperature=temperature), argnums=(0, 1))(z_a, z_b)
+      lambda a, b: contrastive.nt_xent(a, b, temperature=temperature), argnums=(0, 1))(z_a, z_b)
   t_a, t_b = (torch.tensor(z, requires_grad=True) for z in (z_a, z_b))
   loss = lightly_loss.ntxent_loss(temperature)(t_a, t_b)
   loss.backward()
@@ -275,7 +275,7 @@ def test_info_nce_and_queue_match_lightly_memory_bank():
   jax_queue, ptr = jnp.asarray(queue), jnp.zeros((), jnp.int32)
   for step in range(4):  # wraps around the queue once
     q, k = rng.randn(batch, dim).astype(np.float32), rng.randn(batch, dim).astype(np.float32)
-    value, g_q = jax.value_and_grad(lambda q: losses.info_nce(q, k, jax_queue, temperature=temperature))(q)
+    value, g_q = jax.value_and_grad(lambda q: contrastive.info_nce(q, k, jax_queue, temperature=temperature))(q)
     t_q = torch.tensor(q, requires_grad=True)
     loss = criterion(t_q, torch.from_numpy(k))
     loss.backward()
@@ -283,7 +283,7 @@ def test_info_nce_and_queue_match_lightly_memory_bank():
     # by <= 8 u / 2, the division by u, so each entry (<= 1) by <= 5 u = 3e-7 per framework, 6e-7 < 1e-6.
     assert abs(float(loss.detach()) - float(value)) <= 1e-5 * abs(float(value)), step
     assert _rel(t_q.grad.numpy(), g_q) < 1e-4, step
-    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, losses.l2_normalize(jnp.asarray(k)), None)
+    jax_queue, ptr = jax_moco.enqueue(jax_queue, ptr, loss_common.l2_normalize(jnp.asarray(k)), None)
     np.testing.assert_allclose(criterion.memory_bank.bank.numpy(), jax_queue, rtol=0, atol=1e-6)
     assert int(criterion.memory_bank.bank_ptr[0]) == int(ptr)
 

@@ -21,7 +21,7 @@ through the spectrum tower, each with BatchNorm statistics over the global batch
 `augment.enabled=False` both are the example itself (cross-representation only). The loss is CLIP's:
 logits u_i . v_j / τ between the unit IQ embeddings u and spectrum embeddings v of the global batch, the
 mean of the cross-entropy over rows (IQ -> spectrum) and over columns (spectrum -> IQ), both towers
-differentiated through both (`losses.symmetric_info_nce(u, v, u, v, key_gradient=True) / 2`). The
+differentiated through both (`contrastive.symmetric_info_nce(u, v, u, v, key_gradient=True) / 2`). The
 temperature is fixed, `config.temperature` (0.07, the study's value and CLIP's initial one): the methods
 compare at one τ, and a learnable τ would fall under the optimiser's coupled L2 decay, which pulls a
 log-temperature to 0 (τ = 1).
@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, discrimination, losses, models
+from ssl_jax import augment, models
 from ssl_jax.data import spec
+from ssl_jax.losses import contrastive, discrimination
 from ssl_jax.methods import common
 
 SPECTRUM = 'spectrum'  # the key of the spectrum tower in `params` and `batch_stats`
@@ -116,13 +117,13 @@ def make_train_step(config: ml_collections.ConfigDict, networks: ClipNetworks,
       z_iq, stats = encode_as(common.make_encode(networks, params), state.batch_stats, 'a')
       z_spectrum, spectrum_stats = encode_as(common.make_encode(spectrum_tower, params[SPECTRUM]),
                                              state.batch_stats[SPECTRUM], 'b')
-      loss = 0.5 * losses.symmetric_info_nce(z_iq, z_spectrum, z_iq, z_spectrum, temperature=temperature,
-                                             axis_name=axis_name, key_gradient=True)
+      loss = 0.5 * contrastive.symmetric_info_nce(z_iq, z_spectrum, z_iq, z_spectrum, temperature=temperature,
+                                                  axis_name=axis_name, key_gradient=True)
       return loss, (dict(stats, **{SPECTRUM: spectrum_stats}), z_iq, z_spectrum)
 
     (loss, (batch_stats, z_iq, z_spectrum)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
-    similarity = losses.similarity_stats(z_iq, z_spectrum, axis_name=axis_name)
+    similarity = contrastive.similarity_stats(z_iq, z_spectrum, axis_name=axis_name)
     metrics = common.step_metrics(
         loss=loss,  # the global batch's: the loss gathers every device's embeddings
         step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,

@@ -20,8 +20,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssl_jax import augment, losses
+from ssl_jax import augment
 from ssl_jax.data import spec
+from ssl_jax.losses import common as loss_common
 
 PyTree = Any
 Schedule = Callable[[jax.Array], jax.Array]
@@ -285,7 +286,7 @@ def embedding_std(z: jax.Array, axis_name: str | None) -> jax.Array:
 
   A healthy representation sits near 1/sqrt(dim); a collapsed one goes to 0.
   """
-  z = losses.l2_normalize(z)
+  z = loss_common.l2_normalize(z)
   mean = jnp.mean(z, axis=0)
   mean_sq = jnp.mean(z * z, axis=0)
   if axis_name is not None:

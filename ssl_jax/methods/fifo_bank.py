@@ -8,9 +8,9 @@ negatives of a first view are the bank's rows, not the batch's other views. Stat
 One step:
   1. z_a, z_b = head(encoder(view a / view b)), BatchNorm over the global batch of each view;
   2. loss = the mean over the global batch's first views of the cross-entropy of [u_a·u_b, u_a·bankᵀ] / τ,
-     positive first (`memory_banks.nt_xent_fifo_bank`); the gradient flows into both views, not the bank;
+     positive first (`banks.nt_xent_fifo_bank`); the gradient flows into both views, not the bank;
   3. SGD; then the normalised second views of all devices (the global batch, in device order) overwrite the
-     oldest rows, wrapping around the end (`memory_banks.fifo_bank_update`).
+     oldest rows, wrapping around the end (`banks.fifo_bank_update`).
 The bank must hold at least one global batch. lightly drops the part of a batch that does not fit before
 the bank's end; here it wraps; the two agree when the size is a multiple of the global batch.
 
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, discrimination, losses, memory_banks, models
+from ssl_jax import augment, models
+from ssl_jax.losses import banks, contrastive, discrimination
 from ssl_jax.methods import common
 
 
@@ -51,7 +52,7 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
   params, batch_stats = common.init_variables(networks, init_key, config.data.length)
   return FifoBankState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        opt_state=tx.init(params), rng=run_key,
-                       bank=memory_banks.init_bank(bank_key, size, int(config.model.output_dim)),
+                       bank=banks.init_bank(bank_key, size, int(config.model.output_dim)),
                        bank_ptr=jnp.zeros((), jnp.int32))
 
 
@@ -68,14 +69,14 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
                                     policy, axis_name)
 
     loss, batch_stats, z_a, z_b, grads = common.two_view_gradients(
-        networks, state, encode_as, lambda z_a, z_b: memory_banks.nt_xent_fifo_bank(
+        networks, state, encode_as, lambda z_a, z_b: banks.nt_xent_fifo_bank(
             z_a, z_b, state.bank, temperature=temperature, axis_name=axis_name))
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
-    bank, bank_ptr = memory_banks.fifo_bank_update(state.bank, state.bank_ptr, z_b, axis_name=axis_name)
-    similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
+    bank, bank_ptr = banks.fifo_bank_update(state.bank, state.bank_ptr, z_b, axis_name=axis_name)
+    similarity = contrastive.similarity_stats(z_a, z_b, axis_name=axis_name)
     size = state.bank.shape[0]
     metrics = common.step_metrics(
-        loss=loss,  # already the global batch's (memory_banks' convention)
+        loss=loss,  # already the global batch's (the losses' convention)
         step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
         positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],
         embeddings=z_a, axis_name=axis_name,

@@ -15,7 +15,7 @@ One step (one view per example, as Wu et al.):
   4. m_i <- normalize(μ m_i + (1 - μ) v_i) for the global batch's examples, μ = `config.memory_bank.momentum`
      (Wu et al.: 0.5): every device gathers all devices' indices and embeddings and updates its replica
      alike. An example twice in one global batch (a batch that straddles two epochs) moves its row towards
-     the mean of its embeddings, whatever their order (`ssl_jax.memory_banks`).
+     the mean of its embeddings, whatever their order (`ssl_jax.losses.banks`).
 The bank is part of the checkpoint, so a resumed run continues bit-identically.
 """
 
@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, discrimination, losses, memory_banks, models
+from ssl_jax import augment, models
 from ssl_jax.data import real_files, simulate, validate
+from ssl_jax.losses import banks, common as loss_common, discrimination
 from ssl_jax.methods import common
 
 VIEWS_PER_EXAMPLE = 1  # views encoded per example and step (the other methods: 2)
@@ -69,7 +70,7 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
                tx: optax.GradientTransformation, rng: jax.Array) -> MemoryBankState:
   init_key, bank_key, run_key = jax.random.split(rng, 3)
   params, batch_stats = common.init_variables(networks, init_key, config.data.length)
-  bank = memory_banks.init_bank(bank_key, num_train_examples(config.data), int(config.model.output_dim))
+  bank = banks.init_bank(bank_key, num_train_examples(config.data), int(config.model.output_dim))
   return MemoryBankState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                          opt_state=tx.init(params), rng=run_key, bank=bank)
 
@@ -78,7 +79,7 @@ def _similarities(v: jax.Array, bank: jax.Array, indices: jax.Array,
                   axis_name: str | None) -> tuple[jax.Array, jax.Array]:
   """Collapse monitor over the global batch (no gradient): the mean cosine of the queries to their own bank
   rows, and to all other rows (the expectation of the sampled negatives' cosine)."""
-  u = losses.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
+  u = loss_common.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
   own = jnp.sum(u * bank[indices], axis=1)
   others = (u @ jnp.sum(bank, axis=0) - own) / (bank.shape[0] - 1)
   pos, neg, count = jnp.sum(own), jnp.sum(others), own.shape[0]
@@ -91,8 +92,8 @@ def _similarities(v: jax.Array, bank: jax.Array, indices: jax.Array,
 def _instance_accuracy(v: jax.Array, bank: jax.Array, indices: jax.Array, negatives: jax.Array,
                        axis_name: str | None) -> jax.Array:
   """The fraction of the global batch's queries whose own bank row is the top-1 among it and their K sampled
-  rows (`ssl_jax.discrimination`), scored as the loss scores them (one matmul against the bank)."""
-  u = losses.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
+  rows (`ssl_jax.losses.discrimination`), scored as the loss scores them (one matmul against the bank)."""
+  u = loss_common.l2_normalize(jax.lax.stop_gradient(v).astype(bank.dtype))
   similarity = u @ bank.T
   positive = jnp.take_along_axis(similarity, indices[:, None], axis=1)[:, 0]
   negative = jnp.take_along_axis(similarity, negatives.astype(jnp.int32), axis=1)
@@ -116,22 +117,22 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
                        f'pipeline yields it); the batch has {sorted(batch)}')
     indices = batch['index'].astype(jnp.int32)
     num_examples = state.bank.shape[0]
-    negatives = memory_banks.sample_bank_negatives(
+    negatives = banks.sample_bank_negatives(
         common.step_key(state.rng, state.step, 'memory_bank'), indices, num_examples=num_examples,
         num_negatives=num_negatives(config, num_examples), axis_name=axis_name)
 
     def loss_fn(params):
       v, stats = encode_as(common.make_encode(networks, params), state.batch_stats, 'a')
-      loss = memory_banks.memory_bank_info_nce(v, indices, negatives, state.bank, temperature=temperature,
-                                               axis_name=axis_name)
+      loss = banks.memory_bank_info_nce(v, indices, negatives, state.bank, temperature=temperature,
+                                        axis_name=axis_name)
       return loss, (stats, v)
 
     (loss, (batch_stats, v)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     positive_similarity, negative_similarity = _similarities(v, state.bank, indices, axis_name)
-    bank = memory_banks.update_memory_bank(state.bank, indices, v, momentum=momentum, axis_name=axis_name)
+    bank = banks.update_memory_bank(state.bank, indices, v, momentum=momentum, axis_name=axis_name)
     metrics = common.step_metrics(
-        loss=loss,  # already the global batch's (memory_banks' convention)
+        loss=loss,  # already the global batch's (the losses' convention)
         step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
         positive_similarity=positive_similarity, negative_similarity=negative_similarity,
         embeddings=v, axis_name=axis_name,

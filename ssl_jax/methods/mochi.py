@@ -2,7 +2,7 @@
 
 Everything but the loss is MoCo v2's (`moco.py`: state, networks, momentum encoder, queue, the step and its
 metrics). The loss is InfoNCE of each query against its key, the queue, and its own s + s' synthetic
-negatives (`ssl_jax.losses_mochi`), made from its N hardest queue rows (`config.mochi.num_hard`):
+negatives (`ssl_jax.losses.mochi`), made from its N hardest queue rows (`config.mochi.num_hard`):
   s  = `config.mochi.num_mix` mixes of two of them,      h  = α n_i + (1 - α) n_j,  α ~ U(0, 1);
   s' = `config.mochi.num_query_mix` mixes with the query, h' = β q + (1 - β) n_j,   β ~ U(0, 0.5);
 each L2-normalised, without gradient, never enqueued. Every query draws its own pairs and coefficients
@@ -16,7 +16,7 @@ from typing import Callable
 import ml_collections
 import optax
 
-from ssl_jax import losses_mochi
+from ssl_jax.losses import mochi as mochi_losses
 from ssl_jax.methods import common, moco
 
 MoCoState = moco.MoCoState
@@ -31,10 +31,10 @@ def mochi_loss(config: ml_collections.ConfigDict) -> moco.QueueLoss:
   num_query_mix, temperature = int(config.mochi.num_query_mix), config.temperature
 
   def loss(q, k, queue, key, axis_name):
-    draws = losses_mochi.draw_mochi(key, q.shape[0], num_hard=num_hard, num_mix=num_mix,
+    draws = mochi_losses.draw_mochi(key, q.shape[0], num_hard=num_hard, num_mix=num_mix,
                                     num_query_mix=num_query_mix, axis_name=axis_name)
-    synthetic = losses_mochi.synthesize_hard_negatives(q, queue, draws, num_hard=num_hard)
-    return losses_mochi.mochi_info_nce(q, k, queue, synthetic, temperature=temperature)
+    synthetic = mochi_losses.synthesize_hard_negatives(q, queue, draws, num_hard=num_hard)
+    return mochi_losses.mochi_info_nce(q, k, queue, synthetic, temperature=temperature)
 
   return loss
 

@@ -12,7 +12,7 @@ One step, as in MoCo v2's reference code:
 
 The loss, by `config.loss.name` (`queue_loss`): 'info_nce' (MoCo's) or 'debiased', the debiased
 (`config.loss.tau_plus`, Chuang et al. 2020) and hard-negative (`config.loss.beta`, Robinson et al. 2021)
-estimate of the queue's negative term (`losses_debiased.debiased_info_nce`; InfoNCE at tau_plus = beta = 0).
+estimate of the queue's negative term (`debiased.debiased_info_nce`; InfoNCE at tau_plus = beta = 0).
 MoCHi (`mochi.py`) runs this step with its own loss (`make_queue_step`).
 
 BatchNorm and information leakage: the queries and the keys are normalised in separate forward passes,
@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, discrimination, losses, losses_debiased, models
+from ssl_jax import augment, models
+from ssl_jax.losses import common as loss_common, contrastive, debiased, discrimination
 from ssl_jax.methods import common
 
 PyTree = common.PyTree
@@ -130,17 +131,17 @@ def init_state(config: ml_collections.ConfigDict, networks: common.Networks,
   ema_params, ema_batch_stats = init_key_encoder(params, batch_stats)
   return MoCoState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                    opt_state=tx.init(params), rng=run_key, ema_params=ema_params, ema_batch_stats=ema_batch_stats,
-                   queue=losses.l2_normalize(queue), queue_ptr=jnp.zeros((), jnp.int32))
+                   queue=loss_common.l2_normalize(queue), queue_ptr=jnp.zeros((), jnp.int32))
 
 
 def queue_loss(config: ml_collections.ConfigDict) -> QueueLoss:
   """MoCo's loss by `config.loss.name` (module docstring), as a `QueueLoss`."""
   name, temperature = config.loss.name, config.temperature
   if name == 'info_nce':
-    return lambda q, k, queue, key, axis_name: losses.info_nce(q, k, queue, temperature=temperature)
+    return lambda q, k, queue, key, axis_name: contrastive.info_nce(q, k, queue, temperature=temperature)
   if name == 'debiased':
     tau_plus, beta = float(config.loss.tau_plus), float(config.loss.beta)
-    return lambda q, k, queue, key, axis_name: losses_debiased.debiased_info_nce(
+    return lambda q, k, queue, key, axis_name: debiased.debiased_info_nce(
         q, k, queue, temperature=temperature, tau_plus=tau_plus, beta=beta)
   raise ValueError(f'config.loss.name must be one of {QUEUE_LOSSES} for MoCo; got {name!r}')
 
@@ -176,8 +177,8 @@ def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
     if axis_name is not None:
       loss = jax.lax.pmean(loss, axis_name)  # the mean over the global batch (equal local batch sizes)
-    queue, queue_ptr = enqueue(state.queue, state.queue_ptr, losses.l2_normalize(k_b), axis_name)
-    similarity = losses.similarity_stats(q_a, k_b, axis_name=axis_name)
+    queue, queue_ptr = enqueue(state.queue, state.queue_ptr, loss_common.l2_normalize(k_b), axis_name)
+    similarity = contrastive.similarity_stats(q_a, k_b, axis_name=axis_name)
     metrics = common.step_metrics(
         loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
         positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],

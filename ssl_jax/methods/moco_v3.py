@@ -10,7 +10,7 @@ One step, as in MoCo v3's reference code:
   2. k_a, k_b = stop_gradient(key_head(key_encoder(view a / view b)));
   3. q_a, q_b = predictor(head(encoder(view a / view b)));
   4. loss = InfoNCE(q_a, k_b) + InfoNCE(q_b, k_a) against the keys of the whole global batch
-     (`losses.symmetric_info_nce`); SGD on the query network only.
+     (`contrastive.symmetric_info_nce`); SGD on the query network only.
 Every forward pass normalises with statistics over the global batch of its view, as in `moco.py`.
 """
 
@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, discrimination, losses, models
+from ssl_jax import augment, models
+from ssl_jax.losses import contrastive, discrimination
 from ssl_jax.methods import common, moco
 
 momentum_schedule = moco.momentum_schedule  # The EMA schedule of both MoCo methods.
@@ -64,10 +65,10 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     ema_params, ema_stats, (k_a, k_b) = moco.encode_keys(networks, state, momentum, encode_as, ('a', 'b'))
 
     loss, batch_stats, q_a, _, grads = common.two_view_gradients(
-        networks, state, encode_as, lambda q_a, q_b: losses.symmetric_info_nce(
+        networks, state, encode_as, lambda q_a, q_b: contrastive.symmetric_info_nce(
             q_a, q_b, k_a, k_b, temperature=config.temperature, axis_name=axis_name), with_predictor=True)
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
-    similarity = losses.similarity_stats(q_a, k_b, axis_name=axis_name)
+    similarity = contrastive.similarity_stats(q_a, k_b, axis_name=axis_name)
     metrics = common.step_metrics(
         loss=loss,  # already the global batch's: the loss gathers every device's keys
         step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,

@@ -5,10 +5,10 @@ with BatchNorm statistics over the global batch of that view (`bn_axis_name`). T
 projections of all devices, so every view sees the 2N - 2 views of the other examples as negatives.
 
 The loss, by `config.loss.name` (`batch_loss`):
-  'nt_xent'  NT-Xent (the study's; `losses.nt_xent`);
+  'nt_xent'  NT-Xent (the study's; `contrastive.nt_xent`);
   'debiased' the debiased (Chuang et al. 2020, class prior `config.loss.tau_plus`) and hard-negative
              (Robinson et al. 2021, concentration `config.loss.beta`) estimate of the negative term
-             (`losses_debiased.debiased_nt_xent`); with tau_plus = beta = 0 it is NT-Xent;
+             (`debiased.debiased_nt_xent`); with tau_plus = beta = 0 it is NT-Xent;
   'dcl'      decoupled contrastive learning, the positive out of the denominator (Yeh et al. 2022);
   'dclw'     DCL with the positive weighted by the von Mises-Fisher weight (`config.loss.dclw_sigma`).
 The state, networks and views are the same for all four.
@@ -20,7 +20,8 @@ import jax
 import ml_collections
 import optax
 
-from ssl_jax import augment, discrimination, losses, losses_dcl, losses_debiased, models
+from ssl_jax import augment, models
+from ssl_jax.losses import contrastive, dcl, debiased, discrimination
 from ssl_jax.methods import common
 
 BATCH_LOSSES = ('nt_xent', 'debiased', 'dcl', 'dclw')  # config.loss.name
@@ -30,20 +31,23 @@ TrainState = common.TrainState
 
 
 def batch_loss(config: ml_collections.ConfigDict) -> BatchLoss:
-  """`loss(z_a, z_b, axis_name)`: the loss `config.loss.name` names, of the global batch (`losses` convention)."""
+  """`loss(z_a, z_b, axis_name)`: the loss `config.loss.name` names, of the global batch.
+
+  `axis_name` as in every loss: the cross-device convention of `ssl_jax/losses/common.py`.
+  """
   name, temperature = config.loss.name, config.temperature
   if name == 'nt_xent':
-    return lambda z_a, z_b, axis_name: losses.nt_xent(z_a, z_b, temperature=temperature, axis_name=axis_name)
+    return lambda z_a, z_b, axis_name: contrastive.nt_xent(z_a, z_b, temperature=temperature, axis_name=axis_name)
   if name == 'debiased':
     tau_plus, beta = float(config.loss.tau_plus), float(config.loss.beta)
-    return lambda z_a, z_b, axis_name: losses_debiased.debiased_nt_xent(
+    return lambda z_a, z_b, axis_name: debiased.debiased_nt_xent(
         z_a, z_b, temperature=temperature, tau_plus=tau_plus, beta=beta, axis_name=axis_name)
   if name == 'dcl':
-    return lambda z_a, z_b, axis_name: losses_dcl.dcl(z_a, z_b, temperature=temperature, axis_name=axis_name)
+    return lambda z_a, z_b, axis_name: dcl.dcl(z_a, z_b, temperature=temperature, axis_name=axis_name)
   if name == 'dclw':
     sigma = float(config.loss.dclw_sigma)
-    return lambda z_a, z_b, axis_name: losses_dcl.dclw(z_a, z_b, temperature=temperature, sigma=sigma,
-                                                       axis_name=axis_name)
+    return lambda z_a, z_b, axis_name: dcl.dclw(z_a, z_b, temperature=temperature, sigma=sigma,
+                                                axis_name=axis_name)
   raise ValueError(f'config.loss.name must be one of {BATCH_LOSSES} for SimCLR; got {name!r}')
 
 
@@ -75,7 +79,7 @@ def make_train_step(config: ml_collections.ConfigDict, networks: common.Networks
     loss, batch_stats, z_a, z_b, grads = common.two_view_gradients(
         networks, state, encode_as, lambda z_a, z_b: loss_of(z_a, z_b, axis_name))
     params, opt_state, grad_norm = common.apply_gradients(state, grads, tx, axis_name)
-    similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
+    similarity = contrastive.similarity_stats(z_a, z_b, axis_name=axis_name)
     metrics = common.step_metrics(
         loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
         positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],

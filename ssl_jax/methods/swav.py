@@ -7,9 +7,9 @@ One step:
   1. z_a, z_b = head(encoder(view a / view b)) (two passes, BatchNorm over the global batch of each view);
   2. scores_v = l2_normalize(z_v) @ prototypes, `(batch, K)` (cosines: the prototypes are unit norm);
   3. codes q_a, q_b = Sinkhorn-Knopp(scores) in float32 under stop_gradient, its sums over the global batch
-     (named-axis collectives; `losses_swav.sinkhorn_knopp`), with the queue's rows in those sums when the
+     (named-axis collectives; `swav_losses.sinkhorn_knopp`), with the queue's rows in those sums when the
      queue is on and in use (below);
-  4. loss = swapped prediction (`losses_swav.swav_loss`): q_a predicted by softmax(scores_b / τ) and q_b by
+  4. loss = swapped prediction (`swav_losses.swav_loss`): q_a predicted by softmax(scores_b / τ) and q_b by
      softmax(scores_a / τ), τ = `config.temperature`; SGD on encoder, head and prototypes;
   5. the prototypes are l2-normalised after the update (SwAV normalises them before each forward pass:
      the same sequence, and the stored state always holds unit prototypes). For the first
@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from ssl_jax import augment, losses, losses_swav, models
+from ssl_jax import augment, models
+from ssl_jax.losses import common as loss_common, contrastive, swav as swav_losses
 from ssl_jax.methods import common
 
 PyTree = common.PyTree
@@ -70,7 +71,7 @@ def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None)
 
 def normalize_prototypes(kernel: jax.Array) -> jax.Array:
   """`(dim, K)` -> every column (prototype) scaled to unit L2 norm."""
-  return losses.l2_normalize(kernel.T).T
+  return loss_common.l2_normalize(kernel.T).T
 
 
 def check_queue(config: ml_collections.ConfigDict) -> None:
@@ -142,15 +143,15 @@ def make_train_step(config: ml_collections.ConfigDict, networks: SwAVNetworks,
       z_a, stats = encode_as(encode, state.batch_stats, 'a')
       z_b, stats = encode_as(encode, stats, 'b')
       score = lambda u: networks.prototypes.apply({'params': params[PROTOTYPES]}, u)
-      u_a, u_b = losses.l2_normalize(z_a), losses.l2_normalize(z_b)
+      u_a, u_b = loss_common.l2_normalize(z_a), loss_common.l2_normalize(z_b)
       scores = [score(u_a), score(u_b)]
       if queue_size:
         queue_scores = [score(past[0]), score(past[1])]
         loss = jax.lax.cond(use_queue,
-                            lambda: losses_swav.swav_loss(scores, queue_scores=queue_scores, **loss_kwargs),
-                            lambda: losses_swav.swav_loss(scores, **loss_kwargs))
+                            lambda: swav_losses.swav_loss(scores, queue_scores=queue_scores, **loss_kwargs),
+                            lambda: swav_losses.swav_loss(scores, **loss_kwargs))
       else:
-        loss = losses_swav.swav_loss(scores, **loss_kwargs)
+        loss = swav_losses.swav_loss(scores, **loss_kwargs)
       return loss, (stats, z_a, z_b, u_a, u_b)
 
     (loss, (batch_stats, z_a, z_b, u_a, u_b)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -159,9 +160,9 @@ def make_train_step(config: ml_collections.ConfigDict, networks: SwAVNetworks,
     params = dict(params, **{PROTOTYPES: {'kernel': normalize_prototypes(params[PROTOTYPES]['kernel'])}})
     params = keep_prototypes(params, state.params, frozen)
     opt_state = keep_prototypes(opt_state, state.opt_state, frozen)
-    similarity = losses.similarity_stats(z_a, z_b, axis_name=axis_name)
+    similarity = contrastive.similarity_stats(z_a, z_b, axis_name=axis_name)
     # No 'instance_accuracy': SwAV predicts codes over prototypes, it does not pick an instance among
-    # instances (ssl_jax.discrimination). The online kNN monitor (ssl_jax.monitor) covers it.
+    # instances (ssl_jax.losses.discrimination). The online kNN monitor (ssl_jax.monitor) covers it.
     metrics = common.step_metrics(
         loss=loss, step=state.step, schedules=schedules, grad_norm=grad_norm, params=params,
         positive_similarity=similarity['pos_cosine'], negative_similarity=similarity['neg_cosine'],

@@ -14,7 +14,7 @@ query's hard set; this does not).
 The pieces are pure functions: `draw_mochi` (all randomness, drawn for the global batch so a run does not
 depend on the device count), `synthesize_hard_negatives` (deterministic given the draws) and
 `mochi_info_nce` (InfoNCE with the queue plus the per-query synthetic negatives). With s = s' = 0,
-`mochi_info_nce` is `losses.info_nce`.
+`mochi_info_nce` is `contrastive.info_nce`.
 """
 
 from typing import NamedTuple, Optional
@@ -22,10 +22,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
-    _check_matrix, _check_pair, _check_temperature, _compute_dtype, _cross_entropy, _global_mean, _shard_info)
+from ssl_jax.losses.common import (
+    check_matrix, check_pair, check_temperature, compute_dtype, cross_entropy, global_mean, l2_normalize, shard_info)
 
 
 class MochiDraws(NamedTuple):
@@ -57,7 +55,7 @@ def draw_mochi(key: jax.Array, batch_size: int, *, num_hard: int, num_mix: int, 
   each device keeps its rows (global rows `d * batch_size ...`), so they do not depend on the device count.
   """
   _check_counts(num_hard, num_mix, num_query_mix)
-  num_devices, offset = _shard_info(axis_name, batch_size)
+  num_devices, offset = shard_info(axis_name, batch_size)
   n = batch_size * num_devices
   k_first, k_second, k_alpha, k_query, k_beta = jax.random.split(key, 5)
   first = jax.random.randint(k_first, (n, num_mix), 0, max(num_hard, 1), jnp.int32)
@@ -93,8 +91,8 @@ def synthesize_hard_negatives(q: jax.Array, queue: jax.Array, draws: MochiDraws,
   Returns:
     Unit-norm rows in the compute dtype, under stop_gradient.
   """
-  _check_matrix('q', q)
-  _check_matrix('queue', queue, dim=q.shape[1])
+  check_matrix('q', q)
+  check_matrix('queue', queue, dim=q.shape[1])
   num_mix, num_query_mix = draws.alpha.shape[1], draws.beta.shape[1]
   _check_counts(num_hard, num_mix, num_query_mix)
   for name, x, cols in (('mix_first', draws.mix_first, num_mix), ('mix_second', draws.mix_second, num_mix),
@@ -102,7 +100,7 @@ def synthesize_hard_negatives(q: jax.Array, queue: jax.Array, draws: MochiDraws,
                         ('beta', draws.beta, num_query_mix)):
     if tuple(x.shape) != (q.shape[0], cols):
       raise ValueError(f'draws.{name} must have shape {(q.shape[0], cols)} (queries, mixes); got {tuple(x.shape)}.')
-  dtype = _compute_dtype(q, queue)
+  dtype = compute_dtype(q, queue)
   u_q = jax.lax.stop_gradient(l2_normalize(q.astype(dtype)))
   queue = jax.lax.stop_gradient(queue.astype(dtype))
   if num_mix + num_query_mix == 0:
@@ -135,19 +133,19 @@ def mochi_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, synthetic: jax.
   Returns:
     Scalar loss.
   """
-  _check_pair('q', q, 'k', k)
-  _check_matrix('queue', queue, dim=q.shape[1])
+  check_pair('q', q, 'k', k)
+  check_matrix('queue', queue, dim=q.shape[1])
   shape = getattr(synthetic, 'shape', None)
   if shape is None or len(shape) != 3 or shape[0] != q.shape[0] or shape[2] != q.shape[1]:
     raise ValueError(f'synthetic must have shape ({q.shape[0]}, m, {q.shape[1]}); got shape {shape}.')
-  _check_temperature(temperature)
-  dtype = _compute_dtype(q, k, queue, synthetic)
+  check_temperature(temperature)
+  dtype = compute_dtype(q, k, queue, synthetic)
   u_q = l2_normalize(q.astype(dtype))
   u_k = jax.lax.stop_gradient(l2_normalize(k.astype(dtype)))
   queue = jax.lax.stop_gradient(queue.astype(dtype))
   synthetic = jax.lax.stop_gradient(synthetic.astype(dtype))
   logits = jnp.concatenate([jnp.sum(u_q * u_k, axis=1, keepdims=True), u_q @ queue.T,
                             jnp.einsum('nd,nmd->nm', u_q, synthetic)], axis=1) / temperature
-  local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
-  num_devices, _ = _shard_info(axis_name, q.shape[0])
-  return _global_mean(local_sum, q.shape[0] * num_devices, axis_name)
+  local_sum = jnp.sum(cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
+  num_devices, _ = shard_info(axis_name, q.shape[0])
+  return global_mean(local_sum, q.shape[0] * num_devices, axis_name)

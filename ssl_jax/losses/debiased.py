@@ -16,7 +16,7 @@ expected negative term under the *true* negative distribution:
   the logit `s = cos/τ` (the paper's f absorbs the temperature).
 
 With τ+ = 0 and β = 0, `N g = max(Σ_i e^{s_i}, N e^{-1/τ}) = Σ_i e^{s_i}` (each `s_i ≥ -1/τ`), and the losses
-equal `losses.nt_xent` / `losses.info_nce`.
+equal `contrastive.nt_xent` / `contrastive.info_nce`.
 
 Numerics: nothing is exponentiated. `log(N g)` is formed as
     log X = log N + logsumexp_i(log w_i + s_i),     log Y = log(τ+) + log N + p,
@@ -27,9 +27,9 @@ the small difference when the positive dominates). When Y ≥ X the unclamped es
 is the value. `log Y - log X` is capped at `-eps` of the compute dtype before `expm1`: a difference smaller
 than that is below the resolution of the two logarithms it comes from, and the cap keeps the gradient finite.
 
-Cross-device convention: the one of `ssl_jax/losses.py` (with `axis_name` every device returns the loss of
+Cross-device convention: the one of `ssl_jax/losses/common.py` (with `axis_name` every device returns the loss of
 the global batch; the caller `pmean`s parameter gradients). The queue form without `axis_name` returns the
-local batch mean, like `losses.info_nce`.
+local batch mean, like `contrastive.info_nce`.
 """
 
 from typing import Optional
@@ -37,14 +37,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import in_batch_logits, l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
-    _check_matrix, _check_pair, _check_temperature, _compute_dtype, _global_mean, _shard_info, _MASK_LOGIT)
+from ssl_jax.losses.common import (
+    MASK_LOGIT, check_matrix, check_pair, check_temperature, compute_dtype, global_mean, in_batch_logits, l2_normalize,
+    shard_info)
 
 
 def _check_hyperparameters(temperature, tau_plus, beta) -> None:
-  _check_temperature(temperature)
+  check_temperature(temperature)
   if not isinstance(tau_plus, (int, float)) or isinstance(tau_plus, bool) or not 0.0 <= tau_plus < 1.0:
     raise ValueError(f'tau_plus (class prior) must be a float in [0, 1); got {tau_plus!r}.')
   if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta >= 0.0:
@@ -72,8 +71,8 @@ def log_negative_term(positive: jax.Array, negatives: jax.Array, negative_mask: 
     s = negatives
     log_w = jax.nn.log_softmax(beta * negatives, axis=1)
   else:
-    s = jnp.where(negative_mask, negatives, jnp.asarray(_MASK_LOGIT, dtype))
-    log_w = jax.nn.log_softmax(jnp.where(negative_mask, beta * negatives, jnp.asarray(_MASK_LOGIT, dtype)), axis=1)
+    s = jnp.where(negative_mask, negatives, jnp.asarray(MASK_LOGIT, dtype))
+    log_w = jax.nn.log_softmax(jnp.where(negative_mask, beta * negatives, jnp.asarray(MASK_LOGIT, dtype)), axis=1)
   log_x = log_n + jax.nn.logsumexp(log_w + s, axis=1)
   log_y = jnp.log(jnp.asarray(tau_plus, dtype)) + log_n + positive
   diff = log_y - log_x
@@ -90,7 +89,7 @@ def debiased_nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float, tau_
   """Debiased / hard-negative NT-Xent over the 2N views of the (global) batch (SimCLR's in-batch negatives).
 
   Every view is an anchor; its positive is the other view of its example, its N = 2·batch - 2 negatives are
-  all other views (itself excluded), as in `losses.nt_xent`. Per anchor `softplus(log(N g) - p)`
+  all other views (itself excluded), as in `contrastive.nt_xent`. Per anchor `softplus(log(N g) - p)`
   (module docstring); the mean over the 2·batch anchors.
 
   Args:
@@ -99,14 +98,14 @@ def debiased_nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float, tau_
     tau_plus: class prior τ+ in [0, 1) (0: no debiasing).
     beta: hardness β >= 0 (0: uniform weights over negatives).
     axis_name: batch axis inside shard_map / pmap; views of all devices are negatives and the value is the
-      global loss (`ssl_jax/losses.py` convention).
+      global loss (`ssl_jax/losses/common.py` convention).
 
   Returns:
     Scalar loss in float32 (float64 for float64 inputs).
   """
-  _check_pair('z_a', z_a, 'z_b', z_b)
+  check_pair('z_a', z_a, 'z_b', z_b)
   _check_hyperparameters(temperature, tau_plus, beta)
-  dtype = _compute_dtype(z_a, z_b)
+  dtype = compute_dtype(z_a, z_b)
   u_a = l2_normalize(z_a.astype(dtype))
   u_b = l2_normalize(z_b.astype(dtype))
   logits, positive, negative_mask, n_global = in_batch_logits(u_a, u_b, temperature, axis_name)
@@ -115,7 +114,7 @@ def debiased_nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float, tau_
   log_ng = log_negative_term(positive, logits, negative_mask, num_negatives=2 * n_global - 2,
                              temperature=temperature, tau_plus=tau_plus, beta=beta)
   local_sum = jnp.sum(jax.nn.softplus(log_ng - positive))
-  return _global_mean(local_sum, 2 * n_global, axis_name)
+  return global_mean(local_sum, 2 * n_global, axis_name)
 
 
 def debiased_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperature: float,
@@ -133,17 +132,17 @@ def debiased_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperatu
     tau_plus: class prior τ+ in [0, 1).
     beta: hardness β >= 0.
     axis_name: batch axis inside shard_map / pmap: the value is the global batch mean. None: local mean
-      (as `losses.info_nce`).
+      (as `contrastive.info_nce`).
 
   Returns:
     Scalar loss.
   """
-  _check_pair('q', q, 'k', k)
-  _check_matrix('queue', queue, dim=q.shape[1])
+  check_pair('q', q, 'k', k)
+  check_matrix('queue', queue, dim=q.shape[1])
   _check_hyperparameters(temperature, tau_plus, beta)
   if queue.shape[0] < 1:
     raise ValueError(f'queue must hold at least one negative; got shape {queue.shape}.')
-  dtype = _compute_dtype(q, k, queue)
+  dtype = compute_dtype(q, k, queue)
   u_q = l2_normalize(q.astype(dtype))
   u_k = jax.lax.stop_gradient(l2_normalize(k.astype(dtype)))
   queue = jax.lax.stop_gradient(queue.astype(dtype))
@@ -151,6 +150,6 @@ def debiased_info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *, temperatu
   negatives = u_q @ queue.T / temperature
   log_ng = log_negative_term(positive, negatives, None, num_negatives=queue.shape[0],
                              temperature=temperature, tau_plus=tau_plus, beta=beta)
-  num_devices, _ = _shard_info(axis_name, q.shape[0])
+  num_devices, _ = shard_info(axis_name, q.shape[0])
   local_sum = jnp.sum(jax.nn.softplus(log_ng - positive))
-  return _global_mean(local_sum, q.shape[0] * num_devices, axis_name)
+  return global_mean(local_sum, q.shape[0] * num_devices, axis_name)

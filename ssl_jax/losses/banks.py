@@ -27,7 +27,7 @@ After the step `fifo_bank_update` writes the (gathered) normalised second views 
 around the end. lightly writes only up to the end of the bank and drops the rest of a batch that does not
 fit; the two agree when the bank size is a multiple of the global batch size.
 
-Cross-device convention: the one of `ssl_jax/losses.py` (with `axis_name` the value is the global batch's
+Cross-device convention: the one of `ssl_jax/losses/common.py` (with `axis_name` the value is the global batch's
 loss; the caller pmeans gradients). Without `axis_name` the value is the local batch mean.
 """
 
@@ -36,10 +36,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
-    _check_matrix, _check_pair, _check_temperature, _compute_dtype, _cross_entropy, _gather, _global_mean, _shard_info)
+from ssl_jax.losses.common import (
+    check_matrix, check_pair, check_temperature, compute_dtype, cross_entropy, gather, global_mean, l2_normalize,
+    shard_info)
 
 
 def _check_indices(name: str, indices: jax.Array, batch: int) -> None:
@@ -72,7 +71,7 @@ def sample_bank_negatives(key: jax.Array, positive_indices: jax.Array, *, num_ex
     raise ValueError(f'num_negatives must be an int >= 1; got {num_negatives!r}.')
   n_local = getattr(positive_indices, 'shape', (None,))[0]
   _check_indices('positive_indices', positive_indices, n_local)
-  num_devices, offset = _shard_info(axis_name, n_local)
+  num_devices, offset = shard_info(axis_name, n_local)
   draws = jax.random.randint(key, (n_local * num_devices, num_negatives), 0, num_examples - 1, jnp.int32)
   if axis_name is not None:
     draws = jax.lax.dynamic_slice_in_dim(draws, offset, n_local)
@@ -95,30 +94,29 @@ def memory_bank_info_nce(q: jax.Array, positive_indices: jax.Array, negative_ind
   Returns:
     Scalar loss.
   """
-  _check_matrix('q', q)
-  _check_matrix('bank', bank, dim=q.shape[1])
+  check_matrix('q', q)
+  check_matrix('bank', bank, dim=q.shape[1])
   _check_indices('positive_indices', positive_indices, q.shape[0])
   shape = getattr(negative_indices, 'shape', None)
   if (shape is None or len(shape) != 2 or shape[0] != q.shape[0] or shape[1] < 1
       or not jnp.issubdtype(negative_indices.dtype, jnp.integer)):
     raise ValueError(f'negative_indices must be an integer array of shape ({q.shape[0]}, K >= 1); got shape {shape}.')
-  _check_temperature(temperature)
-  dtype = _compute_dtype(q, bank)
+  check_temperature(temperature)
+  dtype = compute_dtype(q, bank)
   u_q = l2_normalize(q.astype(dtype))
   bank = jax.lax.stop_gradient(bank.astype(dtype))
   # Every query against every row, then each query's K + 1 columns: n·num_examples·dim multiply-adds and an
-  # (n, num_examples) array, instead of gathering an (n, K, dim) array of rows (each query's K rows differ).
-  # The gather moves 4·n·K·dim bytes twice (forward and backward): at the cpu scale of the study (n = 128,
-  # K = 4,096, 22,500 rows) the loss and its gradient took 0.17 s this way and 2.1 s with the gather on a
-  # busy 2-core CPU. The matmul costs more only for banks of more than ~40·K rows (~160,000 at K = 4,096,
-  # from a CPU's and a GPU's flop-to-bandwidth ratios), beyond AoAM's sizes.
+  # (n, num_examples) array, instead of gathering an (n, K, dim) array of rows (each query's K rows differ),
+  # which moves 4·n·K·dim bytes twice (forward and backward). The matmul is the cheaper of the two up to
+  # banks of ~40·K rows (~160,000 at K = 4,096, from a CPU's and a GPU's flop-to-bandwidth ratios), beyond
+  # AoAM's sizes; the timing is in docs/performance.md ("The memory bank's logits").
   similarity = u_q @ bank.T
   positive = jnp.take_along_axis(similarity, positive_indices[:, None].astype(jnp.int32), axis=1)
   negatives = jnp.take_along_axis(similarity, negative_indices.astype(jnp.int32), axis=1)
   logits = jnp.concatenate([positive, negatives], axis=1) / temperature
-  local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
-  num_devices, _ = _shard_info(axis_name, q.shape[0])
-  return _global_mean(local_sum, q.shape[0] * num_devices, axis_name)
+  local_sum = jnp.sum(cross_entropy(logits, jnp.zeros((q.shape[0],), jnp.int32)))
+  num_devices, _ = shard_info(axis_name, q.shape[0])
+  return global_mean(local_sum, q.shape[0] * num_devices, axis_name)
 
 
 def update_memory_bank(bank: jax.Array, indices: jax.Array, embeddings: jax.Array, *, momentum: float = 0.5,
@@ -135,14 +133,13 @@ def update_memory_bank(bank: jax.Array, indices: jax.Array, embeddings: jax.Arra
   Returns:
     The updated bank (same shape and dtype); rows of examples not in the batch are unchanged.
   """
-  _check_matrix('bank', bank)
-  _check_matrix('embeddings', embeddings, dim=bank.shape[1])
+  check_matrix('bank', bank)
+  check_matrix('embeddings', embeddings, dim=bank.shape[1])
   _check_indices('indices', indices, embeddings.shape[0])
   if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
     raise ValueError(f'momentum must be a float in [0, 1); got {momentum!r}.')
-  dtype = _compute_dtype(bank, embeddings)
+  dtype = compute_dtype(bank, embeddings)
   v = jax.lax.stop_gradient(l2_normalize(embeddings.astype(dtype)))
-  gather = _gather
   indices, v = gather(indices.astype(jnp.int32), axis_name), gather(v, axis_name)
   same = (indices[:, None] == indices[None, :]).astype(dtype)  # (batch, batch) duplicates
   mean_v = (same @ v) / jnp.sum(same, axis=1, keepdims=True)
@@ -168,17 +165,17 @@ def nt_xent_fifo_bank(z_a: jax.Array, z_b: jax.Array, bank: jax.Array, *, temper
   Returns:
     Scalar loss.
   """
-  _check_pair('z_a', z_a, 'z_b', z_b)
-  _check_matrix('bank', bank, dim=z_a.shape[1])
-  _check_temperature(temperature)
-  dtype = _compute_dtype(z_a, z_b, bank)
+  check_pair('z_a', z_a, 'z_b', z_b)
+  check_matrix('bank', bank, dim=z_a.shape[1])
+  check_temperature(temperature)
+  dtype = compute_dtype(z_a, z_b, bank)
   u_a = l2_normalize(z_a.astype(dtype))
   u_b = l2_normalize(z_b.astype(dtype))
   bank = jax.lax.stop_gradient(bank.astype(dtype))
   logits = jnp.concatenate([jnp.sum(u_a * u_b, axis=1, keepdims=True), u_a @ bank.T], axis=1) / temperature
-  local_sum = jnp.sum(_cross_entropy(logits, jnp.zeros((z_a.shape[0],), jnp.int32)))
-  num_devices, _ = _shard_info(axis_name, z_a.shape[0])
-  return _global_mean(local_sum, z_a.shape[0] * num_devices, axis_name)
+  local_sum = jnp.sum(cross_entropy(logits, jnp.zeros((z_a.shape[0],), jnp.int32)))
+  num_devices, _ = shard_info(axis_name, z_a.shape[0])
+  return global_mean(local_sum, z_a.shape[0] * num_devices, axis_name)
 
 
 def fifo_bank_update(bank: jax.Array, pointer: jax.Array, z: jax.Array, *,
@@ -194,13 +191,13 @@ def fifo_bank_update(bank: jax.Array, pointer: jax.Array, z: jax.Array, *,
   Returns:
     `(bank, (pointer + global batch) % size)`.
   """
-  _check_matrix('bank', bank)
-  _check_matrix('z', z, dim=bank.shape[1])
-  num_devices, _ = _shard_info(axis_name, z.shape[0])
+  check_matrix('bank', bank)
+  check_matrix('z', z, dim=bank.shape[1])
+  num_devices, _ = shard_info(axis_name, z.shape[0])
   size, batch = bank.shape[0], z.shape[0] * num_devices
   if batch > size:
     raise ValueError(f'the FIFO bank ({size} rows) must hold at least one global batch ({batch} rows).')
-  rows = _gather(jax.lax.stop_gradient(l2_normalize(z)), axis_name)
+  rows = gather(jax.lax.stop_gradient(l2_normalize(z)), axis_name)
   pointer = jnp.asarray(pointer, jnp.int32)
   positions = (pointer + jnp.arange(batch, dtype=jnp.int32)) % size
   bank = jnp.asarray(bank)

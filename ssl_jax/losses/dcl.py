@@ -13,7 +13,7 @@ von Mises-Fisher weight
 computed on stopped gradients (the weights are constants to the optimiser), so the weights average to 1
 and easy (very similar) pairs get less weight than hard ones.
 
-Cross-device convention: the one of `ssl_jax/losses.py`; with `axis_name` the negatives are all views of
+Cross-device convention: the one of `ssl_jax/losses/common.py`; with `axis_name` the negatives are all views of
 the global batch, the value is the global loss, and DCLW's softmax runs over the global batch's pairs
 (`batch` is the global batch size), so the loss does not depend on the number of devices. (lightly's
 `DCLWLoss(gather_distributed=True)` takes the softmax over each process's pairs instead; on one device the
@@ -25,10 +25,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.losses import in_batch_logits, l2_normalize
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
-    _check_pair, _check_temperature, _compute_dtype, _gather, _global_mean, _shard_info, _MASK_LOGIT)
+from ssl_jax.losses.common import (
+    MASK_LOGIT, check_pair, check_temperature, compute_dtype, gather, global_mean, in_batch_logits, l2_normalize,
+    shard_info)
 
 
 def negative_von_mises_fisher_weights(u_a: jax.Array, u_b: jax.Array, *, sigma: float,
@@ -46,18 +45,18 @@ def negative_von_mises_fisher_weights(u_a: jax.Array, u_b: jax.Array, *, sigma: 
   if isinstance(sigma, (int, float)) and not sigma > 0:
     raise ValueError(f'sigma must be > 0; got {sigma}.')
   n_local = u_a.shape[0]
-  num_devices, offset = _shard_info(axis_name, n_local)
+  num_devices, offset = shard_info(axis_name, n_local)
   cos = jnp.sum(jax.lax.stop_gradient(u_a) * jax.lax.stop_gradient(u_b), axis=1)
-  cos = _gather(cos, axis_name)
+  cos = gather(cos, axis_name)
   weights = 2.0 - (n_local * num_devices) * jax.nn.softmax(cos / sigma)
   return jax.lax.dynamic_slice_in_dim(weights, offset, n_local) if axis_name is not None else weights
 
 
 def _decoupled(z_a: jax.Array, z_b: jax.Array, temperature: float, sigma: Optional[float],
                axis_name: Optional[str]) -> jax.Array:
-  _check_pair('z_a', z_a, 'z_b', z_b)
-  _check_temperature(temperature)
-  dtype = _compute_dtype(z_a, z_b)
+  check_pair('z_a', z_a, 'z_b', z_b)
+  check_temperature(temperature)
+  dtype = compute_dtype(z_a, z_b)
   u_a = l2_normalize(z_a.astype(dtype))
   u_b = l2_normalize(z_b.astype(dtype))
   logits, positive, negative_mask, n_global = in_batch_logits(u_a, u_b, temperature, axis_name)
@@ -67,10 +66,10 @@ def _decoupled(z_a: jax.Array, z_b: jax.Array, temperature: float, sigma: Option
   if sigma is not None:
     weights = negative_von_mises_fisher_weights(u_a, u_b, sigma=sigma, axis_name=axis_name)
     positive = positive * jnp.concatenate([weights, weights]).astype(dtype)
-  negatives = jax.nn.logsumexp(jnp.where(negative_mask, logits, jnp.asarray(_MASK_LOGIT, dtype)),
+  negatives = jax.nn.logsumexp(jnp.where(negative_mask, logits, jnp.asarray(MASK_LOGIT, dtype)),
                                axis=1)
   local_sum = jnp.sum(negatives - positive)
-  return _global_mean(local_sum, 2 * n_global, axis_name)
+  return global_mean(local_sum, 2 * n_global, axis_name)
 
 
 def dcl(z_a: jax.Array, z_b: jax.Array, *, temperature: float, axis_name: Optional[str] = None) -> jax.Array:
@@ -79,7 +78,7 @@ def dcl(z_a: jax.Array, z_b: jax.Array, *, temperature: float, axis_name: Option
   Args:
     z_a, z_b: `(n, dim)` raw projections of the two views (L2-normalised here); `z_a[i]`, `z_b[i]` pair.
     temperature: τ > 0.
-    axis_name: batch axis inside shard_map / pmap (`ssl_jax/losses.py` convention).
+    axis_name: batch axis inside shard_map / pmap (`ssl_jax/losses/common.py` convention).
 
   Returns:
     Scalar loss (may be negative: the positive is not in the denominator).

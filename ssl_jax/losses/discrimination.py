@@ -16,7 +16,7 @@ What the candidates are, per method:
   memory bank: each query's own bank row against its K sampled bank rows (`positive_top1`).
 SwAV reports none: it contrasts codes with prototype assignments, not an instance with other instances.
 
-Convention for `axis_name`: as in `ssl_jax.losses` (called per device inside shard_map / pmap; the value is
+Convention for `axis_name`: as in `ssl_jax/losses/common.py` (called per device inside shard_map / pmap; the value is
 the global batch's, equal on every device). Statistics are in at least float32.
 """
 
@@ -25,11 +25,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses
+from ssl_jax.losses.common import in_batch_logits, l2_normalize
 
 
 def _unit(x: jax.Array) -> jax.Array:
-  return losses.l2_normalize(jax.lax.stop_gradient(x).astype(jnp.result_type(jnp.float32, x.dtype)))
+  return l2_normalize(jax.lax.stop_gradient(x).astype(jnp.result_type(jnp.float32, x.dtype)))
 
 
 def _global_fraction(hits: jax.Array, axis_name: Optional[str]) -> jax.Array:
@@ -51,7 +51,7 @@ def in_batch_top1(z_a: jax.Array, z_b: jax.Array, axis_name: Optional[str] = Non
 
   `z_a`, `z_b` `(n, dim)`: the two views of this device's examples (raw projections, normalised here).
   """
-  logits, positive, negative_mask, _ = losses.in_batch_logits(_unit(z_a), _unit(z_b), 1.0, axis_name)
+  logits, positive, negative_mask, _ = in_batch_logits(_unit(z_a), _unit(z_b), 1.0, axis_name)
   negatives = jnp.where(negative_mask, logits, -jnp.inf)
   return positive_top1(positive, negatives, axis_name)
 

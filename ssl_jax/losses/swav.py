@@ -18,7 +18,7 @@ every other crop `v`: `-mean_b Σ_k q_i[b, k] · log_softmax(scores_v[b] / τ)_k
 code crops of the mean over their predicting crops, exactly lightly's `SwaVLoss` with `high_resolution =
 code_crops` and `low_resolution = other_crops`.
 
-Cross-device convention: the one of `ssl_jax/losses.py` (value = global-batch loss; caller pmeans gradients).
+Cross-device convention: the one of `ssl_jax/losses/common.py` (value = global-batch loss; caller pmeans gradients).
 """
 
 import math
@@ -27,9 +27,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-# The validation and cross-device helpers shared with ssl_jax/losses.py.
-from ssl_jax.losses import (  # pylint: disable=protected-access
-    _check_matrix, _check_temperature, _compute_dtype, _global_mean, _shard_info)
+from ssl_jax.losses.common import check_matrix, check_temperature, compute_dtype, global_mean, shard_info
 
 
 def _global_logsumexp(x: jax.Array, axis, axis_name: Optional[str]) -> jax.Array:
@@ -54,13 +52,13 @@ def sinkhorn_knopp(scores: jax.Array, *, epsilon: float = 0.05, iterations: int 
   Returns:
     `(n, K)` codes in float32 (float64 for float64 scores); each row sums to 1 when iterations >= 1.
   """
-  _check_matrix('scores', scores)
+  check_matrix('scores', scores)
   if isinstance(epsilon, (int, float)) and not epsilon > 0:
     raise ValueError(f'epsilon must be > 0; got {epsilon}.')
   if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
     raise ValueError(f'iterations must be an int >= 0; got {iterations!r}.')
-  dtype = _compute_dtype(scores)
-  num_devices, _ = _shard_info(axis_name, scores.shape[0])
+  dtype = compute_dtype(scores)
+  num_devices, _ = shard_info(axis_name, scores.shape[0])
   log_batch = math.log(scores.shape[0] * num_devices)
   log_q = jax.lax.stop_gradient(scores).astype(dtype) / epsilon
   log_q = log_q - _global_logsumexp(log_q, None, axis_name)  # Q /= sum(Q)
@@ -74,7 +72,7 @@ def _check_crops(name: str, crops: Sequence[jax.Array], shape: Optional[tuple[in
   if isinstance(crops, (str, bytes)) or not isinstance(crops, Sequence):
     raise ValueError(f'{name} must be a sequence of (batch, num_prototypes) arrays; got {type(crops).__name__}.')
   for i, crop in enumerate(crops):
-    _check_matrix(f'{name}[{i}]', crop)
+    check_matrix(f'{name}[{i}]', crop)
     if shape is None:
       shape = tuple(crop.shape)
     elif tuple(crop.shape) != shape:
@@ -111,11 +109,11 @@ def swav_loss(code_crops: Sequence[jax.Array], other_crops: Sequence[jax.Array] 
         len(queue_scores) != len(code_crops)):
       raise ValueError(f'queue_scores must hold one array per code crop ({len(code_crops)}); got {queue_scores!r}.')
     for i, queue in enumerate(queue_scores):
-      _check_matrix(f'queue_scores[{i}]', queue, dim=shape[1])
-  _check_temperature(temperature)
-  dtype = _compute_dtype(*code_crops, *other_crops)
+      check_matrix(f'queue_scores[{i}]', queue, dim=shape[1])
+  check_temperature(temperature)
+  dtype = compute_dtype(*code_crops, *other_crops)
   n_local = shape[0]
-  num_devices, _ = _shard_info(axis_name, n_local)
+  num_devices, _ = shard_info(axis_name, n_local)
   log_predictions = [jax.nn.log_softmax(c.astype(dtype) / temperature, axis=1)
                      for c in (*code_crops, *other_crops)]
 
@@ -127,4 +125,4 @@ def swav_loss(code_crops: Sequence[jax.Array], other_crops: Sequence[jax.Array] 
                            axis_name=axis_name)[:n_local].astype(dtype)
     cross_entropy = sum(-jnp.sum(codes * log_predictions[v]) for v in range(num_crops) if v != i)
     total = total + cross_entropy / (num_crops - 1)
-  return _global_mean(total, n_local * num_devices * len(code_crops), axis_name)
+  return global_mean(total, n_local * num_devices * len(code_crops), axis_name)
