@@ -8,7 +8,6 @@ import pytest
 from configs import scales
 from experiments import study
 from experiments import study_report
-from ssl_jax import models
 
 import committed  # tests/committed.py
 
@@ -221,8 +220,8 @@ def test_committed_cpu_study_ran_the_cpu_defaults_with_seeds_and_clears_random_i
     expected = study.pretrain_config(method, run['augment'], 'cpu', run['antenna_dropout'])
     assert method == expected.method and ran['num_train_steps'] == expected.num_train_steps, name
     assert ran['batch_size'] == expected.batch_size and ran['data']['length'] == expected.data.length, name
-    for key in ('output_dim', 'hidden_dim', 'projection_norm'):
-      assert ran['model'][key] == expected.model[key], (name, key)
+    stored, expected_model = committed.model_sections('study_cpu', ran['model'], expected.model.to_dict())
+    assert stored == {k: list(v) if isinstance(v, tuple) else v for k, v in expected_model.items()}, name
     assert ran['augment']['enabled'] == expected.augment.enabled, name
     assert ran['members']['count'] == seeds and len(run['members']) == seeds, name
   assert ran_methods == {'simclr', 'moco_v3'}
@@ -304,10 +303,10 @@ def test_committed_cpu_methods_study_ran_the_cpu_defaults_and_its_tables_follow_
     sections = [k for k, v in expected.items() if isinstance(v, dict)
                 and k not in ('data', 'distributed', 'members', 'monitor')]
     for section in sections:
-      stored = ran.get(section)
-      if section == 'model':  # written before the layout keys existed: the layout it ran is the legacy one
-        stored = {**models.LEGACY_LAYOUT, **stored}
-      assert stored == expected[section], (name, section)
+      stored, expected_section = ran.get(section), expected[section]
+      if section == 'model':
+        stored, expected_section = committed.model_sections('study_cpu_methods', stored, expected_section)
+      assert stored == expected_section, (name, section)
     assert ran['data']['length'] == expected['data']['length'] and ran['augment']['enabled'], name
     assert ran['members']['count'] == seeds and len(run['members']) == seeds, name
     assert run['pretrain']['final_step'] == expected['num_train_steps'], name

@@ -8,7 +8,7 @@ import pytest
 
 from experiments import study_report
 from experiments import sweep
-from ssl_jax import members, models
+from ssl_jax import members
 
 import committed  # tests/committed.py
 
@@ -128,10 +128,10 @@ def test_committed_cpu_temperature_sweep_ran_the_defaults_and_its_report_follows
     for key in ('method', 'batch_size', 'num_train_steps', 'temperature'):
       assert ran[key] == expected[key], (method, key)
     for section in ('members', 'model', 'optim'):
-      stored = ran[section]
-      if section == 'model':  # written before the layout keys existed: the layout it ran is the legacy one
-        stored = {**models.LEGACY_LAYOUT, **stored}
-      for key, value in expected[section].items():
+      stored, expected_section = ran[section], expected[section]
+      if section == 'model':
+        stored, expected_section = committed.model_sections('sweep_temperature', stored, expected_section)
+      for key, value in expected_section.items():
         assert stored[key] == value, (method, section, key)
     assert ran['data']['length'] == expected['data']['length']
     assert entry['pretrain']['final_step'] == expected['num_train_steps']
