@@ -5,8 +5,7 @@ The study's MoCo v2 (its projection MLP, a large queue) did not learn in a few t
   - `model.projection_norm = 'batch'`: the projection standardised over the global batch (no affine, no
     running statistics), the BatchNorm that ends MoCo v3's projector;
   - `moco.queue_size = 256`: as many negatives as SimCLR's batch.
-They beat a random encoder in side runs with 40 simulated examples per class, but not at the study's cpu
-scale (100 per class).
+What they do at the cpu scale: experiments/results/README.md, "MoCo in short runs".
 
   python -m ssl_jax.main --config=configs/moco_short_run.py[:scale=cpu] --workdir=DIR
 """

@@ -5,13 +5,7 @@ representations of one example:
   * the IQ tower reads the time-domain IQ, as every other method's encoder;
   * the spectrum tower reads its spectrum (`spectrum`): per antenna, the centred, orthonormal DFT of the
     complex samples over the view's time axis, in the IQ's layout (Re, Im per antenna: 8 channels).
-Why the spectrum and not the amplitude-phase form, the other second representation of the
-multi-representation AMC literature: the DFT is linear and unitary, so it keeps all of the example,
-its energy (the same input scale for the same encoder and initialisation) and, in every frequency bin,
-the phase differences between antennas that carry the AoA (a plane wave s(t) e^{j phi_a} has the spectrum
-S(f) e^{j phi_a}); the amplitude-phase form wraps the phase at +-pi, so the inter-antenna differences jump,
-and has no phase at the zero samples antenna dropout makes. The spectrum shows a modulation's bandwidth
-and spectral lines directly, where the IQ shows its time structure: two views of one signal.
+Why these two representations: docs/design.md ("SwAV and CLIP").
 
 The spectrum tower's encoder is a `SpectrumEncoder`: the ShuffleNet with the DFT in front, so it too maps
 IQ `(batch, time, 8)` to an embedding, and either encoder can be probed on IQ examples.
@@ -22,9 +16,7 @@ through the spectrum tower, each with BatchNorm statistics over the global batch
 logits u_i . v_j / τ between the unit IQ embeddings u and spectrum embeddings v of the global batch, the
 mean of the cross-entropy over rows (IQ -> spectrum) and over columns (spectrum -> IQ), both towers
 differentiated through both (`contrastive.symmetric_info_nce(u, v, u, v, key_gradient=True) / 2`). The
-temperature is fixed, `config.temperature` (0.07, the study's value and CLIP's initial one): the methods
-compare at one τ, and a learnable τ would fall under the optimiser's coupled L2 decay, which pulls a
-log-temperature to 0 (τ = 1).
+temperature is fixed, `config.temperature` (not learned).
 
 Storage (checkpoints): `params['encoder']`, `params['head']` are the IQ tower, where every method keeps its
 encoder, so `ssl_jax.encoders.load_encoder` and `ssl_jax.evaluate` read the IQ encoder;
