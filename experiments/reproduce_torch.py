@@ -40,6 +40,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ssl_jax.workdir import layout  # noqa: E402
+
 METHODS = ('simclr', 'moco')
 COLLAPSE_STD = 0.01  # embedding std below this: collapsed (healthy ~1/sqrt(256) = 0.06 at init here)
 CURVES = (('loss', 'loss'), ('embedding_std', 'embedding std (collapse monitor)'),
@@ -167,7 +169,7 @@ def run_pair(args, method: str, seed: int) -> dict[str, dict]:
   for framework in ('jax', 'torch'):
     workdir = os.path.join(args.out, 'runs', f'{method}_seed{seed}_{framework}')
     flax_workdir = workdir if framework == 'jax' else os.path.join(workdir, 'flax')
-    if not os.path.exists(evaluate.results_path(flax_workdir)):
+    if not os.path.exists(layout.eval_results_path(flax_workdir)):
       if framework == 'jax':
         train.pretrain(config, workdir)
       else:
@@ -177,7 +179,7 @@ def run_pair(args, method: str, seed: int) -> dict[str, dict]:
         train_torch(config, workdir)
       print(f'[reproduce_torch] probing {flax_workdir}', flush=True)
       evaluate.run(flax_workdir, probe_config(args.scale), seed=0)
-    with open(evaluate.results_path(flax_workdir)) as f:
+    with open(layout.eval_results_path(flax_workdir)) as f:
       results = json.load(f)
     out[framework] = {'metrics': [r for r in metrics_writer.read_metrics(workdir)],
                       'probe': {task: {budget: scores['accuracy']['mean'] for budget, scores in t['probe'].items()

@@ -66,6 +66,7 @@ from configs import probe as probe_config_lib  # noqa: E402
 from configs import scales  # noqa: E402
 from experiments import study_report  # noqa: E402
 from ssl_jax import host_allocator  # noqa: E402
+from ssl_jax.workdir import layout  # noqa: E402
 
 SCALES = scales.SCALES
 DATA_SOURCES = ('simulated', 'real')
@@ -371,7 +372,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     if test_labels is None:  # the data exist once the first run has built them
       test_labels = suite.PipelineData(reference.data, probes.embed_batch_size).labels('test')
       for name in results['runs']:
-        if name.endswith('_aug') and os.path.exists(os.path.join(out_dir, 'runs', name, 'config.json')):
+        if name.endswith('_aug') and os.path.exists(layout.config_path(os.path.join(out_dir, 'runs', name))):
           project(name)
     results['methods'] = [m for m in METHOD_CONFIGS if any(results['runs'].get(run_name(m, *r), None)
                                                            for r in ((True, True), (False, True), (True, False)))]

@@ -17,6 +17,7 @@ import ml_collections
 from absl import logging
 
 from ssl_jax import checkpointing, members, methods, optim
+from ssl_jax.workdir import layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class RestoredRun:
 
 def member_count(workdir: str) -> int:
   """K, the members a workdir's run trains (1: a plain run). FileNotFoundError without a config."""
-  return members.count(checkpointing.read_config(workdir))
+  return members.count(layout.read_config(workdir))
 
 
 def load_run(workdir: str, step: int | None = None, member: int | None = None) -> RestoredRun:
@@ -57,7 +58,7 @@ def load_run(workdir: str, step: int | None = None, member: int | None = None) -
   there; ValueError naming the members there are when it is missing or not one of them); a plain run
   takes None or 0.
   """
-  run_config = checkpointing.read_config(workdir)
+  run_config = layout.read_config(workdir)
   config = members.config_of(run_config, member)
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
@@ -67,7 +68,7 @@ def load_run(workdir: str, step: int | None = None, member: int | None = None) -
   if k_members >= 2:
     stacked = jax.tree.map(lambda s: jax.ShapeDtypeStruct((k_members,) + s.shape, s.dtype), like)
     like = members.MemberState(state=stacked, alive=jax.ShapeDtypeStruct((k_members,), bool))
-  directory = os.path.join(workdir, 'checkpoints')
+  directory = layout.checkpoints_dir(workdir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
   checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
@@ -107,7 +108,7 @@ def load_clip_tower(workdir: str, step: int | None = None, representation: str =
     raise ValueError(f'representation must be one of {methods.clip.REPRESENTATIONS}; got {representation!r}')
   if representation == 'iq':
     return load_encoder(workdir, step)
-  config = checkpointing.read_config(workdir)
+  config = layout.read_config(workdir)
   if config.method != 'clip':
     raise ValueError(f'{workdir!r} holds a {config.method!r} run; only a clip run has a spectrum encoder')
   run = load_run(workdir, step)

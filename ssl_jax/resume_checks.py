@@ -41,7 +41,8 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 from flax import traverse_util
 
-from ssl_jax import checkpointing, config_checks, config_keys, metrics_writer, path_checks
+from ssl_jax import config_checks, config_keys, metrics_writer
+from ssl_jax.workdir import layout
 
 # Keys (or key prefixes, ending in '.') whose change never changes what the run trains.
 FREE_KEYS = (
@@ -141,7 +142,7 @@ def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_colle
                  workdir: str) -> list[Change]:
   """The changes a resume of `workdir` applies (free and allowed on-purpose ones), or ResumeError.
 
-  `saved` is the workdir's stored config (`checkpointing.read_config`), `requested` the relaunch's;
+  `saved` is the workdir's stored config (`layout.read_config`), `requested` the relaunch's;
   `workdir` is named in the messages.
   """
   changes = differences(saved, requested)
@@ -150,7 +151,7 @@ def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_colle
   not_allowed = [c for c in changes if c.kind == ON_PURPOSE and c.key not in allowed]
   if not refused and not not_allowed:
     return changes
-  lines = [f'{workdir!r} holds a run with other settings ({checkpointing.config_path(workdir)}):']
+  lines = [f'{workdir!r} holds a run with other settings ({layout.config_path(workdir)}):']
   lines += [f'  {c}   (defines the run)' for c in refused]
   lines += [f'  {c}   (the length of the run)' for c in not_allowed]
   if refused:
@@ -166,7 +167,7 @@ def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_colle
 
 def check_steps_left(workdir: str, num_steps: int) -> None:
   """Raises ResumeError when the workdir's latest checkpoint is past `num_steps`, the run's total."""
-  steps = path_checks.checkpoint_steps(workdir)
+  steps = layout.checkpoint_steps(workdir)
   if steps and steps[-1] > num_steps:
     raise ResumeError(
         f'{workdir!r} holds a checkpoint at step {steps[-1]}, past the {num_steps} steps this config '
@@ -176,9 +177,9 @@ def check_steps_left(workdir: str, num_steps: int) -> None:
 
 def check_workdir_resume(workdir: str, requested: ml_collections.ConfigDict) -> list[Change]:
   """`check_resume` against the workdir's stored config when it holds a checkpoint; [] for a new run."""
-  if not path_checks.checkpoint_steps(workdir):
+  if not layout.checkpoint_steps(workdir):
     return []
-  return check_resume(checkpointing.read_config(workdir), requested, workdir=workdir)
+  return check_resume(layout.read_config(workdir), requested, workdir=workdir)
 
 
 def record_changes(workdir: str, requested: ml_collections.ConfigDict, changes: Iterable[Change],
@@ -190,13 +191,13 @@ def record_changes(workdir: str, requested: ml_collections.ConfigDict, changes: 
   changes = list(changes)
   if not changes:
     return
-  path = checkpointing.config_path(workdir)
+  path = layout.config_path(workdir)
   with open(path) as f:
     history = list(json.load(f).get(CHANGES_KEY, []))
   history += [c.as_record(step) for c in changes]
   payload = _as_json(requested)
   payload[CHANGES_KEY] = history
-  checkpointing.write_json_atomic(path, payload)
+  layout.write_json_atomic(path, payload)
   scalars = {}
   for c in changes:
     if c.kind == ON_PURPOSE and isinstance(c.new, (int, float)) and isinstance(c.old, (int, float)):

@@ -19,7 +19,6 @@ JAX's profiler into `WORKDIR/profile`.
 
 import contextlib
 import math
-import os
 import signal
 from typing import Any, Iterator, Mapping, Optional
 
@@ -32,6 +31,7 @@ from ssl_jax import checkpointing, config_checks, console as console_lib, member
 from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks, workdir_lock
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
+from ssl_jax.workdir import layout
 
 
 class NonFiniteLossError(RuntimeError):
@@ -259,12 +259,12 @@ def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collecti
   """
   if not checkpointer.steps():
     if is_chief:
-      checkpointing.write_config(workdir, config)
+      layout.write_config(workdir, config)
     return state, 'new run'
   restored = checkpointer.restore_newest(state)
   _agree_across_processes(restored.step, 'the checkpoint step they restored')
   for unreadable in restored.skipped:
-    where = checkpointer.set_aside(unreadable.step) if is_chief else 'unreadable_checkpoints/'
+    where = checkpointer.set_aside(unreadable.step) if is_chief else f'{layout.UNREADABLE_CHECKPOINTS}/'
     message = (f'checkpoint {checkpointer.directory}/{unreadable.step} is unreadable ({unreadable.reason}); '
                f'resuming from step {restored.step} instead; the unreadable step is moved to {where}')
     console.line(f'WARNING: {message}')
@@ -401,7 +401,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                              'stop_reason': 'completed'}
   progress = console.progress(total=num_steps, initial=start_step, desc=f'{config.method} pretraining',
                               show=config.progress_bar)
-  profile = periodic.Profile(os.path.join(checkpointer.workdir, 'profile'),
+  profile = periodic.Profile(layout.profile_dir(checkpointer.workdir),
                              config.profile_first_step if is_chief else 0, config.profile_num_steps)
   online = monitor.OnlineMonitor.for_run(config, built['encoder'], mesh)  # None when config.monitor is off
   if online is not None and start_step == 0:

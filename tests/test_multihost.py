@@ -22,6 +22,7 @@ import pytest
 from configs import smoke
 from ssl_jax import checkpointing, methods, metrics_writer, optim
 from ssl_jax.data import aoam
+from ssl_jax.workdir import layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -49,7 +50,7 @@ def _env(devices, x64=False):
 
 def _final_params(workdir):
   with jax.enable_x64(True):  # the runs' float64 state
-    config = checkpointing.read_config(workdir)
+    config = layout.read_config(workdir)
     method = methods.get_method(config.method)
     networks = method.create_networks(config, bn_axis_name=None)
     like = jax.eval_shape(lambda: method.init_state(

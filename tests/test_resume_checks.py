@@ -12,6 +12,7 @@ import pytest
 from configs import smoke
 from ssl_jax import checkpointing, methods, metrics_writer, optim, resume_checks, train
 from ssl_jax.methods import common
+from ssl_jax.workdir import layout
 
 
 def _config(**overrides):
@@ -73,7 +74,7 @@ def _stored_run(data_dir, tmp_path, step=4):
   """A workdir as a 4-step run leaves it: config.json and a checkpoint at `step` (of an untrained state)."""
   config = _config(**{'num_train_steps': 4, 'checkpoint_every_steps': 2, 'data.data_dir': data_dir})
   workdir = str(tmp_path / 'run')
-  checkpointing.write_config(workdir, config)
+  layout.write_config(workdir, config)
   module = methods.get_method(config.method)
   networks = module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
@@ -101,7 +102,7 @@ def test_resume_with_changed_settings_is_refused_before_the_data_is_built(tmp_pa
   with pytest.raises(resume_checks.ResumeError, match=shown):
     train.pretrain(config, workdir)
   assert not os.path.exists(os.path.join(data_dir, 'aoam'))  # Refused before any data was simulated.
-  assert checkpointing.read_config(workdir).to_dict() == stored.to_dict()  # Nothing rewritten.
+  assert layout.read_config(workdir).to_dict() == stored.to_dict()  # Nothing rewritten.
 
 
 def test_fewer_steps_than_done_is_refused(data_dir, tmp_path):
@@ -110,7 +111,7 @@ def test_fewer_steps_than_done_is_refused(data_dir, tmp_path):
   config.allow_resume_changes = 'num_train_steps'
   with pytest.raises(resume_checks.ResumeError, match='holds a checkpoint at step 4, past the 2 steps'):
     train.pretrain(config, workdir)
-  assert checkpointing.read_config(workdir).num_train_steps == 4
+  assert layout.read_config(workdir).num_train_steps == 4
 
 
 @pytest.mark.slow  # Trains 8 smoke steps (two compiles).
@@ -125,7 +126,7 @@ def test_longer_run_on_purpose_follows_the_new_schedule_and_is_recorded(data_dir
   summary = train.pretrain(config, workdir)
   assert summary['start_step'] == 4 and summary['final_step'] == 8
 
-  with open(checkpointing.config_path(workdir)) as f:
+  with open(layout.config_path(workdir)) as f:
     stored = json.load(f)
   assert stored['num_train_steps'] == 8
   assert stored['config_changes'] == [
@@ -148,5 +149,5 @@ def test_longer_run_on_purpose_follows_the_new_schedule_and_is_recorded(data_dir
   # The next resume compares against the recorded config: the same settings resume as they are.
   config.allow_resume_changes = ''
   train.pretrain(config, workdir)
-  with open(checkpointing.config_path(workdir)) as f:
+  with open(layout.config_path(workdir)) as f:
     assert len(json.load(f)['config_changes']) == 3  # Only allow_resume_changes went back to ''.

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ssl_jax import workdir_lock
+from ssl_jax.workdir import layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +49,7 @@ def test_lock_of_a_killed_holder_is_free(tmp_path):
   with workdir_lock.WorkdirLock(str(workdir)) as lock:
     assert lock.held
     assert workdir_lock.read_holder(str(workdir)).pid == os.getpid()
-  with open(workdir_lock.lock_path(str(workdir))) as f:
+  with open(layout.lock_path(str(workdir))) as f:
     assert json.load(f)['pid'] == os.getpid()  # The file stays after release, with the last holder.
 
 
@@ -67,7 +68,7 @@ def test_workdir_that_is_a_file_is_refused(tmp_path):
 
 
 def test_holder_record_that_is_empty_still_gives_a_message(tmp_path):
-  with open(workdir_lock.lock_path(str(tmp_path)), 'w'):
+  with open(layout.lock_path(str(tmp_path)), 'w'):
     pass
   assert 'not recorded itself' in workdir_lock.read_holder(str(tmp_path)).describe()
 
@@ -82,7 +83,7 @@ def test_study_refuses_an_output_directory_in_use(tmp_path):
     with pytest.raises(workdir_lock.WorkdirBusyError, match=f'pid {proc.pid}'):
       study.run_study('smoke', str(out))
     assert time.perf_counter() - started < 30  # Refused before any data or training work.
-    assert sorted(os.listdir(out)) == [workdir_lock.LOCK_NAME]
+    assert sorted(os.listdir(out)) == [layout.LOCK]
   finally:
     proc.kill()
     proc.wait()
