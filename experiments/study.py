@@ -285,10 +285,10 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     raise ValueError(f'--seeds must be an integer >= 1, got {seeds!r}')
   check_data_args(data_source, manual_dir)
   manual_dir = os.path.abspath(manual_dir) if manual_dir else ''  # Runs' config.json must not depend on the cwd.
-  from ssl_jax import workdir_lock
+  from ssl_jax.workdir import lock
   # One study per output directory (each pretraining run also locks its own workdir under out_dir/runs/):
   # a second study into it raises WorkdirBusyError naming the first.
-  with workdir_lock.WorkdirLock(out_dir):
+  with lock.WorkdirLock(out_dir):
     return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, seeds=seeds, steps=steps,
                       mtc_only=mtc_only, methods=methods, data_source=data_source, manual_dir=manual_dir,
                       ablation=ablation and scale not in SCALES_WITHOUT_ABLATION, overrides=dict(overrides or {}))
@@ -476,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  from ssl_jax import workdir_lock
+  from ssl_jax.workdir import lock
   try:
     sys.exit(main())
-  except workdir_lock.WorkdirBusyError as e:
+  except lock.WorkdirBusyError as e:
     sys.exit(f'[study] error: {e}')

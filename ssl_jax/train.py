@@ -1,7 +1,7 @@
 """The pretraining loop, top to bottom: lock -> mesh -> data -> state (or resume) -> step -> log -> checkpoint.
 
 `pretrain(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It holds the
-workdir's writer lock for the whole run (`ssl_jax.workdir_lock`: a second run into the same workdir is
+workdir's writer lock for the whole run (`ssl_jax.workdir.lock`: a second run into the same workdir is
 refused, naming the process that writes there). It resumes from the newest checkpoint in `workdir` that
 restores (newer unreadable ones are reported and set aside, see `ssl_jax.checkpointing`), after dropping
 the metrics a killed run logged past that step, so every step is logged once. Because the input
@@ -28,10 +28,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ssl_jax import checkpointing, config_checks, console as console_lib, members, metrics_writer
-from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks, workdir_lock
+from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
-from ssl_jax.workdir import layout
+from ssl_jax.workdir import layout, lock
 
 
 class NonFiniteLossError(RuntimeError):
@@ -228,27 +228,27 @@ def _agree_across_processes(value: int, what: str) -> None:
                        'see the same workdir (a shared filesystem)?')
 
 
-def _lock_workdir(workdir: str) -> Optional[workdir_lock.WorkdirLock]:
+def _lock_workdir(workdir: str) -> Optional[lock.WorkdirLock]:
   """Process 0 takes the workdir's writer lock and tells the others whether it got it.
 
   Returns the held lock on process 0, None elsewhere; raises WorkdirBusyError on every process when the
   workdir is in use (ValueError when it is not a directory).
   """
-  lock, error = None, None
+  held, error = None, None
   if jax.process_index() == 0:
     try:
-      lock = workdir_lock.WorkdirLock(workdir).acquire()
-    except (workdir_lock.WorkdirBusyError, ValueError) as e:
+      held = lock.WorkdirLock(workdir).acquire()
+    except (lock.WorkdirBusyError, ValueError) as e:
       error = e
   if jax.process_count() > 1:
     locked = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
     if not locked and error is None:
-      raise workdir_lock.WorkdirBusyError(
+      raise lock.WorkdirBusyError(
           f'process 0 could not take the writer lock of workdir {workdir!r} (its message names the run '
           'that holds it); this process stops too.')
   if error is not None:
     raise error
-  return lock
+  return held
 
 
 def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collections.ConfigDict,
@@ -302,12 +302,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   NonFiniteLossError when the loss diverges.
   """
   config_checks.check_pretrain_run(config, workdir)
-  lock = _lock_workdir(workdir)
+  held = _lock_workdir(workdir)
   try:
     return _train(config, workdir)
   finally:
-    if lock is not None:
-      lock.release()
+    if held is not None:
+      held.release()
 
 
 class _MemberLog:

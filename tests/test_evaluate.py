@@ -160,11 +160,11 @@ def test_unreadable_latest_falls_back_to_the_newest_good_step(tmp_path, caplog):
 
 
 def test_reader_sees_only_finalized_steps_and_leaves_a_save_in_progress_alone(tmp_path):
-  from ssl_jax import workdir_lock
+  from ssl_jax.workdir import lock
   workdir = _workdir_with_steps(tmp_path, [4])
   in_progress = os.path.join(workdir, 'checkpoints', '8.orbax-checkpoint-tmp-1234')
   os.makedirs(in_progress)
-  with workdir_lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
+  with lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
     assert encoders.load_encoder(workdir).step == 4
   assert os.path.isdir(in_progress)  # A writing manager would clean it up; the reader does not.
 
