@@ -3,7 +3,7 @@
 `pretrain(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It holds the
 workdir's writer lock for the whole run (`ssl_jax.workdir.lock`: a second run into the same workdir is
 refused, naming the process that writes there). It resumes from the newest checkpoint in `workdir` that
-restores (newer unreadable ones are reported and set aside, see `ssl_jax.checkpointing`), after dropping
+restores (newer unreadable ones are reported and set aside, see `ssl_jax.workdir.checkpoints`), after dropping
 the metrics a killed run logged past that step, so every step is logged once. Because the input
 pipeline is resumable by step and the step is deterministic, a resumed run ends bit-identical (on CPU)
 to an uninterrupted one. SIGTERM/SIGINT save a checkpoint and stop cleanly, on every process of a
@@ -27,15 +27,15 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import checkpointing, config_checks, console as console_lib, members, metrics_writer
+from ssl_jax import config_checks, console as console_lib, members, metrics_writer
 from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
-from ssl_jax.workdir import layout, lock
+from ssl_jax.workdir import checkpoints, layout, lock
 
 
 class NonFiniteLossError(RuntimeError):
-  """The loss or the state became NaN or Inf; the run stopped without checkpointing the bad state."""
+  """The loss or the state became NaN or Inf; the run stopped without saving the bad state in a checkpoint."""
 
 
 class _StopRequest:
@@ -115,7 +115,7 @@ class _FiniteGuard:
   NaN or infinite: checks the metrics read at log steps, and saves through `Checkpointer.save`, which
   refuses a non-finite state. Raises NonFiniteLossError naming that step and the last good checkpoint."""
 
-  def __init__(self, checkpointer: checkpointing.Checkpointer, start_step: int):
+  def __init__(self, checkpointer: checkpoints.Checkpointer, start_step: int):
     self._checkpointer = checkpointer
     self._last_finite = start_step  # The last step whose values were read back and found finite.
 
@@ -134,7 +134,7 @@ class _FiniteGuard:
   def save(self, step: int, state) -> None:
     try:
       self._checkpointer.save(step, state)
-    except checkpointing.NonFiniteStateError:
+    except checkpoints.NonFiniteStateError:
       raise self._error(step, 'the state holds a NaN or an infinity') from None
     self._last_finite = step
 
@@ -251,7 +251,7 @@ def _lock_workdir(workdir: str) -> Optional[lock.WorkdirLock]:
   return held
 
 
-def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collections.ConfigDict,
+def _resume(checkpointer: checkpoints.Checkpointer, state, config: ml_collections.ConfigDict,
             workdir: str, console: console_lib.Console, is_chief: bool):
   """(state, 'how the run starts') from the newest checkpoint that restores; the fresh state when none.
 
@@ -354,7 +354,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   run_config = config if member_run else members.config_of(config)  # K = 1: member 0's values applied
   is_chief = jax.process_index() == 0
   console = console_lib.Console(enabled=is_chief)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+  checkpointer = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints,
                                             every=config.checkpoint_every_steps)
   if member_run:
     if int(config.members.devices) > 1 and jax.process_count() > 1:

@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from configs import smoke
-from ssl_jax import augment, checkpointing, config_checks, encoders, evaluate, evaluation, losses, models
+from ssl_jax import augment, config_checks, encoders, evaluate, evaluation, losses, models
 from ssl_jax.methods import clip, common
-from ssl_jax.workdir import layout
+from ssl_jax.workdir import checkpoints, layout
 import method_harness  # tests/method_harness.py
 from test_evaluate import array_data, tiny_probe_config
 
@@ -119,7 +119,7 @@ def test_evaluation_reads_the_iq_encoder_and_the_spectrum_encoder_on_request(tmp
   state, step = method_harness.one_device(config)
   state, _ = step(state, method_harness.batch(config))
   layout.write_config(workdir, config)
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(1, state)
   checkpointer.close()
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, evaluate, evaluation, methods, optim
+from ssl_jax import evaluate, evaluation, methods, optim
 from ssl_jax.data import simulate, validate
 from ssl_jax.evaluation import metrics
-from ssl_jax.workdir import layout
+from ssl_jax.workdir import checkpoints, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +48,7 @@ def _workdir(tmp_path, config=None, name='run', step=3):
   networks = module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
   state = module.init_state(config, networks, tx, jax.random.PRNGKey(0))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(step, state)
   checkpointer.close()
   return workdir, config

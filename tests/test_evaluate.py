@@ -11,9 +11,9 @@ import pytest
 
 from configs import probe as probe_config_lib
 from configs import smoke
-from ssl_jax import checkpointing, encoders, evaluate, evaluation, methods, optim
+from ssl_jax import encoders, evaluate, evaluation, methods, optim
 from ssl_jax.evaluation import metrics, summary
-from ssl_jax.workdir import layout
+from ssl_jax.workdir import checkpoints, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def make_workdir(tmp_path, method='simclr'):
   networks = module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda step: 0.0)
   state = module.init_state(config, networks, tx, jax.random.PRNGKey(0))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(3, state)
   checkpointer.close()
   return workdir, config
@@ -115,7 +115,7 @@ def _workdir_with_steps(tmp_path, steps):
   networks = module.create_networks(config, bn_axis_name=None)
   state = module.init_state(config, networks, optim.create_optimizer(config.optim, lambda step: 0.0),
                             jax.random.PRNGKey(0))
-  checkpointer = checkpointing.Checkpointer(workdir, keep=0)
+  checkpointer = checkpoints.Checkpointer(workdir, keep=0)
   for step in steps:
     checkpointer.save(step, state.replace(step=step))
   checkpointer.close()
@@ -151,11 +151,11 @@ def test_unreadable_latest_falls_back_to_the_newest_good_step(tmp_path, caplog):
   loaded = encoders.load_encoder(workdir)
   assert loaded.step == 4
   assert any('checkpoints/6 is unreadable, using step 4' in r.getMessage() for r in caplog.records)
-  with pytest.raises(checkpointing.UnreadableCheckpointError, match='checkpoints/6 cannot be restored'):
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match='checkpoints/6 cannot be restored'):
     encoders.load_encoder(workdir, 6)  # Asked for by name: an error, no substitute.
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))  # The reader moves nothing.
   _damage(workdir, 4)
-  with pytest.raises(checkpointing.UnreadableCheckpointError, match='step 6: .*; step 4: '):
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match='step 6: .*; step 4: '):
     encoders.load_encoder(workdir)
 
 

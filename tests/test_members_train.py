@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import probe as probe_configs, smoke
-from ssl_jax import checkpointing, encoders, evaluate, members, metrics_writer, resume_checks, train
+from ssl_jax import encoders, evaluate, members, metrics_writer, resume_checks, train
+from ssl_jax.workdir import checkpoints
 
 pytestmark = pytest.mark.slow  # every test here pretrains (20 s to minutes each on 2 shared cores)
 
@@ -121,7 +122,7 @@ def test_a_diverged_member_is_frozen_and_the_others_go_on(data_dir, tmp_path, ca
   assert summary['alive'] == [True, False] and summary['final_step'] == 6
   assert 'WARNING: member 1 diverged' in capsys.readouterr().out
   state = encoders.load_run(str(tmp_path / 'run'), member=1).state
-  assert checkpointing.all_finite(state)  # frozen at its last finite state
+  assert checkpoints.all_finite(state)  # frozen at its last finite state
   assert int(state.step) < 6 and int(encoders.load_run(str(tmp_path / 'run'), member=0).state.step) == 6
   rows = metrics_writer.read_metrics(str(tmp_path / 'run'))
   assert [r['alive'] for r in rows if r['member'] == 1] == [0.0]  # reported once, then no more rows

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, methods, metrics_writer, optim
+from ssl_jax import methods, metrics_writer, optim
 from ssl_jax.data import aoam
-from ssl_jax.workdir import layout
+from ssl_jax.workdir import checkpoints, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -55,7 +55,7 @@ def _final_params(workdir):
     networks = method.create_networks(config, bn_axis_name=None)
     like = jax.eval_shape(lambda: method.init_state(
         config, networks, optim.create_optimizer(config.optim, lambda s: 0.0), jax.random.PRNGKey(0)))
-    ckpt = checkpointing.Checkpointer(workdir)
+    ckpt = checkpoints.Checkpointer(workdir)
     assert ckpt.latest_step() == STEPS
     state = ckpt.restore(like)
     ckpt.close()
@@ -134,7 +134,7 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   assert [s.group(1) for s in summaries] == ['preempted', 'preempted']
   final = int(summaries[0].group(2))
   assert int(summaries[1].group(2)) == final >= 2
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   assert ckpt.steps() == [final]  # One checkpoint, saved by both processes together.
   ckpt.close()
   assert [r['step'] for r in metrics_writer.read_metrics(workdir)][-1] == final

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, methods, metrics_writer, optim, resume_checks, train
+from ssl_jax import methods, metrics_writer, optim, resume_checks, train
 from ssl_jax.methods import common
-from ssl_jax.workdir import layout
+from ssl_jax.workdir import checkpoints, layout
 
 
 def _config(**overrides):
@@ -79,7 +79,7 @@ def _stored_run(data_dir, tmp_path, step=4):
   networks = module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
   state = module.init_state(config, networks, tx, jax.random.PRNGKey(0)).replace(step=jnp.asarray(step, jnp.int32))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(step, state)
   checkpointer.close()
   return workdir, config

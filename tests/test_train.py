@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, host_allocator, metrics_writer, methods, optim, train
+from ssl_jax import host_allocator, metrics_writer, methods, optim, train
+from ssl_jax.workdir import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +48,7 @@ def _restore(workdir, config, step=None):
   networks = method.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
   like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   state = ckpt.restore(like, step)
   ckpt.close()
   return state
@@ -107,7 +108,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path
                    **{'optim.learning_rate': 1e12, 'optim.schedule': 'constant'})
   with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
     train.pretrain(config, workdir)
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   last = ckpt.latest_step()
   ckpt.close()
   assert last is not None and last < 20
@@ -167,7 +168,7 @@ def _damage(workdir, step):
 
 
 def _steps(workdir):
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   steps = ckpt.steps()
   ckpt.close()
   return steps
@@ -199,7 +200,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path
   _damage(workdir, 6)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     metrics_before = f.read()
-  with pytest.raises(checkpointing.UnreadableCheckpointError, match=r'step 6: .*; step 4: .*Nothing was overwritten'):
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match=r'step 6: .*; step 4: .*Nothing was overwritten'):
     train.pretrain(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '6']
   assert not os.path.exists(os.path.join(workdir, 'unreadable_checkpoints'))
@@ -273,7 +274,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   assert summary['stop_reason'] == 'SIGTERM'
   if host_allocator.unavailable_reason() is None:
     assert 'host allocator: mimalloc (' in out, out[-3000:]
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   assert ckpt.latest_step() == summary['final_step'] >= 1
   ckpt.close()
 

@@ -220,7 +220,8 @@ def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdi
   or the state_dict does not fit `config.model`.
   """
   import jax
-  from ssl_jax import checkpointing, config_checks, methods, optim, path_checks
+  from ssl_jax import config_checks, methods, optim, path_checks
+  from ssl_jax.workdir import checkpoints
   path_checks.check_nothing_to_overwrite(workdir, '--workdir')
   config_checks.check_pretrain_config(config)
   encoder = encoder_to_flax(state_dict)
@@ -238,7 +239,7 @@ def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdi
     replace['ema_batch_stats'] = dict(state.ema_batch_stats, encoder=batch_stats['encoder'])
   state = state.replace(**replace)
   layout.write_config(workdir, config)
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(0, state)
   checkpointer.close()
 
