@@ -41,8 +41,8 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 from flax import traverse_util
 
-from ssl_jax import config_checks, config_keys, metrics_writer
-from ssl_jax.workdir import layout
+from ssl_jax import config_checks, config_keys
+from ssl_jax.workdir import layout, metrics
 
 # Keys (or key prefixes, ending in '.') whose change never changes what the run trains.
 FREE_KEYS = (
@@ -204,6 +204,6 @@ def record_changes(workdir: str, requested: ml_collections.ConfigDict, changes: 
       scalars[f'config_change/{c.key}'] = c.new
       scalars[f'config_change/{c.key}/previous'] = c.old
   if scalars:
-    writer = metrics_writer.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir)
     writer.write(step, scalars)
     writer.close()

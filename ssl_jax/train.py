@@ -27,11 +27,11 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import config_checks, console as console_lib, members, metrics_writer
+from ssl_jax import config_checks, console as console_lib, members
 from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
-from ssl_jax.workdir import checkpoints, layout, lock
+from ssl_jax.workdir import checkpoints, layout, lock, metrics as metrics_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -373,7 +373,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   state, how = _resume(checkpointer, state, config, workdir, console, is_chief)
   start_step = _start_step(state)
   if is_chief:
-    dropped = metrics_writer.drop_after(workdir, start_step)
+    dropped = metrics_lib.drop_after(workdir, start_step)
     if dropped['jsonl_rows'] or dropped['tensorboard_events']:
       how += (f"; dropped {dropped['jsonl_rows']} metric rows and {dropped['tensorboard_events']} TensorBoard "
               f'events past step {start_step} (logged before the last run stopped)')
@@ -393,7 +393,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   console.line(f'data: aoam {config.data.source}, L={config.data.length}, {num_train} train examples '
                f"({config.data.data_dir or '~/tensorflow_datasets'})")
 
-  writer = metrics_writer.MetricWriter(workdir, enabled=is_chief)
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief)
   batches = _member_batches(config, start_step, mesh) if member_run else (
       parallel.shard_batch(b, mesh) for b in _host_batches(run_config, start_step))
   views_per_step = getattr(methods.get_method(config.method), 'VIEWS_PER_EXAMPLE', 2) * config.batch_size

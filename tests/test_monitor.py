@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import config_checks, discrimination, metrics_writer, monitor, parallel, periodic, resume_checks, train
+from ssl_jax import config_checks, discrimination, monitor, parallel, periodic, resume_checks, train
+from ssl_jax.workdir import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,7 +217,7 @@ def data_dir(tmp_path_factory):
 
 
 def _rows(workdir):
-  return metrics_writer.read_metrics(workdir)
+  return metrics.read_metrics(workdir)
 
 
 @pytest.mark.parametrize('method', ['simclr', 'moco', pytest.param('swav', marks=pytest.mark.slow)])

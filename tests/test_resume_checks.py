@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import methods, metrics_writer, optim, resume_checks, train
+from ssl_jax import methods, optim, resume_checks, train
 from ssl_jax.methods import common
-from ssl_jax.workdir import checkpoints, layout
+from ssl_jax.workdir import checkpoints, layout, metrics
 
 
 def _config(**overrides):
@@ -132,7 +132,7 @@ def test_longer_run_on_purpose_follows_the_new_schedule_and_is_recorded(data_dir
   assert stored['config_changes'] == [
       {'step': 4, 'key': 'allow_resume_changes', 'old': '', 'new': 'num_train_steps'},
       {'step': 4, 'key': 'num_train_steps', 'old': 4, 'new': 8}]
-  rows = metrics_writer.read_metrics(workdir)
+  rows = metrics.read_metrics(workdir)
   (change,) = [r for r in rows if 'config_change/num_train_steps' in r]
   assert change == {'step': 4, 'config_change/num_train_steps': 8.0, 'config_change/num_train_steps/previous': 4.0}
 

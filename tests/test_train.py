@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import host_allocator, metrics_writer, methods, optim, train
-from ssl_jax.workdir import checkpoints
+from ssl_jax import host_allocator, methods, optim, train
+from ssl_jax.workdir import checkpoints, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +62,7 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   summary = train.pretrain(config, straight)
   assert summary['final_step'] == config.num_train_steps and summary['stop_reason'] == 'completed'
-  records = metrics_writer.read_metrics(straight)
+  records = metrics.read_metrics(straight)
   assert [r['step'] for r in records] == [2, 4, 6]
   for key in ('loss', 'learning_rate', 'grad_norm', 'views_per_second', 'embedding_std',
               'positive_similarity', 'negative_similarity'):
@@ -88,7 +88,7 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # Step 6 was logged before the interruption and again after the resume: once in each place.
-  assert [r['step'] for r in metrics_writer.read_metrics(resumed)] == [2, 4, 6]
+  assert [r['step'] for r in metrics.read_metrics(resumed)] == [2, 4, 6]
   assert tensorboard_steps(resumed) == tensorboard_steps(straight) == [2, 4, 6]
 
 
@@ -155,7 +155,7 @@ def test_nan_between_log_steps_is_stopped_at_the_next_check_and_never_checkpoint
   assert _steps(workdir) == [4]
   state = _restore(workdir, config, 4)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
-  logged = [r['step'] for r in metrics_writer.read_metrics(workdir)]
+  logged = [r['step'] for r in metrics.read_metrics(workdir)]
   assert logged == ([2, 4, 6, 8] if part == 'batch_stats' else [4])  # Non-finite metrics are not written.
 
 
@@ -189,7 +189,7 @@ def test_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumed(
   assert os.listdir(os.path.join(workdir, 'unreadable_checkpoints')) == ['6']  # Kept, out of orbax's sight.
   assert _steps(workdir) == [4, 6]
   _restore(workdir, config, 6)  # The new step 6 reads back.
-  assert [r['step'] for r in metrics_writer.read_metrics(workdir)] == [2, 4, 6]
+  assert [r['step'] for r in metrics.read_metrics(workdir)] == [2, 4, 6]
 
 
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path):
@@ -288,7 +288,7 @@ def _wait_for(predicate, what, timeout=600):
 
 def _logged_steps(workdir):
   path = os.path.join(workdir, 'metrics.jsonl')
-  return [r['step'] for r in metrics_writer.read_metrics(workdir)] if os.path.exists(path) else []
+  return [r['step'] for r in metrics.read_metrics(workdir)] if os.path.exists(path) else []
 
 
 @pytest.mark.slow
