@@ -189,7 +189,8 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
   were trained with other settings (a rerun with another --steps, say), which would be reused under
   the new settings' name. Raises ValueError naming the run, the workdir and the keys that differ.
   """
-  from ssl_jax import config_checks, path_checks, resume_checks
+  from ssl_jax import config_checks, path_checks
+  from ssl_jax.workdir import resume
   path_checks.check_workdir(out_dir, '--out')
   config_checks.check_probe_config(probes)
   for name, config in configs.items():
@@ -207,7 +208,7 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
     if not os.path.exists(workdir):
       continue
     try:
-      resume_checks.check_workdir_resume(workdir, config)
+      resume.check_workdir_resume(workdir, config)
     except ValueError as e:
       raise ValueError(f'{workdir!r} holds a run {name} trained with other settings than this study asks for, '
                        f'so its results would be labelled wrongly; use another --out, or delete {workdir!r} '

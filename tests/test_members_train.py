@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import probe as probe_configs, smoke
-from ssl_jax import encoders, evaluate, members, resume_checks, train
-from ssl_jax.workdir import checkpoints, metrics
+from ssl_jax import encoders, evaluate, members, train
+from ssl_jax.workdir import checkpoints, metrics, resume
 
 pytestmark = pytest.mark.slow  # every test here pretrains (20 s to minutes each on 2 shared cores)
 
@@ -150,12 +150,12 @@ def test_a_workdir_of_another_member_list_is_refused(moco_run):
   other = _config('moco', os.path.dirname(workdir), data_order='member', momentum=(0.99, 0.996), count=2,
                   temperature=(0.1, 0.3))
   other.data.data_dir = config.data.data_dir
-  with pytest.raises(resume_checks.ResumeError, match=r'config\.members\.temperature: \[0\.1, 0\.2\] -> \[0\.1, 0\.3\]'):
-    resume_checks.check_workdir_resume(workdir, other)
+  with pytest.raises(resume.ResumeError, match=r'config\.members\.temperature: \[0\.1, 0\.2\] -> \[0\.1, 0\.3\]'):
+    resume.check_workdir_resume(workdir, other)
   other.members.temperature, other.members.count = (0.1, 0.2, 0.3), 3
   other.members.momentum = (0.99, 0.996, 0.999)
-  with pytest.raises(resume_checks.ResumeError, match=r'config\.members\.count: 2 -> 3'):
-    resume_checks.check_workdir_resume(workdir, other)
+  with pytest.raises(resume.ResumeError, match=r'config\.members\.count: 2 -> 3'):
+    resume.check_workdir_resume(workdir, other)
 
 
 @pytest.mark.slow
