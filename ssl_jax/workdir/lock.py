@@ -10,8 +10,9 @@ Who takes it: the process that writes (`ssl_jax.main`'s training, one lock per s
 `experiments/study.py`). Readers (`ssl_jax.evaluate`) do not: they read only finalized checkpoints.
 Multi-host: process 0 alone takes the lock of a run (it alone writes config.json and the metrics; orbax
 coordinates the checkpoint writes of all processes) and tells the others whether it got it
-(`ssl_jax.train`). One lock file per process would let two jobs with different process counts write the
-same workdir, and one lock file taken by every process would make a job's processes refuse each other.
+(`ssl_jax.workdir.resume.lock_workdir`). One lock file per process would let two jobs with different
+process counts write the same workdir, and one lock file taken by every process would make a job's
+processes refuse each other.
 
 Filesystems: flock excludes across processes on local disks, and across hosts on NFS (Linux maps it to
 NFS byte-range locks). A filesystem that refuses locks (ENOLCK, EOPNOTSUPP: e.g. Lustre without
