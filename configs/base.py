@@ -100,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.profile_first_step = 0
   config.profile_num_steps = 5
   # Keys a resume may change on purpose, comma-separated: 'num_train_steps' and/or 'num_epochs'. The steps
-  # after the restored one follow the new schedule; the change is recorded (ssl_jax/resume_checks.py).
+  # after the restored one follow the new schedule; the change is recorded (ssl_jax/workdir/resume.py).
   config.allow_resume_changes = ''
 
   # Online monitor (ssl_jax/monitor.py): weighted kNN accuracy (InstDisc / solo-learn vote) of the frozen

@@ -21,6 +21,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ssl_jax.workdir import layout  # noqa: E402
+
 
 def losses(metrics_file: str) -> dict[int, float]:
   """{step: loss} of a run's log rows."""
@@ -57,11 +61,10 @@ def run_once(checkout: str, config: str, steps: int, log_every: int, data_dir: s
   proc = subprocess.run(args, cwd=os.path.abspath(checkout), env=env, capture_output=True, text=True)
   if proc.returncode != 0:
     raise RuntimeError(f'{checkout}: exit {proc.returncode}\n{proc.stderr[-3000:]}')
-  with open(os.path.join(workdir, 'config.json')) as f:
+  with open(layout.config_path(workdir)) as f:
     batch_size = json.load(f)['batch_size']
-  rate, counted = window_rate(os.path.join(workdir, 'metrics.jsonl'), 2 * batch_size)
-  return {'steps_per_second': rate, 'steps_counted': counted,
-          'losses': losses(os.path.join(workdir, 'metrics.jsonl'))}
+  rate, counted = window_rate(layout.metrics_path(workdir), 2 * batch_size)
+  return {'steps_per_second': rate, 'steps_counted': counted, 'losses': losses(layout.metrics_path(workdir))}
 
 
 def main() -> int:

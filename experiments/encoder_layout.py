@@ -46,6 +46,7 @@ from ssl_jax import models  # noqa: E402
 from ssl_jax.data import aoam, simulate  # noqa: E402
 from ssl_jax.evaluation import supervised  # noqa: E402
 from ssl_jax.models import layers, shufflenet  # noqa: E402
+from ssl_jax.workdir import layout  # noqa: E402
 
 
 class TorchvisionView2D(nn.Module):
@@ -186,7 +187,7 @@ def screen_table(runs: list[Mapping[str, Any]], reference: str = 'v1') -> list[s
 def knn_curve(workdir: str) -> dict[int, dict[str, list[float]]]:
   """`{step: {task: [member values]}}` of the online kNN monitor in `workdir/metrics.jsonl`."""
   curve: dict[int, dict[str, list[float]]] = {}
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with open(layout.metrics_path(workdir)) as f:
     for line in f:
       row = json.loads(line)
       for task in ('aoa', 'amc'):

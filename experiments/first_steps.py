@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from configs import simclr  # noqa: E402
 from experiments import study  # noqa: E402
+from ssl_jax.workdir import layout  # noqa: E402
 
 # name -> overrides of the cpu-scale SimCLR config (on top of --set).
 TREATMENTS: dict[str, Mapping[str, Any]] = {
@@ -62,7 +63,7 @@ def treatment_config(name: str, base: Mapping[str, Any], steps: int, seeds: int,
 def summarize(workdir: str, steps: int) -> dict[str, Any]:
   """The treatment's first-steps figures from `workdir/metrics.jsonl`, each the mean over members."""
   rows: dict[int, list[dict]] = {}
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with open(layout.metrics_path(workdir)) as f:
     for line in f:
       row = json.loads(line)
       rows.setdefault(row['step'], []).append(row)
@@ -112,8 +113,8 @@ def main() -> None:
     rows = {}
     for out in args.report.split(','):
       saved = json.load(open(os.path.join(out, 'summary.json')))
-      layout = ', '.join(f'{k}={v}' for k, v in (saved['overrides'] or {}).items()) or 'defaults'
-      rows.update({f'{name} ({layout})': summary for name, summary in saved['treatments'].items()})
+      settings = ', '.join(f'{k}={v}' for k, v in (saved['overrides'] or {}).items()) or 'defaults'
+      rows.update({f'{name} ({settings})': summary for name, summary in saved['treatments'].items()})
     print('\n'.join(table(rows)))
     return
   if not args.out:
@@ -130,7 +131,7 @@ def main() -> None:
   for name in names:
     workdir = os.path.join(args.out, name)
     config = treatment_config(name, base, args.steps, args.seeds, data_dir)
-    if not os.path.exists(os.path.join(workdir, 'checkpoints', str(args.steps))):
+    if not os.path.exists(layout.checkpoint_dir(workdir, args.steps)):
       train.pretrain(config, workdir)
     summaries[name] = summarize(workdir, args.steps)
     print(f'{name}: ' + ', '.join(f'{k} {v:.4g}' for k, v in summaries[name].items()), flush=True)

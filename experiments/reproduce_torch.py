@@ -40,6 +40,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from ssl_jax.workdir import layout  # noqa: E402
+
 METHODS = ('simclr', 'moco')
 COLLAPSE_STD = 0.01  # embedding std below this: collapsed (healthy ~1/sqrt(256) = 0.06 at init here)
 CURVES = (('loss', 'loss'), ('embedding_std', 'embedding std (collapse monitor)'),
@@ -107,7 +109,8 @@ def train_torch(config, workdir: str) -> dict:
   import jax
   import torch
   from experiments.torch_baseline import convert, side_by_side
-  from ssl_jax import metrics_writer, monitor, parallel, periodic
+  from ssl_jax import monitor, parallel, periodic
+  from ssl_jax.workdir import metrics
   from ssl_jax.data import pipeline
   from ssl_jax.methods import common
 
@@ -128,7 +131,7 @@ def train_torch(config, workdir: str) -> dict:
                                   batch_stats=jax.tree.map(np.asarray, stats))
     return online.measure(step, state, num_steps)
 
-  writer = metrics_writer.MetricWriter(workdir, tensorboard=False)
+  writer = metrics.MetricWriter(workdir, tensorboard=False)
   writer.write(0, watch(0))
   batches = pipeline.pretrain_batches(config.data, batch_size=config.batch_size, seed=config.seed, start_step=0,
                                       process_index=0, process_count=1, num_local_devices=1)
@@ -161,13 +164,14 @@ def run_encoder(config):
 
 def run_pair(args, method: str, seed: int) -> dict[str, dict]:
   """Trains (unless finished) and probes (unless probed) seed `seed` of `method` in both frameworks."""
-  from ssl_jax import evaluate, metrics_writer, train
+  from ssl_jax import evaluate, train
+  from ssl_jax.workdir import metrics
   config = pretrain_config(method, args.scale, seed, args.steps, args.log_every, args.data_dir)
   out = {}
   for framework in ('jax', 'torch'):
     workdir = os.path.join(args.out, 'runs', f'{method}_seed{seed}_{framework}')
     flax_workdir = workdir if framework == 'jax' else os.path.join(workdir, 'flax')
-    if not os.path.exists(evaluate.results_path(flax_workdir)):
+    if not os.path.exists(layout.eval_results_path(flax_workdir)):
       if framework == 'jax':
         train.pretrain(config, workdir)
       else:
@@ -177,9 +181,9 @@ def run_pair(args, method: str, seed: int) -> dict[str, dict]:
         train_torch(config, workdir)
       print(f'[reproduce_torch] probing {flax_workdir}', flush=True)
       evaluate.run(flax_workdir, probe_config(args.scale), seed=0)
-    with open(evaluate.results_path(flax_workdir)) as f:
+    with open(layout.eval_results_path(flax_workdir)) as f:
       results = json.load(f)
-    out[framework] = {'metrics': [r for r in metrics_writer.read_metrics(workdir)],
+    out[framework] = {'metrics': [r for r in metrics.read_metrics(workdir)],
                       'probe': {task: {budget: scores['accuracy']['mean'] for budget, scores in t['probe'].items()
                                        if 'accuracy' in scores}
                                 for task, t in results['pretrained']['tasks'].items()}}

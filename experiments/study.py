@@ -66,6 +66,7 @@ from configs import probe as probe_config_lib  # noqa: E402
 from configs import scales  # noqa: E402
 from experiments import study_report  # noqa: E402
 from ssl_jax import host_allocator  # noqa: E402
+from ssl_jax.workdir import layout  # noqa: E402
 
 SCALES = scales.SCALES
 DATA_SOURCES = ('simulated', 'real')
@@ -188,7 +189,8 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
   were trained with other settings (a rerun with another --steps, say), which would be reused under
   the new settings' name. Raises ValueError naming the run, the workdir and the keys that differ.
   """
-  from ssl_jax import config_checks, path_checks, resume_checks
+  from ssl_jax import config_checks, path_checks
+  from ssl_jax.workdir import resume
   path_checks.check_workdir(out_dir, '--out')
   config_checks.check_probe_config(probes)
   for name, config in configs.items():
@@ -206,7 +208,7 @@ def check_study(configs: dict[str, ml_collections.ConfigDict], probes: ml_collec
     if not os.path.exists(workdir):
       continue
     try:
-      resume_checks.check_workdir_resume(workdir, config)
+      resume.check_workdir_resume(workdir, config)
     except ValueError as e:
       raise ValueError(f'{workdir!r} holds a run {name} trained with other settings than this study asks for, '
                        f'so its results would be labelled wrongly; use another --out, or delete {workdir!r} '
@@ -284,10 +286,10 @@ def run_study(scale: str, out_dir: str, *, data_dir: str = '', seed: int = 0,
     raise ValueError(f'--seeds must be an integer >= 1, got {seeds!r}')
   check_data_args(data_source, manual_dir)
   manual_dir = os.path.abspath(manual_dir) if manual_dir else ''  # Runs' config.json must not depend on the cwd.
-  from ssl_jax import workdir_lock
+  from ssl_jax.workdir import lock
   # One study per output directory (each pretraining run also locks its own workdir under out_dir/runs/):
   # a second study into it raises WorkdirBusyError naming the first.
-  with workdir_lock.WorkdirLock(out_dir):
+  with lock.WorkdirLock(out_dir):
     return _run_study(scale, out_dir, data_dir=data_dir, seed=seed, seeds=seeds, steps=steps,
                       mtc_only=mtc_only, methods=methods, data_source=data_source, manual_dir=manual_dir,
                       ablation=ablation and scale not in SCALES_WITHOUT_ABLATION, overrides=dict(overrides or {}))
@@ -371,7 +373,7 @@ def _run_study(scale: str, out_dir: str, *, data_dir: str, seed: int, seeds: int
     if test_labels is None:  # the data exist once the first run has built them
       test_labels = suite.PipelineData(reference.data, probes.embed_batch_size).labels('test')
       for name in results['runs']:
-        if name.endswith('_aug') and os.path.exists(os.path.join(out_dir, 'runs', name, 'config.json')):
+        if name.endswith('_aug') and os.path.exists(layout.config_path(os.path.join(out_dir, 'runs', name))):
           project(name)
     results['methods'] = [m for m in METHOD_CONFIGS if any(results['runs'].get(run_name(m, *r), None)
                                                            for r in ((True, True), (False, True), (True, False)))]
@@ -475,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  from ssl_jax import workdir_lock
+  from ssl_jax.workdir import lock
   try:
     sys.exit(main())
-  except workdir_lock.WorkdirBusyError as e:
+  except lock.WorkdirBusyError as e:
     sys.exit(f'[study] error: {e}')

@@ -215,7 +215,8 @@ def run_sweep(scale: str, out_dir: str, *, methods: Sequence[str] = DEFAULT_METH
   check_sweep(methods, param, values, seeds, reference)
   if steps is not None and steps < 1:
     raise ValueError(f'--steps must be >= 1, got {steps}')
-  from ssl_jax import config_checks, encoders, path_checks, train, workdir_lock  # heavy imports after the checks
+  from ssl_jax import config_checks, encoders, path_checks, train  # heavy imports after the checks
+  from ssl_jax.workdir import lock
   from ssl_jax.evaluation import suite
   from configs import probe as probe_config_lib
   path_checks.check_workdir(out_dir, '--out')
@@ -233,7 +234,7 @@ def run_sweep(scale: str, out_dir: str, *, methods: Sequence[str] = DEFAULT_METH
 
   results: dict[str, Any] = {'scale': scale, 'param': param, 'values': list(values), 'seed': seed, 'seeds': seeds,
                              'steps': steps, 'reference': reference, 'command': command, 'methods': {}}
-  with workdir_lock.WorkdirLock(out_dir):
+  with lock.WorkdirLock(out_dir):
     results['methods'] = {m: entry for m, entry in previous_methods(out_dir, results).items() if m not in configs}
     for method, config in configs.items():
       workdir = os.path.join(out_dir, 'runs', method)
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.param not in DEFAULT_VALUES and args.values is None:
     parser.error(f'--param {args.param} needs --values')
-  from ssl_jax import console, train, workdir_lock
+  from ssl_jax import console, train
+  from ssl_jax.workdir import lock
   console.quiet_libraries()
   import matplotlib
   matplotlib.use('Agg')
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
   except train.PretrainingStopped as e:
     print(f'[sweep] stopped: {e}', file=sys.stderr)
     return e.exit_code
-  except (ValueError, FileNotFoundError, workdir_lock.WorkdirBusyError) as e:
+  except (ValueError, FileNotFoundError, lock.WorkdirBusyError) as e:
     print(f'[sweep] error: {e}', file=sys.stderr)
     return 1
   print(f"[sweep] report: {os.path.join(os.path.abspath(args.out), 'report.md')}")

@@ -24,7 +24,7 @@ The rules that are not plain ranges:
 - `augment.crop_lengths`: positive, and none above `data.length` (a longer crop could only be the whole
   example, which is what a crop of `data.length` says).
 - `augment.iq.snr_db`: () for no added noise, or a (low, high) pair of finite dB values, low <= high.
-- `allow_resume_changes`: keys a resume may change on purpose (see `ssl_jax.resume_checks`).
+- `allow_resume_changes`: keys a resume may change on purpose (`ssl_jax.workdir.resume.ON_PURPOSE_KEYS`).
 - `members.*` (`ssl_jax.members`): `count` >= 1 (0 is an empty member list); each per-member list empty or
   `count` values, each in its key's range; `momentum` only for a method with a momentum encoder; `devices`
   divides `count`. Members cannot differ in a shape-defining key: the section lists none
@@ -42,13 +42,12 @@ from ssl_jax import config_keys, methods, models, path_checks
 from ssl_jax.methods import moco, simclr
 from ssl_jax.data import simulate, spec
 from ssl_jax.evaluation import clustering, suite
+from ssl_jax.workdir import resume
 
 SOURCES = ('simulated', 'real')
 LR_SCALINGS = ('none', 'linear')  # ssl_jax.optim.peak_learning_rate
 LR_SCHEDULES = ('cosine', 'constant')  # ssl_jax.optim.learning_rate_schedule
 MIN_LENGTH = 16  # the aoam builder's (and the simulator's) shortest example
-# Keys a resume may change on purpose when `config.allow_resume_changes` names them (resume_checks).
-RESUME_CHANGEABLE_KEYS = ('num_train_steps', 'num_epochs')
 # config.loss.name by method (ssl_jax.methods.simclr / moco).
 LOSS_NAMES = {'simclr': simclr.BATCH_LOSSES, 'moco': moco.QUEUE_LOSSES}
 
@@ -307,11 +306,11 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
   _monitor_problems(r)
   allowed = config_keys.get(config, 'allow_resume_changes', '')
   if not isinstance(allowed, str):
-    r.fail('allow_resume_changes', f'must be a comma-separated string of keys from {RESUME_CHANGEABLE_KEYS}')
+    r.fail('allow_resume_changes', f'must be a comma-separated string of keys from {resume.ON_PURPOSE_KEYS}')
   else:
-    unknown = [k for k in split_keys(allowed) if k not in RESUME_CHANGEABLE_KEYS]
+    unknown = [k for k in config_keys.split_keys(allowed) if k not in resume.ON_PURPOSE_KEYS]
     if unknown:
-      r.fail('allow_resume_changes', f'names {unknown}; a resume may change only {RESUME_CHANGEABLE_KEYS} '
+      r.fail('allow_resume_changes', f'names {unknown}; a resume may change only {resume.ON_PURPOSE_KEYS} '
              '(everything else defines the run: start a new --workdir)')
 
   _member_problems(r, config)
@@ -414,11 +413,6 @@ def _member_problems(r: _Rules, config: Any) -> None:
     if count % devices:
       r.fail('members.devices', f'must divide config.members.count = {count}: each of the {devices} device '
              'rows of the member axis holds the same number of members')
-
-
-def split_keys(text: str) -> list[str]:
-  """'a, b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
-  return [part.strip() for part in text.split(',') if part.strip()]
 
 
 def check_pretrain_config(config: ml_collections.ConfigDict) -> None:

@@ -3,7 +3,8 @@
 `get(config, 'a.b', default)` reads `config.a.b` (ConfigDicts and dicts alike), `default` where any part is
 absent; `MISSING` is the default that tells "absent" apart from every value, None included. `set_existing`
 writes a key the config already has and raises KeyError naming the key otherwise; `to_json` is the config as
-JSON types (tuples become lists), as written to `config.json`.
+JSON types (tuples become lists), as written to `config.json`; `split_keys` reads a comma-separated list of
+keys (`config.allow_resume_changes`).
 """
 
 from __future__ import annotations
@@ -46,3 +47,8 @@ def to_json(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, 
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort())
   return json.loads(json.dumps(config))
+
+
+def split_keys(text: str) -> list[str]:
+  """'a, b,c' -> ['a', 'b', 'c'] (empty parts dropped)."""
+  return [part.strip() for part in text.split(',') if part.strip()]

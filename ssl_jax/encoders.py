@@ -1,7 +1,7 @@
 """The read side of a pretraining workdir: its query/online encoder, ready to embed data.
 
 `load_encoder(workdir, step=None, member=None)` rebuilds the run's networks from its `config.json`, restores
-the train state of a checkpoint (`ssl_jax.checkpointing`) and returns the encoder module with its variables.
+the train state of a checkpoint (`ssl_jax.workdir.checkpoints`) and returns the encoder module with its variables.
 A member run's workdir (`ssl_jax.members`, K >= 2) holds K encoders: `member` picks one (required there),
 and the returned config is that member's plain config (`members.config_of`).
 Evaluation (`ssl_jax.evaluate`), the study, the notebooks and the torch converter read workdirs through it.
@@ -16,7 +16,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from ssl_jax import checkpointing, members, methods, optim
+from ssl_jax import members, methods, optim
+from ssl_jax.workdir import checkpoints, layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class RestoredRun:
 
 def member_count(workdir: str) -> int:
   """K, the members a workdir's run trains (1: a plain run). FileNotFoundError without a config."""
-  return members.count(checkpointing.read_config(workdir))
+  return members.count(layout.read_config(workdir))
 
 
 def load_run(workdir: str, step: int | None = None, member: int | None = None) -> RestoredRun:
@@ -52,12 +53,12 @@ def load_run(workdir: str, step: int | None = None, member: int | None = None) -
   Reads without the writer lock and writes nothing, so it may run while the workdir's run is writing:
   it sees only finalized steps. A newer step that cannot be restored is reported (one warning line) and
   skipped. Raises FileNotFoundError when `workdir` holds no config or no checkpoint, or not the requested
-  step (naming the steps there are), and `checkpointing.UnreadableCheckpointError` when the requested step
+  step (naming the steps there are), and `checkpoints.UnreadableCheckpointError` when the requested step
   (or, without a step, every step) cannot be restored. `member`: the member of a member run (required
   there; ValueError naming the members there are when it is missing or not one of them); a plain run
   takes None or 0.
   """
-  run_config = checkpointing.read_config(workdir)
+  run_config = layout.read_config(workdir)
   config = members.config_of(run_config, member)
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
@@ -67,10 +68,10 @@ def load_run(workdir: str, step: int | None = None, member: int | None = None) -
   if k_members >= 2:
     stacked = jax.tree.map(lambda s: jax.ShapeDtypeStruct((k_members,) + s.shape, s.dtype), like)
     like = members.MemberState(state=stacked, alive=jax.ShapeDtypeStruct((k_members,), bool))
-  directory = os.path.join(workdir, 'checkpoints')
+  directory = layout.checkpoints_dir(workdir)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
   try:
     if not checkpointer.steps():
       raise FileNotFoundError(f'no checkpoint under {directory}: has {workdir!r} been trained?')
@@ -107,7 +108,7 @@ def load_clip_tower(workdir: str, step: int | None = None, representation: str =
     raise ValueError(f'representation must be one of {methods.clip.REPRESENTATIONS}; got {representation!r}')
   if representation == 'iq':
     return load_encoder(workdir, step)
-  config = checkpointing.read_config(workdir)
+  config = layout.read_config(workdir)
   if config.method != 'clip':
     raise ValueError(f'{workdir!r} holds a {config.method!r} run; only a clip run has a spectrum encoder')
   run = load_run(workdir, step)

@@ -33,6 +33,8 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
+from ssl_jax.workdir import layout
+
 _DEFAULT_PROBE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                      'configs', 'probe.py')
 
@@ -45,10 +47,6 @@ flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the la
 flags.mark_flags_as_required(['workdir'])
 
 
-def results_path(workdir: str) -> str:
-  return os.path.join(workdir, 'eval', 'results.json')
-
-
 def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
         step: Optional[int] = None, data=None) -> dict:
   """Evaluates the encoder of `workdir`, writes `workdir/eval/results.json`, returns the results.
@@ -58,12 +56,12 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
   workdir holds no config or no checkpoint at `step`, or the train split cannot serve a requested budget
   (unless `probe_config.skip_unavailable_budgets`: then the budgets are skipped, each with a warning).
   """
-  from ssl_jax import checkpointing, config_checks, config_keys, encoders, evaluation, path_checks  # Local: --help stays fast.
+  from ssl_jax import config_checks, config_keys, encoders, evaluation, path_checks  # Local: --help stays fast.
   config_checks.check_probe_config(probe_config)
   if seed < 0:
     raise ValueError(f'--seed must be >= 0, got {seed}')
   path_checks.check_trained_workdir(workdir, step)
-  path_checks.check_workdir(os.path.dirname(results_path(workdir)), 'the results directory')
+  path_checks.check_workdir(os.path.dirname(layout.eval_results_path(workdir)), 'the results directory')
   num_members = encoders.member_count(workdir)
   loaded = encoders.load_encoder(workdir, step, 0 if num_members > 1 else None)  # Without a step: the newest.
   config, encoder, variables, step = loaded.config, loaded.module, loaded.variables, loaded.step
@@ -102,7 +100,7 @@ def run(workdir: str, probe_config: ml_collections.ConfigDict, *, seed: int = 0,
     logging.info('training the supervised baseline')
     results['supervised'] = evaluation.evaluate_supervised(encoder, config.data, probe_config, seed=seed,
                                                            data=data)
-  checkpointing.write_json_atomic(results_path(workdir), results)
+  layout.write_json_atomic(layout.eval_results_path(workdir), results)
   return results
 
 
@@ -139,7 +137,7 @@ def main(argv: list[str]) -> None:
   from ssl_jax.evaluation import summary
   for line in summary.summary_table(results):
     print(line)
-  print(results_path(FLAGS.workdir))
+  print(layout.eval_results_path(FLAGS.workdir))
 
 
 if __name__ == '__main__':

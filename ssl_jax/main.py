@@ -10,7 +10,7 @@ host with `--config.distributed.coordinator_address=HOST:PORT --config.distribut
 --config.distributed.process_id=I`.
 
 One run writes into DIR at a time: a second launch exits 1 naming the process that holds DIR's lock
-(`ssl_jax/workdir_lock.py`). The console shows a short header, one line per log interval and, as the
+(`ssl_jax/workdir/lock.py`). The console shows a short header, one line per log interval and, as the
 last line of stdout (of every process of a multi-host run), a summary (`ssl_jax.train.summary_line`: stop
 reason, steps, final loss, views/s, workdir); `--verbosity=0` (absl's flag) adds the libraries' INFO logs,
 `--verbosity=1` their DEBUG logs. Exits 1 with a one-line message on errors it can name.
@@ -54,13 +54,14 @@ def main(argv: list[str]) -> None:
     parallel.initialize_distributed(FLAGS.config.distributed)  # Before anything touches the devices.
   except ValueError as e:
     _fail(e)
-  from ssl_jax import train, workdir_lock
+  from ssl_jax import train
+  from ssl_jax.workdir import lock
   import jax
   if jax.process_index() == 0:
     print(f'[ssl_jax] config: {_config_description()}\n[ssl_jax] {host_allocator.describe()}', flush=True)
   try:
     summary = train.pretrain(FLAGS.config, FLAGS.workdir)  # Process 0's console ends with its summary line.
-  except (ValueError, FileNotFoundError, train.NonFiniteLossError, workdir_lock.WorkdirBusyError) as e:
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError, lock.WorkdirBusyError) as e:
     _fail(e)
   if jax.process_index() != 0:  # The other processes' consoles end with it too.
     from ssl_jax import console

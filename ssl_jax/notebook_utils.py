@@ -40,7 +40,7 @@ def round_up_to_multiple(value: int, multiple: int) -> int:
 
 
 def loss_curve(records: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[float]]:
-  """(steps, losses) of the records of `metrics_writer.read_metrics` that carry a loss."""
+  """(steps, losses) of the records of `ssl_jax.workdir.metrics.read_metrics` that carry a loss."""
   steps, losses = [], []
   for record in records:
     if 'loss' in record:

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from ssl_jax.data import spec
+from ssl_jax.workdir import layout
 
 
 class PathError(ValueError):
@@ -123,30 +124,20 @@ def check_data_inputs(data_config: Any) -> None:
                     f'{real_files} from it; it holds {present or "nothing"})')
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  """The finished checkpoint steps of a workdir, ascending (orbax's own listing; nothing is created)."""
-  import orbax.checkpoint as ocp  # Local: the other checks stay free of orbax's import.
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    return []
-  return sorted(ocp.utils.checkpoint_steps(directory))
-
-
 def check_trained_workdir(workdir: str, step: int | None = None) -> int:
   """A pretraining workdir to read: config.json and a finished checkpoint at `step` (default: the latest).
 
   Returns the step to read.
   """
   check_existing_dir(workdir, 'workdir')
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise PathError(f'{os.path.join(workdir, "config.json")} does not exist: {workdir!r} is not a pretraining '
-                    'workdir')
-  steps = checkpoint_steps(workdir)
+  if not os.path.isfile(layout.config_path(workdir)):
+    raise PathError(f'{layout.config_path(workdir)} does not exist: {workdir!r} is not a pretraining workdir')
+  steps = layout.checkpoint_steps(workdir)
   if not steps:
-    raise PathError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}: has {workdir!r} been trained?')
+    raise PathError(f'no checkpoint under {layout.checkpoints_dir(workdir)}: has {workdir!r} been trained?')
   if step is None:
     return steps[-1]
   if step not in steps:
-    raise PathError(f'no step {step} under {os.path.join(workdir, "checkpoints")} (have '
+    raise PathError(f'no step {step} under {layout.checkpoints_dir(workdir)} (have '
                     f'{", ".join(str(s) for s in steps)})')
   return step

@@ -3,7 +3,7 @@
 `LogWindow` measures the steps between two log steps (steps/s, views/s) and says how long the rest of the
 run will take at that rate. `Profile` traces a window of steps with JAX's profiler (`jax.profiler`).
 The loop decides when to log (`is_log_step`); checkpoints follow orbax's own cadence
-(`ssl_jax.checkpointing.Checkpointer`).
+(`ssl_jax.workdir.checkpoints.Checkpointer`).
 """
 
 import math

@@ -1,10 +1,11 @@
 """The pretraining loop, top to bottom: lock -> mesh -> data -> state (or resume) -> step -> log -> checkpoint.
 
 `pretrain(config, workdir)` is the whole program behind `python -m ssl_jax.main`. It holds the
-workdir's writer lock for the whole run (`ssl_jax.workdir_lock`: a second run into the same workdir is
-refused, naming the process that writes there). It resumes from the newest checkpoint in `workdir` that
-restores (newer unreadable ones are reported and set aside, see `ssl_jax.checkpointing`), after dropping
-the metrics a killed run logged past that step, so every step is logged once. Because the input
+workdir's writer lock for the whole run (`ssl_jax.workdir.lock`: a second run into the same workdir is
+refused, naming the process that writes there). It resumes (`ssl_jax.workdir.resume`) from the newest
+checkpoint in `workdir` that restores (newer unreadable ones are reported and set aside, see
+`ssl_jax.workdir.checkpoints`), after dropping the metrics a killed run logged past that step, so every
+step is logged once. Because the input
 pipeline is resumable by step and the step is deterministic, a resumed run ends bit-identical (on CPU)
 to an uninterrupted one. SIGTERM/SIGINT save a checkpoint and stop cleanly, on every process of a
 multi-host run at the same step (`_StopRequest`).
@@ -19,7 +20,6 @@ JAX's profiler into `WORKDIR/profile`.
 
 import contextlib
 import math
-import os
 import signal
 from typing import Any, Iterator, Mapping, Optional
 
@@ -28,14 +28,15 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ssl_jax import checkpointing, config_checks, console as console_lib, members, metrics_writer
-from ssl_jax import methods, monitor, optim, parallel, periodic, resume_checks, workdir_lock
+from ssl_jax import config_checks, console as console_lib, members
+from ssl_jax import methods, monitor, optim, parallel, periodic
 from ssl_jax.data import pipeline
 from ssl_jax.methods import common
+from ssl_jax.workdir import checkpoints, layout, metrics as metrics_lib, resume
 
 
 class NonFiniteLossError(RuntimeError):
-  """The loss or the state became NaN or Inf; the run stopped without checkpointing the bad state."""
+  """The loss or the state became NaN or Inf; the run stopped without saving the bad state in a checkpoint."""
 
 
 class _StopRequest:
@@ -115,7 +116,7 @@ class _FiniteGuard:
   NaN or infinite: checks the metrics read at log steps, and saves through `Checkpointer.save`, which
   refuses a non-finite state. Raises NonFiniteLossError naming that step and the last good checkpoint."""
 
-  def __init__(self, checkpointer: checkpointing.Checkpointer, start_step: int):
+  def __init__(self, checkpointer: checkpoints.Checkpointer, start_step: int):
     self._checkpointer = checkpointer
     self._last_finite = start_step  # The last step whose values were read back and found finite.
 
@@ -134,7 +135,7 @@ class _FiniteGuard:
   def save(self, step: int, state) -> None:
     try:
       self._checkpointer.save(step, state)
-    except checkpointing.NonFiniteStateError:
+    except checkpoints.NonFiniteStateError:
       raise self._error(step, 'the state holds a NaN or an infinity') from None
     self._last_finite = step
 
@@ -218,63 +219,6 @@ def _member_batches(config: ml_collections.ConfigDict, start_step: int,
     yield parallel.shard_member_batch({k: np.stack([b[k] for b in batches]) for k in batches[0]}, mesh)
 
 
-def _agree_across_processes(value: int, what: str) -> None:
-  """Raises RuntimeError unless every process holds the same `value` (a no-op on one process)."""
-  if jax.process_count() == 1:
-    return
-  values = np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)
-  if np.any(values != values[0]):
-    raise RuntimeError(f'the processes disagree on {what}: {dict(enumerate(values.tolist()))}; do they all '
-                       'see the same workdir (a shared filesystem)?')
-
-
-def _lock_workdir(workdir: str) -> Optional[workdir_lock.WorkdirLock]:
-  """Process 0 takes the workdir's writer lock and tells the others whether it got it.
-
-  Returns the held lock on process 0, None elsewhere; raises WorkdirBusyError on every process when the
-  workdir is in use (ValueError when it is not a directory).
-  """
-  lock, error = None, None
-  if jax.process_index() == 0:
-    try:
-      lock = workdir_lock.WorkdirLock(workdir).acquire()
-    except (workdir_lock.WorkdirBusyError, ValueError) as e:
-      error = e
-  if jax.process_count() > 1:
-    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
-    if not locked and error is None:
-      raise workdir_lock.WorkdirBusyError(
-          f'process 0 could not take the writer lock of workdir {workdir!r} (its message names the run '
-          'that holds it); this process stops too.')
-  if error is not None:
-    raise error
-  return lock
-
-
-def _resume(checkpointer: checkpointing.Checkpointer, state, config: ml_collections.ConfigDict,
-            workdir: str, console: console_lib.Console, is_chief: bool):
-  """(state, 'how the run starts') from the newest checkpoint that restores; the fresh state when none.
-
-  Unreadable newer steps are reported and, by process 0, moved out of the checkpoints directory.
-  """
-  if not checkpointer.steps():
-    if is_chief:
-      checkpointing.write_config(workdir, config)
-    return state, 'new run'
-  restored = checkpointer.restore_newest(state)
-  _agree_across_processes(restored.step, 'the checkpoint step they restored')
-  for unreadable in restored.skipped:
-    where = checkpointer.set_aside(unreadable.step) if is_chief else 'unreadable_checkpoints/'
-    message = (f'checkpoint {checkpointer.directory}/{unreadable.step} is unreadable ({unreadable.reason}); '
-               f'resuming from step {restored.step} instead; the unreadable step is moved to {where}')
-    console.line(f'WARNING: {message}')
-  if restored.skipped:
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('ssl_jax: unreadable checkpoints set aside')
-    checkpointer.reload()
-  return restored.state, f'resuming from step {restored.step}'
-
-
 def _watch(online: Optional[monitor.OnlineMonitor], step: int, state, num_steps: int,
            console: console_lib.Console) -> dict[int | None, dict[str, float]]:
   """The online monitor's metrics at `step` when it is on and due, by member (None: a plain run), printed in
@@ -296,18 +240,18 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   The console's last line is that summary in words (`summary_line`).
 
   Before the data is built, the config and paths are checked (`config_checks`) and a resume's config
-  against the stored one (`resume_checks`: a change is refused, or applied on purpose and recorded);
+  against the stored one (`ssl_jax.workdir.resume`: a change is refused, or applied on purpose and recorded);
   before anything compiles, a checkpoint past the run's total steps is refused. Raises WorkdirBusyError
   when another run writes into `workdir`, ValueError for a config that does not fit it,
   NonFiniteLossError when the loss diverges.
   """
   config_checks.check_pretrain_run(config, workdir)
-  lock = _lock_workdir(workdir)
+  held = resume.lock_workdir(workdir)
   try:
     return _train(config, workdir)
   finally:
-    if lock is not None:
-      lock.release()
+    if held is not None:
+      held.release()
 
 
 class _MemberLog:
@@ -349,12 +293,12 @@ def _spread(values: list[float], fmt: str) -> str:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  resume_changes = resume_checks.check_workdir_resume(workdir, config)  # Under the lock, before the data.
+  resume_changes = resume.check_workdir_resume(workdir, config)  # Under the lock, before the data.
   member_run = members.is_member_run(config)
   run_config = config if member_run else members.config_of(config)  # K = 1: member 0's values applied
   is_chief = jax.process_index() == 0
   console = console_lib.Console(enabled=is_chief)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+  checkpointer = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints,
                                             every=config.checkpoint_every_steps)
   if member_run:
     if int(config.members.devices) > 1 and jax.process_count() > 1:
@@ -367,18 +311,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   num_train = pipeline.num_examples(config.data, 'train')
   steps_per_epoch = pipeline.steps_per_epoch(config)
-  resume_checks.check_steps_left(workdir, common.total_steps(config, steps_per_epoch))
+  resume.check_steps_left(workdir, common.total_steps(config, steps_per_epoch))
   built = (build_members if member_run else build)(run_config, mesh, steps_per_epoch)
   state, step_fn, num_steps = built['state'], built['step_fn'], built['num_steps']
-  state, how = _resume(checkpointer, state, config, workdir, console, is_chief)
+  state, how = resume.resume_or_start(checkpointer, state, config, workdir, console, is_chief)
   start_step = _start_step(state)
   if is_chief:
-    dropped = metrics_writer.drop_after(workdir, start_step)
+    dropped = metrics_lib.drop_after(workdir, start_step)
     if dropped['jsonl_rows'] or dropped['tensorboard_events']:
       how += (f"; dropped {dropped['jsonl_rows']} metric rows and {dropped['tensorboard_events']} TensorBoard "
               f'events past step {start_step} (logged before the last run stopped)')
   if resume_changes and is_chief:
-    resume_checks.record_changes(workdir, config, resume_changes, start_step)
+    resume.record_changes(workdir, config, resume_changes, start_step)
   stop = _StopRequest(start_step, multi_process=jax.process_count() > 1)
   stop.check_available()
 
@@ -393,7 +337,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   console.line(f'data: aoam {config.data.source}, L={config.data.length}, {num_train} train examples '
                f"({config.data.data_dir or '~/tensorflow_datasets'})")
 
-  writer = metrics_writer.MetricWriter(workdir, enabled=is_chief)
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief)
   batches = _member_batches(config, start_step, mesh) if member_run else (
       parallel.shard_batch(b, mesh) for b in _host_batches(run_config, start_step))
   views_per_step = getattr(methods.get_method(config.method), 'VIEWS_PER_EXAMPLE', 2) * config.batch_size
@@ -401,7 +345,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                              'stop_reason': 'completed'}
   progress = console.progress(total=num_steps, initial=start_step, desc=f'{config.method} pretraining',
                               show=config.progress_bar)
-  profile = periodic.Profile(os.path.join(checkpointer.workdir, 'profile'),
+  profile = periodic.Profile(layout.profile_dir(checkpointer.workdir),
                              config.profile_first_step if is_chief else 0, config.profile_num_steps)
   online = monitor.OnlineMonitor.for_run(config, built['encoder'], mesh)  # None when config.monitor is off
   if online is not None and start_step == 0:

@@ -158,12 +158,12 @@ def assert_device_count_invariant(report: dict) -> None:
 
 def restore(workdir: str, config) -> Any:
   """The newest checkpoint of `workdir`, restored into `config.method`'s state."""
-  from ssl_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from ssl_jax.workdir import checkpoints  # pylint: disable=g-import-not-at-top
   method = methods.get_method(config.method)
   networks = method.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
   like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   try:
     return checkpointer.restore(like)
   finally:

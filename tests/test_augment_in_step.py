@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import base, smoke
-from ssl_jax import augment, config_checks, methods, resume_checks
+from ssl_jax import augment, config_checks, methods
+from ssl_jax.workdir import resume
 import method_harness  # tests/method_harness.py
 
 
@@ -151,8 +152,8 @@ def test_good_iq_values_pass_the_checks():
 def test_a_run_stored_before_the_iq_keys_resumes_with_them_off_only():
   saved = json.loads(smoke.get_config('simclr').to_json_best_effort())
   del saved['augment']['iq']
-  assert resume_checks.differences(saved, smoke.get_config('simclr')) == []
+  assert resume.differences(saved, smoke.get_config('simclr')) == []
   config = smoke.get_config('simclr')
   config.augment.iq.snr_db = (0.0, 10.0)
-  (change,) = resume_checks.differences(saved, config)
-  assert change.key == 'augment.iq.snr_db' and change.kind == resume_checks.RUN
+  (change,) = resume.differences(saved, config)
+  assert change.key == 'augment.iq.snr_db' and change.kind == resume.RUN

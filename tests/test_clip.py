@@ -9,9 +9,10 @@ import optax
 import pytest
 
 from configs import smoke
-from ssl_jax import augment, checkpointing, config_checks, encoders, evaluate, evaluation, models
+from ssl_jax import augment, config_checks, encoders, evaluate, evaluation, models
 from ssl_jax.losses import common as loss_common
 from ssl_jax.methods import clip, common
+from ssl_jax.workdir import checkpoints, layout
 import method_harness  # tests/method_harness.py
 from test_evaluate import array_data, tiny_probe_config
 
@@ -118,8 +119,8 @@ def test_evaluation_reads_the_iq_encoder_and_the_spectrum_encoder_on_request(tmp
   workdir = str(tmp_path / 'run')
   state, step = method_harness.one_device(config)
   state, _ = step(state, method_harness.batch(config))
-  checkpointing.write_config(workdir, config)
-  checkpointer = checkpointing.Checkpointer(workdir)
+  layout.write_config(workdir, config)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(1, state)
   checkpointer.close()
 
@@ -153,7 +154,7 @@ def test_evaluation_reads_the_iq_encoder_and_the_spectrum_encoder_on_request(tmp
 def test_a_spectrum_encoder_is_refused_for_another_method(tmp_path):
   config = smoke.get_config('simclr')
   workdir = str(tmp_path / 'run')
-  checkpointing.write_config(workdir, config)
+  layout.write_config(workdir, config)
   with pytest.raises(ValueError, match="holds a 'simclr' run; only a clip run has a spectrum encoder"):
     encoders.load_clip_tower(workdir, representation='spectrum')
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, evaluate, evaluation, methods, optim
+from ssl_jax import evaluate, evaluation, methods, optim
 from ssl_jax.data import simulate, validate
 from ssl_jax.evaluation import metrics
+from ssl_jax.workdir import checkpoints, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,12 +43,12 @@ def _workdir(tmp_path, config=None, name='run', step=3):
     config = smoke.get_config('simclr')
     config.data.data_dir = str(tmp_path / 'tfds')
   workdir = str(tmp_path / name)
-  checkpointing.write_config(workdir, config)
+  layout.write_config(workdir, config)
   module = methods.get_method(config.method)
   networks = module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
   state = module.init_state(config, networks, tx, jax.random.PRNGKey(0))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(step, state)
   checkpointer.close()
   return workdir, config
@@ -128,7 +129,7 @@ def test_evaluate_refuses_a_train_split_missing_an_aoa_class_before_probing(tmp_
   with pytest.raises(ValueError, match=r'probe aoa: budget 1 per class cannot be drawn: 1 of 225 classes have no '
                      r'train examples \(class 17\)'):
     evaluate.run(workdir, _tiny_probe_config(), data=data)
-  assert not os.path.exists(evaluate.results_path(workdir))
+  assert not os.path.exists(layout.eval_results_path(workdir))
   # Told to skip: the AoA numbers are skipped with the reason, AMC's are computed, and the results say so.
   probes = _tiny_probe_config()
   probes.skip_unavailable_budgets = True
@@ -144,7 +145,7 @@ def test_evaluate_cli_refuses_budgets_above_the_data(tmp_path):
   _assert_message(proc, 'probe aoa: budget 10 per class exceeds the smallest train class (2 examples',
                   '--probe_config.skip_unavailable_budgets=True')
   assert 'probe amc' not in proc.stderr  # 450 examples over 7 modulations: 10 per class is there.
-  assert not os.path.exists(evaluate.results_path(workdir))
+  assert not os.path.exists(layout.eval_results_path(workdir))
 
 
 def test_evaluate_names_a_missing_step_and_a_bad_probe_config(tmp_path):
@@ -215,7 +216,7 @@ def test_convert_never_writes_into_a_workdir_that_holds_a_run(tmp_path):
   from experiments.torch_baseline import convert
   workdir, config = _workdir(tmp_path)
   before = {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)}
-  with open(checkpointing.config_path(workdir)) as f:
+  with open(layout.config_path(workdir)) as f:
     config_before = f.read()
   _, state_dict = convert.workdir_to_state_dict(workdir)
   torch.save(state_dict, tmp_path / 'encoder.pt')
@@ -224,7 +225,7 @@ def test_convert_never_writes_into_a_workdir_that_holds_a_run(tmp_path):
   _assert_message(proc, f"--workdir '{workdir}' is not empty (it holds checkpoints, config.json)")
   with pytest.raises(ValueError, match='is not empty'):
     convert.state_dict_to_workdir(state_dict, config, workdir)
-  with open(checkpointing.config_path(workdir)) as f:
+  with open(layout.config_path(workdir)) as f:
     assert f.read() == config_before
   assert {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)} == before
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3']

@@ -11,8 +11,9 @@ import pytest
 
 from configs import probe as probe_config_lib
 from configs import smoke
-from ssl_jax import checkpointing, encoders, evaluate, evaluation, methods, optim
+from ssl_jax import encoders, evaluate, evaluation, methods, optim
 from ssl_jax.evaluation import metrics, summary
+from ssl_jax.workdir import checkpoints, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,12 +23,12 @@ def make_workdir(tmp_path, method='simclr'):
   config = smoke.get_config(method)
   config.data.data_dir = str(tmp_path / 'tfds')
   workdir = str(tmp_path / 'run')
-  checkpointing.write_config(workdir, config)
+  layout.write_config(workdir, config)
   module = methods.get_method(config.method)
   networks = module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda step: 0.0)
   state = module.init_state(config, networks, tx, jax.random.PRNGKey(0))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(3, state)
   checkpointer.close()
   return workdir, config
@@ -57,7 +58,7 @@ def tiny_probe_config():
 def test_run_writes_results_json(tmp_path):
   workdir, config = make_workdir(tmp_path)
   results = evaluate.run(workdir, tiny_probe_config(), seed=0, data=array_data(config.data.length))
-  path = evaluate.results_path(workdir)
+  path = layout.eval_results_path(workdir)
   assert path == os.path.join(workdir, 'eval', 'results.json')
   with open(path) as f:
     on_disk = json.load(f)
@@ -92,12 +93,12 @@ def test_cli_end_to_end_on_the_smoke_data(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().endswith(os.path.join('eval', 'results.json'))
-  with open(evaluate.results_path(workdir)) as f:
+  with open(layout.eval_results_path(workdir)) as f:
     results = json.load(f)
   table = summary.summary_table(results)  # The table, then the path: the end of stdout.
   assert table[0] == 'linear probes on the test split: moco at step 3'
   assert [line.split()[:2] for line in table[2:-1]] == [['AoA', '1'], ['AMC', '1']]
-  assert proc.stdout.splitlines()[-len(table) - 1:] == table + [evaluate.results_path(workdir)]
+  assert proc.stdout.splitlines()[-len(table) - 1:] == table + [layout.eval_results_path(workdir)]
   assert results['method'] == 'moco'
   assert results['pretrained']['num_test'] == 225  # smoke: 1 test example per AoA class
   assert results['pretrained']['tasks']['aoa']['silhouette'] is None  # undefined at 1 per class
@@ -109,12 +110,12 @@ def _workdir_with_steps(tmp_path, steps):
   config = smoke.get_config('simclr')
   config.data.data_dir = str(tmp_path / 'tfds')
   workdir = str(tmp_path / 'run')
-  checkpointing.write_config(workdir, config)
+  layout.write_config(workdir, config)
   module = methods.get_method(config.method)
   networks = module.create_networks(config, bn_axis_name=None)
   state = module.init_state(config, networks, optim.create_optimizer(config.optim, lambda step: 0.0),
                             jax.random.PRNGKey(0))
-  checkpointer = checkpointing.Checkpointer(workdir, keep=0)
+  checkpointer = checkpoints.Checkpointer(workdir, keep=0)
   for step in steps:
     checkpointer.save(step, state.replace(step=step))
   checkpointer.close()
@@ -150,20 +151,20 @@ def test_unreadable_latest_falls_back_to_the_newest_good_step(tmp_path, caplog):
   loaded = encoders.load_encoder(workdir)
   assert loaded.step == 4
   assert any('checkpoints/6 is unreadable, using step 4' in r.getMessage() for r in caplog.records)
-  with pytest.raises(checkpointing.UnreadableCheckpointError, match='checkpoints/6 cannot be restored'):
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match='checkpoints/6 cannot be restored'):
     encoders.load_encoder(workdir, 6)  # Asked for by name: an error, no substitute.
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '6'))  # The reader moves nothing.
   _damage(workdir, 4)
-  with pytest.raises(checkpointing.UnreadableCheckpointError, match='step 6: .*; step 4: '):
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match='step 6: .*; step 4: '):
     encoders.load_encoder(workdir)
 
 
 def test_reader_sees_only_finalized_steps_and_leaves_a_save_in_progress_alone(tmp_path):
-  from ssl_jax import workdir_lock
+  from ssl_jax.workdir import lock
   workdir = _workdir_with_steps(tmp_path, [4])
   in_progress = os.path.join(workdir, 'checkpoints', '8.orbax-checkpoint-tmp-1234')
   os.makedirs(in_progress)
-  with workdir_lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
+  with lock.WorkdirLock(workdir):  # A run writing there holds the lock; the reader takes none.
     assert encoders.load_encoder(workdir).step == 4
   assert os.path.isdir(in_progress)  # A writing manager would clean it up; the reader does not.
 

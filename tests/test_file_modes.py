@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from ssl_jax import atomic_files, checkpointing
+from ssl_jax import atomic_files
 from ssl_jax.data import simulate
+from ssl_jax.workdir import layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,14 +27,14 @@ def _write_hdf5(path):
 
 
 def _write_json(path):
-  checkpointing.write_json_atomic(path, {'a': 1})
+  layout.write_json_atomic(path, {'a': 1})
 
 
 def _temp_file(path):
   os.replace(atomic_files.create_temp_beside(path), path)
 
 
-WRITERS = {'simulate.write_hdf5': _write_hdf5, 'checkpointing.write_json_atomic': _write_json,
+WRITERS = {'simulate.write_hdf5': _write_hdf5, 'layout.write_json_atomic': _write_json,
            'atomic_files.create_temp_beside': _temp_file}
 
 

@@ -36,9 +36,33 @@ def _top_level(names: set[str]) -> set[str]:
 
 
 def test_checkpointing_knows_orbax_jax_and_ml_collections_alone():
-  imported = _top_level(_imported(os.path.join(LIBRARY, 'checkpointing.py')))
-  third_party = imported - set(sys.stdlib_module_names)
+  imported = _top_level(_imported(os.path.join(LIBRARY, 'workdir', 'checkpoints.py')))
+  third_party = imported - set(sys.stdlib_module_names) - {'ssl_jax'}  # ssl_jax: test_the_workdir_package_...
   assert third_party <= {'jax', 'orbax', 'ml_collections', 'absl'}, third_party
+
+
+# The leaf modules of ssl_jax (each imports no other ssl_jax module) that ssl_jax/workdir/ may import.
+WORKDIR_MAY_IMPORT = {'ssl_jax.atomic_files', 'ssl_jax.config_keys', 'ssl_jax.console'}
+
+
+def _workdir_modules() -> list[str]:
+  folder = os.path.join(LIBRARY, 'workdir')
+  return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith('.py'))
+
+
+@pytest.mark.parametrize('path', _workdir_modules(), ids=lambda p: os.path.relpath(p, REPO))
+def test_the_workdir_package_imports_nothing_above_it(path):
+  """ssl_jax/workdir/ (a run's directory: its layout, lock, checkpoints, metrics, resume) stands on the leaf
+  modules alone: every ssl_jax module it imports is in ssl_jax.workdir or in WORKDIR_MAY_IMPORT."""
+  in_workdir = lambda name: name == 'ssl_jax.workdir' or name.startswith('ssl_jax.workdir.')
+  outside = {name for name in _imported(path) if name.startswith('ssl_jax.') and not in_workdir(name)}
+  assert outside <= WORKDIR_MAY_IMPORT, outside - WORKDIR_MAY_IMPORT
+
+
+@pytest.mark.parametrize('name', sorted(WORKDIR_MAY_IMPORT))
+def test_what_the_workdir_package_may_import_is_a_leaf(name):
+  path = os.path.join(REPO, *name.split('.')) + '.py'
+  assert not {n for n in _imported(path) if n.startswith('ssl_jax.')}
 
 
 @pytest.mark.parametrize('path', _library_modules(), ids=lambda p: os.path.relpath(p, REPO))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import probe as probe_configs, smoke
-from ssl_jax import checkpointing, encoders, evaluate, members, metrics_writer, resume_checks, train
+from ssl_jax import encoders, evaluate, members, train
+from ssl_jax.workdir import checkpoints, metrics, resume
 
 pytestmark = pytest.mark.slow  # every test here pretrains (20 s to minutes each on 2 shared cores)
 
@@ -54,7 +55,7 @@ def moco_run(data_dir, tmp_path_factory):
 def test_member_run_logs_each_member(moco_run):
   config, workdir, summary = moco_run
   assert summary['final_step'] == 6 and summary['alive'] == [True, True]
-  records = metrics_writer.read_metrics(workdir)
+  records = metrics.read_metrics(workdir)
   assert [(r['step'], r['member']) for r in records] == [(s, m) for s in (2, 4, 6) for m in (0, 1)]
   assert all(np.isfinite(r['loss']) for r in records)
   assert records[-1]['loss'] != records[-2]['loss']  # two members, two trajectories
@@ -72,7 +73,7 @@ def test_member_run_resumes_bit_exactly(moco_run, tmp_path):
     a, b = encoders.load_run(straight, member=m).state, encoders.load_run(resumed, member=m).state
     for x, y in zip(_leaves(a), _leaves(b)):
       np.testing.assert_array_equal(x, y)
-  assert [(r['step'], r['member']) for r in metrics_writer.read_metrics(resumed)] == [
+  assert [(r['step'], r['member']) for r in metrics.read_metrics(resumed)] == [
       (s, m) for s in (2, 4, 6) for m in (0, 1)]
 
 
@@ -121,9 +122,9 @@ def test_a_diverged_member_is_frozen_and_the_others_go_on(data_dir, tmp_path, ca
   assert summary['alive'] == [True, False] and summary['final_step'] == 6
   assert 'WARNING: member 1 diverged' in capsys.readouterr().out
   state = encoders.load_run(str(tmp_path / 'run'), member=1).state
-  assert checkpointing.all_finite(state)  # frozen at its last finite state
+  assert checkpoints.all_finite(state)  # frozen at its last finite state
   assert int(state.step) < 6 and int(encoders.load_run(str(tmp_path / 'run'), member=0).state.step) == 6
-  rows = metrics_writer.read_metrics(str(tmp_path / 'run'))
+  rows = metrics.read_metrics(str(tmp_path / 'run'))
   assert [r['alive'] for r in rows if r['member'] == 1] == [0.0]  # reported once, then no more rows
 
 
@@ -149,12 +150,12 @@ def test_a_workdir_of_another_member_list_is_refused(moco_run):
   other = _config('moco', os.path.dirname(workdir), data_order='member', momentum=(0.99, 0.996), count=2,
                   temperature=(0.1, 0.3))
   other.data.data_dir = config.data.data_dir
-  with pytest.raises(resume_checks.ResumeError, match=r'config\.members\.temperature: \[0\.1, 0\.2\] -> \[0\.1, 0\.3\]'):
-    resume_checks.check_workdir_resume(workdir, other)
+  with pytest.raises(resume.ResumeError, match=r'config\.members\.temperature: \[0\.1, 0\.2\] -> \[0\.1, 0\.3\]'):
+    resume.check_workdir_resume(workdir, other)
   other.members.temperature, other.members.count = (0.1, 0.2, 0.3), 3
   other.members.momentum = (0.99, 0.996, 0.999)
-  with pytest.raises(resume_checks.ResumeError, match=r'config\.members\.count: 2 -> 3'):
-    resume_checks.check_workdir_resume(workdir, other)
+  with pytest.raises(resume.ResumeError, match=r'config\.members\.count: 2 -> 3'):
+    resume.check_workdir_resume(workdir, other)
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import config_checks, metrics_writer, monitor, parallel, periodic, resume_checks, train
+from ssl_jax import config_checks, monitor, parallel, periodic, train
 from ssl_jax.losses import discrimination
+from ssl_jax.workdir import metrics, resume
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,8 +198,8 @@ def test_config_keys_are_checked_and_free_on_resume():
   changed = smoke.get_config('simclr')
   changed.monitor.every_steps = 5
   changed.monitor.bank_per_class = 2
-  kinds = {c.key: c.kind for c in resume_checks.differences(smoke.get_config('simclr'), changed)}
-  assert kinds == {'monitor.every_steps': resume_checks.FREE, 'monitor.bank_per_class': resume_checks.FREE}
+  kinds = {c.key: c.kind for c in resume.differences(smoke.get_config('simclr'), changed)}
+  assert kinds == {'monitor.every_steps': resume.FREE, 'monitor.bank_per_class': resume.FREE}
 
 
 def test_log_window_leaves_excluded_time_out_of_the_rate():
@@ -217,7 +218,7 @@ def data_dir(tmp_path_factory):
 
 
 def _rows(workdir):
-  return metrics_writer.read_metrics(workdir)
+  return metrics.read_metrics(workdir)
 
 
 @pytest.mark.parametrize('method', ['simclr', 'moco', pytest.param('swav', marks=pytest.mark.slow)])

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, methods, metrics_writer, optim
+from ssl_jax import methods, optim
 from ssl_jax.data import aoam
+from ssl_jax.workdir import checkpoints, layout, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -49,12 +50,12 @@ def _env(devices, x64=False):
 
 def _final_params(workdir):
   with jax.enable_x64(True):  # the runs' float64 state
-    config = checkpointing.read_config(workdir)
+    config = layout.read_config(workdir)
     method = methods.get_method(config.method)
     networks = method.create_networks(config, bn_axis_name=None)
     like = jax.eval_shape(lambda: method.init_state(
         config, networks, optim.create_optimizer(config.optim, lambda s: 0.0), jax.random.PRNGKey(0)))
-    ckpt = checkpointing.Checkpointer(workdir)
+    ckpt = checkpoints.Checkpointer(workdir)
     assert ckpt.latest_step() == STEPS
     state = ckpt.restore(like)
     ckpt.close()
@@ -83,8 +84,8 @@ def test_two_processes_match_one(tmp_path):
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
 
-  single_losses = [r['loss'] for r in metrics_writer.read_metrics(single)]
-  multi_losses = [r['loss'] for r in metrics_writer.read_metrics(multi)]
+  single_losses = [r['loss'] for r in metrics.read_metrics(single)]
+  multi_losses = [r['loss'] for r in metrics.read_metrics(multi)]
   assert len(multi_losses) == STEPS  # Only process 0 writes metrics.
   np.testing.assert_allclose(multi_losses, single_losses, rtol=RTOL)
   multi_params, single_params = _final_params(multi), _final_params(single)
@@ -99,7 +100,7 @@ def test_two_processes_match_one(tmp_path):
 def _wait_for_metrics(workdir, rows, proc, timeout=900):
   deadline = time.time() + timeout
   path = os.path.join(workdir, 'metrics.jsonl')
-  while not (os.path.exists(path) and len(metrics_writer.read_metrics(workdir)) >= rows):
+  while not (os.path.exists(path) and len(metrics.read_metrics(workdir)) >= rows):
     assert proc.poll() is None and time.time() < deadline, 'the run ended or stalled before logging'
     time.sleep(0.2)
 
@@ -133,10 +134,10 @@ def test_sigterm_to_one_process_stops_both_at_one_checkpoint(tmp_path):
   assert [s.group(1) for s in summaries] == ['preempted', 'preempted']
   final = int(summaries[0].group(2))
   assert int(summaries[1].group(2)) == final >= 2
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   assert ckpt.steps() == [final]  # One checkpoint, saved by both processes together.
   ckpt.close()
-  assert [r['step'] for r in metrics_writer.read_metrics(workdir)][-1] == final
+  assert [r['step'] for r in metrics.read_metrics(workdir)][-1] == final
 
 
 _STOP_PROBE = '''

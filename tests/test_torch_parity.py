@@ -385,7 +385,8 @@ def test_workdir_round_trip(tmp_path):
 
 @pytest.mark.parametrize('method', ['moco_v3', 'mochi'])
 def test_a_converted_workdirs_key_encoder_starts_as_its_encoder(method, tmp_path):
-  from ssl_jax import checkpointing, methods, optim
+  from ssl_jax import methods, optim
+  from ssl_jax.workdir import checkpoints
   config = smoke.get_config(method)
   state_dict = models.ShuffleNetV2Encoder(SMOKE).state_dict()
   workdir = str(tmp_path / method)
@@ -394,7 +395,7 @@ def test_a_converted_workdirs_key_encoder_starts_as_its_encoder(method, tmp_path
   networks = method_module.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda step: 0.0)
   like = jax.eval_shape(lambda: method_module.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  checkpointer = checkpoints.Checkpointer(workdir)
   state = checkpointer.restore(like, 0)
   checkpointer.close()
   for part in ('params', 'batch_stats'):

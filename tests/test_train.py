@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from ssl_jax import checkpointing, host_allocator, metrics_writer, methods, optim, train
+from ssl_jax import host_allocator, methods, optim, train
+from ssl_jax.workdir import checkpoints, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +48,7 @@ def _restore(workdir, config, step=None):
   networks = method.create_networks(config, bn_axis_name=None)
   tx = optim.create_optimizer(config.optim, lambda s: 0.0)
   like = jax.eval_shape(lambda: method.init_state(config, networks, tx, jax.random.PRNGKey(0)))
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   state = ckpt.restore(like, step)
   ckpt.close()
   return state
@@ -61,7 +62,7 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
   summary = train.pretrain(config, straight)
   assert summary['final_step'] == config.num_train_steps and summary['stop_reason'] == 'completed'
-  records = metrics_writer.read_metrics(straight)
+  records = metrics.read_metrics(straight)
   assert [r['step'] for r in records] == [2, 4, 6]
   for key in ('loss', 'learning_rate', 'grad_norm', 'views_per_second', 'embedding_std',
               'positive_similarity', 'negative_similarity'):
@@ -87,7 +88,7 @@ def test_resumed_run_is_bit_identical(method, data_dir, tmp_path):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # Step 6 was logged before the interruption and again after the resume: once in each place.
-  assert [r['step'] for r in metrics_writer.read_metrics(resumed)] == [2, 4, 6]
+  assert [r['step'] for r in metrics.read_metrics(resumed)] == [2, 4, 6]
   assert tensorboard_steps(resumed) == tensorboard_steps(straight) == [2, 4, 6]
 
 
@@ -107,7 +108,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path
                    **{'optim.learning_rate': 1e12, 'optim.schedule': 'constant'})
   with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
     train.pretrain(config, workdir)
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   last = ckpt.latest_step()
   ckpt.close()
   assert last is not None and last < 20
@@ -154,7 +155,7 @@ def test_nan_between_log_steps_is_stopped_at_the_next_check_and_never_checkpoint
   assert _steps(workdir) == [4]
   state = _restore(workdir, config, 4)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
-  logged = [r['step'] for r in metrics_writer.read_metrics(workdir)]
+  logged = [r['step'] for r in metrics.read_metrics(workdir)]
   assert logged == ([2, 4, 6, 8] if part == 'batch_stats' else [4])  # Non-finite metrics are not written.
 
 
@@ -167,7 +168,7 @@ def _damage(workdir, step):
 
 
 def _steps(workdir):
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   steps = ckpt.steps()
   ckpt.close()
   return steps
@@ -188,7 +189,7 @@ def test_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumed(
   assert os.listdir(os.path.join(workdir, 'unreadable_checkpoints')) == ['6']  # Kept, out of orbax's sight.
   assert _steps(workdir) == [4, 6]
   _restore(workdir, config, 6)  # The new step 6 reads back.
-  assert [r['step'] for r in metrics_writer.read_metrics(workdir)] == [2, 4, 6]
+  assert [r['step'] for r in metrics.read_metrics(workdir)] == [2, 4, 6]
 
 
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path):
@@ -199,7 +200,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(data_dir, tmp_path
   _damage(workdir, 6)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     metrics_before = f.read()
-  with pytest.raises(checkpointing.UnreadableCheckpointError, match=r'step 6: .*; step 4: .*Nothing was overwritten'):
+  with pytest.raises(checkpoints.UnreadableCheckpointError, match=r'step 6: .*; step 4: .*Nothing was overwritten'):
     train.pretrain(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '6']
   assert not os.path.exists(os.path.join(workdir, 'unreadable_checkpoints'))
@@ -273,7 +274,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, tmp_path):
   assert summary['stop_reason'] == 'SIGTERM'
   if host_allocator.unavailable_reason() is None:
     assert 'host allocator: mimalloc (' in out, out[-3000:]
-  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt = checkpoints.Checkpointer(workdir)
   assert ckpt.latest_step() == summary['final_step'] >= 1
   ckpt.close()
 
@@ -287,7 +288,7 @@ def _wait_for(predicate, what, timeout=600):
 
 def _logged_steps(workdir):
   path = os.path.join(workdir, 'metrics.jsonl')
-  return [r['step'] for r in metrics_writer.read_metrics(workdir)] if os.path.exists(path) else []
+  return [r['step'] for r in metrics.read_metrics(workdir)] if os.path.exists(path) else []
 
 
 @pytest.mark.slow

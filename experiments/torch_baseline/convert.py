@@ -32,6 +32,8 @@ if __name__ == '__main__':  # Run as a script: the checkout (configs/, ssl_jax/)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ssl_jax.workdir import layout  # noqa: E402
+
 PyTree = Any
 
 # Flax module name inside a ShuffleUnit -> index inside torchvision's branch Sequential.
@@ -218,7 +220,8 @@ def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdi
   or the state_dict does not fit `config.model`.
   """
   import jax
-  from ssl_jax import checkpointing, config_checks, methods, optim, path_checks
+  from ssl_jax import config_checks, methods, optim, path_checks
+  from ssl_jax.workdir import checkpoints
   path_checks.check_nothing_to_overwrite(workdir, '--workdir')
   config_checks.check_pretrain_config(config)
   encoder = encoder_to_flax(state_dict)
@@ -235,8 +238,8 @@ def state_dict_to_workdir(state_dict: Mapping[str, torch.Tensor], config, workdi
     replace['ema_params'] = dict(state.ema_params, encoder=params['encoder'])
     replace['ema_batch_stats'] = dict(state.ema_batch_stats, encoder=batch_stats['encoder'])
   state = state.replace(**replace)
-  checkpointing.write_config(workdir, config)
-  checkpointer = checkpointing.Checkpointer(workdir)
+  layout.write_config(workdir, config)
+  checkpointer = checkpoints.Checkpointer(workdir)
   checkpointer.save(0, state)
   checkpointer.close()
 

@@ -18,13 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-
-def metrics_path(workdir: str) -> str:
-  return os.path.join(workdir, 'metrics.jsonl')
-
-
-def tensorboard_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'tensorboard')
+from ssl_jax.workdir import layout
 
 
 class MetricWriter:
@@ -35,11 +29,11 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
     self._enabled = enabled
-    self._path = metrics_path(workdir)
+    self._path = layout.metrics_path(workdir)
     self._tb = None
     if enabled and tensorboard:
       import tensorflow as tf  # TensorBoard events via tf.summary; tf is already a dependency (tf.data).
-      self._tb = tf.summary.create_file_writer(tensorboard_dir(workdir))
+      self._tb = tf.summary.create_file_writer(layout.tensorboard_dir(workdir))
 
   def write(self, step: int, scalars: Mapping[str, float], member: int | None = None) -> None:
     """One row of `scalars` at `step`; a member run's rows carry `member` (JSONL field `member`, TensorBoard
@@ -91,7 +85,7 @@ def read_metrics(workdir: str) -> list[dict]:
   A last line that is not yet complete (a writer still writing it, or killed while writing it) is left
   out; any other line that is not a JSON record is an error naming the file and line.
   """
-  path = metrics_path(workdir)
+  path = layout.metrics_path(workdir)
   with open(path) as f:
     text = f.read()
   lines = text.split('\n')
@@ -109,7 +103,7 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def _drop_jsonl_after(workdir: str, step: int) -> int:
-  path = metrics_path(workdir)
+  path = layout.metrics_path(workdir)
   if not os.path.exists(path):
     return 0
   with open(path) as f:
@@ -160,6 +154,6 @@ def drop_after(workdir: str, step: int) -> dict[str, int]:
   starts over before its first checkpoint). Returns how many JSONL rows and TensorBoard events it removed.
   """
   dropped = {'jsonl_rows': _drop_jsonl_after(workdir, step), 'tensorboard_events': 0}
-  for path in sorted(glob.glob(os.path.join(tensorboard_dir(workdir), '*tfevents*'))):
+  for path in sorted(glob.glob(os.path.join(layout.tensorboard_dir(workdir), '*tfevents*'))):
     dropped['tensorboard_events'] += _drop_events_after(path, step)
   return dropped

@@ -10,8 +10,9 @@ Who takes it: the process that writes (`ssl_jax.main`'s training, one lock per s
 `experiments/study.py`). Readers (`ssl_jax.evaluate`) do not: they read only finalized checkpoints.
 Multi-host: process 0 alone takes the lock of a run (it alone writes config.json and the metrics; orbax
 coordinates the checkpoint writes of all processes) and tells the others whether it got it
-(`ssl_jax.train`). One lock file per process would let two jobs with different process counts write the
-same workdir, and one lock file taken by every process would make a job's processes refuse each other.
+(`ssl_jax.workdir.resume.lock_workdir`). One lock file per process would let two jobs with different
+process counts write the same workdir, and one lock file taken by every process would make a job's
+processes refuse each other.
 
 Filesystems: flock excludes across processes on local disks, and across hosts on NFS (Linux maps it to
 NFS byte-range locks). A filesystem that refuses locks (ENOLCK, EOPNOTSUPP: e.g. Lustre without
@@ -30,7 +31,8 @@ from typing import Optional
 
 from absl import logging
 
-LOCK_NAME = 'writer.lock'
+from ssl_jax.workdir import layout
+
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
@@ -56,18 +58,14 @@ class Holder:
       text += f': {self.command}'
     if self.host == socket.gethostname() and not _alive(self.pid):
       text += (' (that pid is gone: a child process it forked may still hold the lock file open; '
-               f'`fuser {LOCK_NAME}` in the workdir names it)')
+               f'`fuser {layout.LOCK}` in the workdir names it)')
     return text
-
-
-def lock_path(workdir: str) -> str:
-  return os.path.join(workdir, LOCK_NAME)
 
 
 def read_holder(workdir: str) -> Holder:
   """The holder recorded in `workdir`'s lock file (empty fields when there is none or it is unreadable)."""
   try:
-    with open(lock_path(workdir)) as f:
+    with open(layout.lock_path(workdir)) as f:
       record = json.loads(f.read() or '{}')
   except (OSError, ValueError):
     return Holder()
@@ -105,7 +103,7 @@ class WorkdirLock:
     if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
       raise ValueError(f'workdir {self.workdir!r} exists and is not a directory; give a directory path.')
     os.makedirs(self.workdir, exist_ok=True)
-    fd = os.open(lock_path(self.workdir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(layout.lock_path(self.workdir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -1,8 +1,7 @@
-"""The one checkpoint helper: orbax `CheckpointManager` over the whole train state, plus the run config.
+"""The one checkpoint helper: orbax `CheckpointManager` over the whole train state of a workdir.
 
-A pretraining workdir holds `config.json` (the run's config, written at the start; a resume that changes
-it on purpose rewrites it, with the history, see `ssl_jax.resume_checks`) and
-`checkpoints/<step>/` (orbax). Orbax writes each step into a temporary directory and renames it only once
+A pretraining workdir holds its checkpoints in `checkpoints/<step>/` (orbax; the names are
+`ssl_jax.workdir.layout`'s). Orbax writes each step into a temporary directory and renames it only once
 complete, so a crash or kill mid-save leaves at most a temporary directory that is never restored; the
 last complete step is.
 
@@ -10,11 +9,10 @@ A finalized step can still be damaged afterwards (a truncated or deleted file). 
 takes the newest step that restores and reports each newer one it skipped; the writer then moves those
 to `unreadable_checkpoints/` (kept, out of orbax's sight). When no step restores it is an error, never a
 silent fresh start. A read-only `Checkpointer` (evaluation, `ssl_jax.encoders`) sees finalized steps only.
-This module knows orbax, JAX and ml_collections, not the methods or models whose state it stores.
+This module knows orbax and JAX, not the methods or models whose state it stores.
 """
 
 import dataclasses
-import json
 import logging as logging_lib
 import os
 import re
@@ -22,47 +20,12 @@ import sys
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from ssl_jax.workdir import layout
+
 PyTree = Any
-
-
-def config_path(workdir: str) -> str:
-  return os.path.join(workdir, 'config.json')
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-  """Writes `payload` as JSON to `path` via a synced temporary file and a rename (never a partial file)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes `workdir/config.json` atomically."""
-  write_json_atomic(config_path(workdir), json.loads(config.to_json_best_effort()))
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  path = config_path(workdir)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a pretraining workdir.')
-  with open(path) as f:
-    return ml_collections.ConfigDict(_lists_to_tuples(json.load(f)))
-
-
-def _lists_to_tuples(tree):
-  if isinstance(tree, dict):
-    return {k: _lists_to_tuples(v) for k, v in tree.items()}
-  if isinstance(tree, list):
-    return tuple(_lists_to_tuples(v) for v in tree)
-  return tree
 
 
 def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
@@ -180,7 +143,7 @@ class Checkpointer:
       raise ValueError(f'config.keep_checkpoints={keep}: give how many of the newest checkpoints to keep '
                        '(>= 1), or 0 to keep every checkpoint.')
     self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self.directory = layout.checkpoints_dir(self.workdir)
     if read_only:
       _quiet_read_only_notice()
       options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -273,14 +236,14 @@ class Checkpointer:
     Kept for inspection, not deleted; out of orbax's sight, so that it neither counts as the latest step
     nor blocks saving that step again. Returns the new path. Only the writing process calls this.
     """
-    target_dir = os.path.join(self.workdir, 'unreadable_checkpoints')
+    target_dir = layout.unreadable_checkpoints_dir(self.workdir)
     os.makedirs(target_dir, exist_ok=True)
     target = os.path.join(target_dir, str(step))
     suffix = 1
     while os.path.exists(target):
       target = os.path.join(target_dir, f'{step}.{suffix}')
       suffix += 1
-    os.rename(os.path.join(self.directory, str(step)), target)
+    os.rename(layout.checkpoint_dir(self.workdir, step), target)
     return target
 
   def reload(self) -> None:

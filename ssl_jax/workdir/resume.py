@@ -1,5 +1,6 @@
-"""What a resume may change: a workdir's stored `config.json` against the config a relaunch asks for.
+"""Relaunching into a workdir that holds a run: what the relaunch may change, and how the run continues.
 
+What a resume may change: a workdir's stored `config.json` against the config a relaunch asks for.
 Every leaf key of the two configs falls in one of three kinds:
 
 - **run-defining** (everything not listed below: method, seed, data, model, batch size, temperature,
@@ -8,7 +9,7 @@ Every leaf key of the two configs falls in one of three kinds:
 - **free** (`FREE_KEYS`): where and how often the run logs and saves, the implementation of a step that
   where the data cache lives, the process layout, the online monitor (`config.monitor`). Applied and
   recorded.
-- **on purpose** (`config_checks.RESUME_CHANGEABLE_KEYS`: `num_train_steps`, `num_epochs`): refused
+- **on purpose** (`ON_PURPOSE_KEYS`: `num_train_steps`, `num_epochs`): refused
   unless `config.allow_resume_changes` names the key, e.g. `--config.allow_resume_changes=num_train_steps`.
 
 What a changed length means: the learning-rate schedule (and MoCo's momentum schedule) is a function of the
@@ -30,18 +31,27 @@ Records of an applied resume (`record_changes`): `config.json` is rewritten to t
 `config_changes` list that grows with every resume that changed something: `{'step': S, 'key': KEY,
 'old': old, 'new': new}`; on-purpose changes also get a row at step S in `metrics.jsonl` (and TensorBoard):
 `config_change/KEY` = the new value, `config_change/KEY/previous` = the old one.
+
+How a run continues (`ssl_jax.train.pretrain` calls these in this order): `lock_workdir` takes the writer
+lock (`ssl_jax.workdir.lock`) on process 0 and tells every process whether it got it; `check_workdir_resume`
+and `check_steps_left` refuse a relaunch before any data or compile; `resume_or_start` restores the newest
+checkpoint that restores, sets the unreadable newer ones aside and, on a new run, writes `config.json`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
+import jax
 import ml_collections
+import numpy as np
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
-from ssl_jax import checkpointing, config_checks, config_keys, metrics_writer, path_checks
+from ssl_jax import config_keys, console as console_lib
+from ssl_jax.workdir import checkpoints, layout, lock, metrics
 
 # Keys (or key prefixes, ending in '.') whose change never changes what the run trains.
 FREE_KEYS = (
@@ -51,6 +61,8 @@ FREE_KEYS = (
     'distributed.', 'members.devices',
     'monitor.',  # the online monitor only watches: its cadence and subset never change what is trained
 )
+# Keys a resume may change on purpose when `config.allow_resume_changes` names them (checked in config_checks).
+ON_PURPOSE_KEYS = ('num_train_steps', 'num_epochs')
 CHANGES_KEY = 'config_changes'  # the history list in config.json; not a config key
 _SIMULATOR_KEYS = ('data.examples_per_class', 'data.test_examples_per_class', 'data.snr_db_low',
                    'data.snr_db_high', 'data.sim_seed', 'data.environment', 'data.nuisances')
@@ -99,7 +111,7 @@ def _as_json(config: ml_collections.ConfigDict | Mapping) -> dict:
 
 
 def _kind(key: str) -> str:
-  if key in config_checks.RESUME_CHANGEABLE_KEYS:
+  if key in ON_PURPOSE_KEYS:
     return ON_PURPOSE
   if any(key == free or (free.endswith('.') and key.startswith(free)) for free in FREE_KEYS):
     return FREE
@@ -134,14 +146,14 @@ def differences(saved: ml_collections.ConfigDict | Mapping,
 
 
 def allowed_changes(config: ml_collections.ConfigDict) -> set[str]:
-  return set(config_checks.split_keys(config_keys.get(config, 'allow_resume_changes', '') or ''))
+  return set(config_keys.split_keys(config_keys.get(config, 'allow_resume_changes', '') or ''))
 
 
 def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_collections.ConfigDict, *,
                  workdir: str) -> list[Change]:
   """The changes a resume of `workdir` applies (free and allowed on-purpose ones), or ResumeError.
 
-  `saved` is the workdir's stored config (`checkpointing.read_config`), `requested` the relaunch's;
+  `saved` is the workdir's stored config (`layout.read_config`), `requested` the relaunch's;
   `workdir` is named in the messages.
   """
   changes = differences(saved, requested)
@@ -150,7 +162,7 @@ def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_colle
   not_allowed = [c for c in changes if c.kind == ON_PURPOSE and c.key not in allowed]
   if not refused and not not_allowed:
     return changes
-  lines = [f'{workdir!r} holds a run with other settings ({checkpointing.config_path(workdir)}):']
+  lines = [f'{workdir!r} holds a run with other settings ({layout.config_path(workdir)}):']
   lines += [f'  {c}   (defines the run)' for c in refused]
   lines += [f'  {c}   (the length of the run)' for c in not_allowed]
   if refused:
@@ -166,7 +178,7 @@ def check_resume(saved: ml_collections.ConfigDict | Mapping, requested: ml_colle
 
 def check_steps_left(workdir: str, num_steps: int) -> None:
   """Raises ResumeError when the workdir's latest checkpoint is past `num_steps`, the run's total."""
-  steps = path_checks.checkpoint_steps(workdir)
+  steps = layout.checkpoint_steps(workdir)
   if steps and steps[-1] > num_steps:
     raise ResumeError(
         f'{workdir!r} holds a checkpoint at step {steps[-1]}, past the {num_steps} steps this config '
@@ -176,9 +188,9 @@ def check_steps_left(workdir: str, num_steps: int) -> None:
 
 def check_workdir_resume(workdir: str, requested: ml_collections.ConfigDict) -> list[Change]:
   """`check_resume` against the workdir's stored config when it holds a checkpoint; [] for a new run."""
-  if not path_checks.checkpoint_steps(workdir):
+  if not layout.checkpoint_steps(workdir):
     return []
-  return check_resume(checkpointing.read_config(workdir), requested, workdir=workdir)
+  return check_resume(layout.read_config(workdir), requested, workdir=workdir)
 
 
 def record_changes(workdir: str, requested: ml_collections.ConfigDict, changes: Iterable[Change],
@@ -190,19 +202,78 @@ def record_changes(workdir: str, requested: ml_collections.ConfigDict, changes: 
   changes = list(changes)
   if not changes:
     return
-  path = checkpointing.config_path(workdir)
+  path = layout.config_path(workdir)
   with open(path) as f:
     history = list(json.load(f).get(CHANGES_KEY, []))
   history += [c.as_record(step) for c in changes]
   payload = _as_json(requested)
   payload[CHANGES_KEY] = history
-  checkpointing.write_json_atomic(path, payload)
+  layout.write_json_atomic(path, payload)
   scalars = {}
   for c in changes:
     if c.kind == ON_PURPOSE and isinstance(c.new, (int, float)) and isinstance(c.old, (int, float)):
       scalars[f'config_change/{c.key}'] = c.new
       scalars[f'config_change/{c.key}/previous'] = c.old
   if scalars:
-    writer = metrics_writer.MetricWriter(workdir)
+    writer = metrics.MetricWriter(workdir)
     writer.write(step, scalars)
     writer.close()
+
+
+def _agree_across_processes(value: int, what: str) -> None:
+  """Raises RuntimeError unless every process holds the same `value` (a no-op on one process)."""
+  if jax.process_count() == 1:
+    return
+  values = np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)
+  if np.any(values != values[0]):
+    raise RuntimeError(f'the processes disagree on {what}: {dict(enumerate(values.tolist()))}; do they all '
+                       'see the same workdir (a shared filesystem)?')
+
+
+def lock_workdir(workdir: str) -> Optional[lock.WorkdirLock]:
+  """Process 0 takes the workdir's writer lock and tells the others whether it got it.
+
+  Returns the held lock on process 0, None elsewhere; raises WorkdirBusyError on every process when the
+  workdir is in use (ValueError when it is not a directory).
+  """
+  held, error = None, None
+  if jax.process_index() == 0:
+    try:
+      held = lock.WorkdirLock(workdir).acquire()
+    except (lock.WorkdirBusyError, ValueError) as e:
+      error = e
+  if jax.process_count() > 1:
+    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if not locked and error is None:
+      raise lock.WorkdirBusyError(
+          f'process 0 could not take the writer lock of workdir {workdir!r} (its message names the run '
+          'that holds it); this process stops too.')
+  if error is not None:
+    raise error
+  return held
+
+
+def resume_or_start(checkpointer: checkpoints.Checkpointer, state, config: ml_collections.ConfigDict,
+                    workdir: str, console: console_lib.Console, is_chief: bool) -> tuple[Any, str]:
+  """(state, 'how the run starts') from the newest checkpoint that restores; `state` (the fresh one) when
+  there is none, after process 0 (`is_chief`) wrote `config` to the workdir's config.json.
+
+  Unreadable newer steps are reported on `console` and, by process 0, moved out of the checkpoints
+  directory. Every process calls this; raises RuntimeError when they restored different steps.
+  """
+  if not checkpointer.steps():
+    if is_chief:
+      layout.write_config(workdir, config)
+    return state, 'new run'
+  restored = checkpointer.restore_newest(state)
+  _agree_across_processes(restored.step, 'the checkpoint step they restored')
+  for unreadable in restored.skipped:
+    where = checkpointer.set_aside(unreadable.step) if is_chief else f'{layout.UNREADABLE_CHECKPOINTS}/'
+    message = (f'checkpoint {checkpointer.directory}/{unreadable.step} is unreadable ({unreadable.reason}); '
+               f'resuming from step {restored.step} instead; the unreadable step is moved to {where}')
+    console.line(f'WARNING: {message}')
+  if restored.skipped:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('ssl_jax: unreadable checkpoints set aside')
+    checkpointer.reload()
+  return restored.state, f'resuming from step {restored.step}'
