@@ -36,7 +36,7 @@ import optax
 
 from ssl_jax import augment, models
 from ssl_jax.losses import common as loss_common, contrastive, debiased, discrimination
-from ssl_jax.methods import common
+from ssl_jax.methods import common, shuffle_bn
 
 PyTree = common.PyTree
 QUEUE_LOSSES = ('info_nce', 'debiased')  # config.loss.name
@@ -93,15 +93,18 @@ def init_key_encoder(params: PyTree, batch_stats: PyTree) -> tuple[PyTree, PyTre
 
 
 def encode_keys(networks: common.Networks, state: MomentumEncoderState, momentum: jax.Array,
-                encode_as: Callable, views: Sequence[str]) -> tuple[PyTree, PyTree, list[jax.Array]]:
+                encode_as: Callable, views: Sequence[str],
+                wrap: Callable[[Callable], Callable] = lambda encode: encode,
+                ) -> tuple[PyTree, PyTree, list[jax.Array]]:
   """The key encoder's part of a step: `(ema_params, ema_batch_stats, keys)`.
 
   First the EMA update of its weights from the query network's weights before this step's gradient
   update (MoCo's order), then the keys of `views` ('a' and/or 'b', in that order, through
-  `encode_as`), without gradient. Its running statistics move only with these forward passes.
+  `encode_as`, the key encoder's `encode` passed through `wrap`: Shuffle-BN's `shuffle_bn.shuffled`),
+  without gradient. Its running statistics move only with these forward passes.
   """
   ema_params = ema_update(state.ema_params, key_network(state.params), momentum)
-  key_encode = common.make_encode(networks, ema_params)
+  key_encode = wrap(common.make_encode(networks, ema_params))
   ema_stats, keys = state.ema_batch_stats, []
   for which in views:
     k, ema_stats = encode_as(key_encode, ema_stats, which)
@@ -110,8 +113,28 @@ def encode_keys(networks: common.Networks, state: MomentumEncoderState, momentum
 
 
 def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> common.Networks:
+  """The encoder and head; with `moco.key_bn='shuffle'` their BatchNorm never reduces over devices (each
+  device normalises its own groups, `shuffle_bn`), so `bn_axis_name` is dropped."""
+  if shuffle_bn.key_bn(config) == 'shuffle':
+    bn_axis_name = None
   return common.Networks(encoder=models.create_encoder(config.model, bn_axis_name=bn_axis_name),
                          head=models.create_head(config.model, bn_axis_name=bn_axis_name))
+
+
+def batch_norm_wraps(config: ml_collections.ConfigDict, rng: jax.Array, step: jax.Array,
+                     axis_name: str | None) -> tuple[Callable[[Callable], Callable], Callable[[Callable], Callable]]:
+  """`(query_wrap, key_wrap)`: what `config.moco.key_bn` does to the query and key encoders' `encode`.
+
+  'global': nothing (each forward pass normalises with the global batch's statistics). 'shuffle': the
+  queries in `config.moco.bn_groups` groups of the batch in its order, the keys in as many groups of a
+  permutation of it drawn for this step (`common.step_key(rng, step, 'shuffle_bn')`), un-permuted
+  (`shuffle_bn`).
+  """
+  if shuffle_bn.key_bn(config) == 'global':
+    return (lambda encode: encode), (lambda encode: encode)
+  groups, key = int(config.moco.bn_groups), common.step_key(rng, step, 'shuffle_bn')
+  return (lambda encode: shuffle_bn.grouped(encode, groups, axis_name),
+          lambda encode: shuffle_bn.shuffled(encode, groups, key, axis_name))
 
 
 def check_queue(config: ml_collections.ConfigDict) -> None:
@@ -165,11 +188,12 @@ def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks
     encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
                                     policy, axis_name)
     momentum = schedules.momentum(state.step)
-    ema_params, ema_stats, (k_b,) = encode_keys(networks, state, momentum, encode_as, ('b',))
+    query_wrap, key_wrap = batch_norm_wraps(config, state.rng, state.step, axis_name)
+    ema_params, ema_stats, (k_b,) = encode_keys(networks, state, momentum, encode_as, ('b',), key_wrap)
     loss_key = common.step_key(state.rng, state.step, 'queue_loss')
 
     def loss_fn(params):
-      q_a, stats = encode_as(common.make_encode(networks, params), state.batch_stats, 'a')
+      q_a, stats = encode_as(query_wrap(common.make_encode(networks, params)), state.batch_stats, 'a')
       loss = loss_of(q_a, k_b, state.queue, loss_key, axis_name)  # the mean over this device's queries
       return loss, (stats, q_a)
 
