@@ -15,12 +15,29 @@ The loss, by `config.loss.name` (`queue_loss`): 'info_nce' (MoCo's) or 'debiased
 estimate of the queue's negative term (`debiased.debiased_info_nce`; InfoNCE at tau_plus = beta = 0).
 MoCHi (`mochi.py`) runs this step with its own loss (`make_queue_step`).
 
-BatchNorm and information leakage: the queries and the keys are normalised in separate forward passes,
-each with statistics over the *global* batch of its view (`bn_axis_name`, all devices), never over a
-device-local sub-batch. MoCo's Shuffle-BN exists because per-device statistics let a query and its
-positive key share a sub-batch signature; with global statistics every key of the step shares the same
-statistics, so no signature singles out the positive among them. The key encoder's running statistics
-are updated only by its own forward passes (like the buffers of MoCo's key encoder).
+BatchNorm and the batch's signature (`config.moco.key_bn`, `shuffle_bn.py`): a BatchNorm in training mode
+normalises each example with statistics of the examples it is batched with. The positive key is computed
+in this step's batch, the queue's keys in earlier batches, so whatever the query and its positive share
+through the statistics is a cue the queue's keys lack: the batch's signature. Global statistics (over
+all devices) do not remove it. They make every key *of this step* share the same statistics, so nothing
+singles out the positive among this step's keys; but the loss contrasts the positive with the queue, and
+the sampling fluctuation of this batch's statistics (computed from views of the same examples for the
+queries and the keys) is shared by the query and the positive and by no queue key (MoCo's reason for
+Shuffle-BN holds with SyncBN too: facebookresearch/moco issue 46). `tests/test_shuffle_bn.py` measures
+it: with every candidate the query's own example (two views differing by small noise), the positive
+normalised in this batch and the queue's keys in others, a random-init encoder finds the positive almost
+always with 'global', and little above chance with 'shuffle'.
+  'global' (default): each forward pass normalises with its view's global batch (`bn_axis_name`); the
+    signature stays.
+  'shuffle': MoCo's Shuffle-BN. The batch is split into `config.moco.bn_groups` groups normalised
+    separately: the queries in the batch's own contiguous blocks (MoCo's per-GPU query batches), the keys in
+    blocks of a permutation of the global batch drawn per step, then put back in order (MoCo's
+    `_batch_shuffle_ddp`); a query and its positive key are normalised with mostly different examples'
+    statistics (a share of about 1/G of them in common, as a query's group shares none with a queue key's).
+    It removes most of the signature; what it cannot remove is a difference between this batch's and the
+    queue's batches' *distributions* (all groups of this batch share it): the data order must be shuffled.
+The key encoder's running statistics are updated only by its own forward passes (like the buffers of
+MoCo's key encoder); with 'shuffle', by the mean of the groups' statistics.
 
 The momentum encoder (its state, schedule, EMA update and key encoding, steps 1-2) is shared with MoCo v3
 (`moco_v3.py`), which has no queue.
