@@ -20,6 +20,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.moco.momentum = 0.996
   config.moco.momentum_cosine = True  # m rises from momentum to 1 over training
   config.moco.queue_size = 65_536
+  # The BatchNorm statistics of the two encoders (ssl_jax/methods/shuffle_bn.py). 'global': each forward pass
+  # normalises with its view's global batch. 'shuffle': MoCo's Shuffle-BN, bn_groups groups of the global
+  # batch normalised separately, the keys' groups drawn from a permutation of it, so that a query and its
+  # positive key are not normalised with the same examples' statistics (moco.py: the batch's signature).
+  config.moco.key_bn = 'global'  # 'global' | 'shuffle'
+  config.moco.bn_groups = 8  # 'shuffle': groups of the global batch (MoCo's 8 GPUs); divides batch_size
   config.loss = ml_collections.ConfigDict()  # the loss against the queue (ssl_jax/methods/moco.py)
   config.loss.name = 'info_nce'  # 'info_nce' | 'debiased'
   config.loss.tau_plus = 0.0  # 'debiased': class prior tau+ in [0, 1) (Chuang et al. 2020)

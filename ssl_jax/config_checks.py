@@ -18,6 +18,11 @@ The rules that are not plain ranges:
   `swav.queue_size` (SwAV): 0 (off) or such a multiple.
 - `loss.*` (SimCLR, MoCo v2): `loss.tau_plus` and `loss.beta` are read only by `loss.name = 'debiased'`;
   any other loss with a non-zero value is refused (it would train without the correction asked for).
+- `moco.key_bn` / `moco.bn_groups` (MoCo v2, MoCHi; `ssl_jax.methods.shuffle_bn`): 'global' or 'shuffle'
+  (absent: 'global', a config from before the key). With 'shuffle', `bn_groups` >= 2 (one group is the
+  whole batch) splitting `batch_size` into groups of >= 2 examples (a group of one normalises each example
+  to the BatchNorm bias); the step refuses a group count that is not a multiple of the device count. MoCo
+  v3 reads neither: a `key_bn` other than 'global' is refused there.
 - `mochi.num_hard` (N): at most `moco.queue_size`, and >= 2 when `mochi.num_mix` > 0 (a mix needs two).
 - `fifo_bank.size`: at least `batch_size` (the bank holds a whole global batch of second views).
 - `memory_bank.num_negatives`: >= 1; the method caps it at the train split's size - 1.
@@ -39,7 +44,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from ssl_jax import config_keys, methods, models, path_checks
-from ssl_jax.methods import moco, simclr
+from ssl_jax.methods import moco, shuffle_bn, simclr
 from ssl_jax.data import simulate, spec
 from ssl_jax.evaluation import clustering, suite
 from ssl_jax.workdir import resume
@@ -271,6 +276,10 @@ def pretrain_config_problems(config: ml_collections.ConfigDict) -> list[str]:
         queue_ok = False
         r.fail('moco.queue_size', f'must be a multiple of config.batch_size = {r.value("batch_size")} '
                '(whole batches of keys enter and leave the queue)')
+    _key_bn_problems(r, batch_ok)
+  if method == 'moco_v3' and r.value('moco.key_bn') not in (_MISSING, 'global'):
+    r.fail('moco.key_bn', "is read only by config.method = 'moco' and 'mochi' (MoCo v3's negatives are the "
+           "batch's own keys, normalised with the positive's statistics): set it to 'global'")
   if method in LOSS_NAMES:
     _loss_problems(r, method)
   if method == 'mochi':
@@ -353,6 +362,26 @@ def _loss_problems(r: _Rules, method: str) -> None:
                "'debiased'")
   if method == 'simclr':
     r.number('loss.dclw_sigma', low=0.0, low_open=True, why=" (the temperature of DCLW's weights)")
+
+
+def _key_bn_problems(r: _Rules, batch_ok: bool) -> None:
+  """MoCo v2's BatchNorm mode and, for 'shuffle', its group count (`ssl_jax.methods.shuffle_bn`)."""
+  if r.value('moco.key_bn') is _MISSING:  # a config from before the key trains 'global'
+    return
+  if not r.choice('moco.key_bn', shuffle_bn.KEY_BN_MODES):
+    return
+  if r.value('moco.key_bn') != 'shuffle':
+    if r.value('moco.bn_groups') is not _MISSING:
+      r.int_range('moco.bn_groups', 1)
+    return
+  if not r.int_range('moco.bn_groups', 2, why=" (config.moco.key_bn = 'shuffle': one group is the whole batch, "
+                     'whose statistics a query and its positive key share)'):
+    return
+  groups = r.value('moco.bn_groups')
+  if batch_ok and (r.value('batch_size') % groups or r.value('batch_size') // groups < 2):
+    r.fail('moco.bn_groups', f'must split config.batch_size = {r.value("batch_size")} into equal groups of >= 2 '
+           'examples (a group of one normalises its example to the BatchNorm bias); it must also be a multiple '
+           'of the device count')
 
 
 def _mochi_problems(r: _Rules, queue_ok: bool) -> None:

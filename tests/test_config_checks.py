@@ -95,6 +95,17 @@ def test_shipped_configs_are_valid():
     ('moco_v3', {'moco__momentum': -0.1}, 'config.moco.momentum = -0.1: must be a finite number in [0, 1]'),
     ('moco', {'model__projection_norm': 'batch', 'batch_size': 1, 'moco__queue_size': 64},
      "config.batch_size = 1: must be an integer >= 2 (model.projection_norm = 'batch'"),
+    # MoCo v2's BatchNorm mode (ssl_jax/methods/shuffle_bn.py): the smoke batch is 16.
+    ('moco', {'moco__key_bn': 'sync'}, "config.moco.key_bn = 'sync': must be one of ('global', 'shuffle')"),
+    ('moco', {'moco__key_bn': 'shuffle', 'moco__bn_groups': 1}, "config.moco.bn_groups = 1: must be an integer "
+     ">= 2 (config.moco.key_bn = 'shuffle': one group is the whole batch"),
+    ('moco', {'moco__key_bn': 'shuffle', 'moco__bn_groups': 6}, 'config.moco.bn_groups = 6: must split '
+     'config.batch_size = 16 into equal groups of >= 2 examples'),
+    ('mochi', {'moco__key_bn': 'shuffle', 'moco__bn_groups': 16}, 'config.moco.bn_groups = 16: must split '
+     'config.batch_size = 16 into equal groups of >= 2 examples'),
+    ('moco', {'moco__bn_groups': 0}, 'config.moco.bn_groups = 0: must be an integer >= 1'),
+    ('moco_v3', {'moco__key_bn': 'shuffle'}, "config.moco.key_bn = 'shuffle': is read only by config.method = "
+     "'moco' and 'mochi'"),
     # The loss options, and the methods on other negatives.
     ('simclr', {'loss__name': 'info_nce'}, "config.loss.name = 'info_nce': must be one of ('nt_xent', 'debiased', "
      "'dcl', 'dclw')"),
@@ -132,6 +143,16 @@ def test_float64_is_accepted_with_64_bit_jax():
 
 def test_moco_v2_takes_negatives_from_its_queue_and_may_run_one_example_per_step():
   assert _problems('moco', batch_size=1) == []
+
+
+def test_shuffle_bn_groups_and_configs_from_before_the_key():
+  # 'global' reads no group count: 8 groups of a batch of 1 is not a problem there.
+  assert _problems('moco', batch_size=1) == [] and smoke.get_config('moco').moco.key_bn == 'global'
+  for method in ('moco', 'mochi'):
+    assert _problems(method, moco__key_bn='shuffle', moco__bn_groups=8) == []  # 8 groups of 2
+    config = smoke.get_config(method)
+    del config.moco['key_bn'], config.moco['bn_groups']  # a config written before the keys: 'global'
+    assert config_checks.pretrain_config_problems(config) == []
 
 
 def test_the_bank_methods_take_negatives_from_their_banks_and_may_run_one_example_per_step():

@@ -409,3 +409,13 @@ def test_bad_state_dict_key_is_named():
   with pytest.raises(ValueError, match='do not fit config.model'):
     bad = models.ShuffleNetV2Encoder((1, 2, 1)).state_dict()
     convert.state_dict_to_workdir(bad, smoke.get_config('simclr'), '/nonexistent/never-written')
+
+
+def test_the_torch_moco_refuses_shuffle_bn():
+  """ssl_jax's Shuffle-BN (`config.moco.key_bn='shuffle'`) is not built in torch: refused, not trained as
+  'global'."""
+  from experiments.torch_baseline import train as torch_train
+  config = smoke.get_config('moco')
+  config.moco.key_bn = 'shuffle'
+  with pytest.raises(ValueError, match=r"config.moco.key_bn='shuffle': the torch baseline trains 'global'"):
+    torch_train.MoCo(config, lambda step: 0.0, lambda step: 0.99)

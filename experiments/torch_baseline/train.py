@@ -11,7 +11,8 @@ batch-normalised with its own statistics, as in ssl_jax); loss = NTXent(z_a, z_b
 One step, MoCo v2: key <- m * key + (1 - m) * query (parameters only; the key encoder's BatchNorm running
 statistics come from its own forward passes); k = key(view_b) without gradient; q = model(view_a);
 loss = NTXent_with_memory_bank(q, k) = InfoNCE(q, k, queue); SGD step. lightly reads the bank before it
-writes the normalised keys at its pointer (FIFO), the order of `ssl_jax.methods.moco.enqueue`.
+writes the normalised keys at its pointer (FIFO), the order of `ssl_jax.methods.moco.enqueue`. Its
+BatchNorm statistics are ssl_jax's 'global' mode; `config.moco.key_bn='shuffle'` (Shuffle-BN) is refused.
 
 lightly's memory bank vs ssl_jax's queue: the same FIFO order and the same content (L2-normalised keys,
 oldest overwritten first) when the queue size is a multiple of the batch size, which ssl_jax requires
@@ -95,6 +96,10 @@ class MoCo:
     if config.moco.queue_size % config.batch_size:
       raise ValueError(f'config.moco.queue_size={config.moco.queue_size} must be a multiple of '
                        f'config.batch_size={config.batch_size} (as in ssl_jax)')
+    if config.moco.get('key_bn', 'global') != 'global':
+      # ssl_jax's Shuffle-BN (ssl_jax/methods/shuffle_bn.py) is not built here: refused, not trained as 'global'.
+      raise ValueError(f"config.moco.key_bn={config.moco.key_bn!r}: the torch baseline trains 'global' "
+                       'BatchNorm statistics only')
     self.model = model if model is not None else models.from_config(config.model)
     self.key_model = copy.deepcopy(self.model)
     for p in self.key_model.parameters():

@@ -15,12 +15,29 @@ The loss, by `config.loss.name` (`queue_loss`): 'info_nce' (MoCo's) or 'debiased
 estimate of the queue's negative term (`debiased.debiased_info_nce`; InfoNCE at tau_plus = beta = 0).
 MoCHi (`mochi.py`) runs this step with its own loss (`make_queue_step`).
 
-BatchNorm and information leakage: the queries and the keys are normalised in separate forward passes,
-each with statistics over the *global* batch of its view (`bn_axis_name`, all devices), never over a
-device-local sub-batch. MoCo's Shuffle-BN exists because per-device statistics let a query and its
-positive key share a sub-batch signature; with global statistics every key of the step shares the same
-statistics, so no signature singles out the positive among them. The key encoder's running statistics
-are updated only by its own forward passes (like the buffers of MoCo's key encoder).
+BatchNorm and the batch's signature (`config.moco.key_bn`, `shuffle_bn.py`): a BatchNorm in training mode
+normalises each example with statistics of the examples it is batched with. The positive key is computed
+in this step's batch, the queue's keys in earlier batches, so whatever the query and its positive share
+through the statistics is a cue the queue's keys lack: the batch's signature. Global statistics (over
+all devices) do not remove it. They make every key *of this step* share the same statistics, so nothing
+singles out the positive among this step's keys; but the loss contrasts the positive with the queue, and
+the sampling fluctuation of this batch's statistics (computed from views of the same examples for the
+queries and the keys) is shared by the query and the positive and by no queue key (MoCo's reason for
+Shuffle-BN holds with SyncBN too: facebookresearch/moco issue 46). `tests/test_shuffle_bn.py` measures
+it: with every candidate the query's own example (two views differing by small noise), the positive
+normalised in this batch and the queue's keys in others, a random-init encoder finds the positive almost
+always with 'global', and little above chance with 'shuffle'.
+  'global' (default): each forward pass normalises with its view's global batch (`bn_axis_name`); the
+    signature stays.
+  'shuffle': MoCo's Shuffle-BN. The batch is split into `config.moco.bn_groups` groups normalised
+    separately: the queries in the batch's own contiguous blocks (MoCo's per-GPU query batches), the keys in
+    blocks of a permutation of the global batch drawn per step, then put back in order (MoCo's
+    `_batch_shuffle_ddp`); a query and its positive key are normalised with mostly different examples'
+    statistics (a share of about 1/G of them in common, as a query's group shares none with a queue key's).
+    It removes most of the signature; what it cannot remove is a difference between this batch's and the
+    queue's batches' *distributions* (all groups of this batch share it): the data order must be shuffled.
+The key encoder's running statistics are updated only by its own forward passes (like the buffers of
+MoCo's key encoder); with 'shuffle', by the mean of the groups' statistics.
 
 The momentum encoder (its state, schedule, EMA update and key encoding, steps 1-2) is shared with MoCo v3
 (`moco_v3.py`), which has no queue.
@@ -36,7 +53,7 @@ import optax
 
 from ssl_jax import augment, models
 from ssl_jax.losses import common as loss_common, contrastive, debiased, discrimination
-from ssl_jax.methods import common
+from ssl_jax.methods import common, shuffle_bn
 
 PyTree = common.PyTree
 QUEUE_LOSSES = ('info_nce', 'debiased')  # config.loss.name
@@ -93,15 +110,18 @@ def init_key_encoder(params: PyTree, batch_stats: PyTree) -> tuple[PyTree, PyTre
 
 
 def encode_keys(networks: common.Networks, state: MomentumEncoderState, momentum: jax.Array,
-                encode_as: Callable, views: Sequence[str]) -> tuple[PyTree, PyTree, list[jax.Array]]:
+                encode_as: Callable, views: Sequence[str],
+                wrap: Callable[[Callable], Callable] = lambda encode: encode,
+                ) -> tuple[PyTree, PyTree, list[jax.Array]]:
   """The key encoder's part of a step: `(ema_params, ema_batch_stats, keys)`.
 
   First the EMA update of its weights from the query network's weights before this step's gradient
   update (MoCo's order), then the keys of `views` ('a' and/or 'b', in that order, through
-  `encode_as`), without gradient. Its running statistics move only with these forward passes.
+  `encode_as`, the key encoder's `encode` passed through `wrap`: Shuffle-BN's `shuffle_bn.shuffled`),
+  without gradient. Its running statistics move only with these forward passes.
   """
   ema_params = ema_update(state.ema_params, key_network(state.params), momentum)
-  key_encode = common.make_encode(networks, ema_params)
+  key_encode = wrap(common.make_encode(networks, ema_params))
   ema_stats, keys = state.ema_batch_stats, []
   for which in views:
     k, ema_stats = encode_as(key_encode, ema_stats, which)
@@ -110,8 +130,28 @@ def encode_keys(networks: common.Networks, state: MomentumEncoderState, momentum
 
 
 def create_networks(config: ml_collections.ConfigDict, bn_axis_name: str | None) -> common.Networks:
+  """The encoder and head; with `moco.key_bn='shuffle'` their BatchNorm never reduces over devices (each
+  device normalises its own groups, `shuffle_bn`), so `bn_axis_name` is dropped."""
+  if shuffle_bn.key_bn(config) == 'shuffle':
+    bn_axis_name = None
   return common.Networks(encoder=models.create_encoder(config.model, bn_axis_name=bn_axis_name),
                          head=models.create_head(config.model, bn_axis_name=bn_axis_name))
+
+
+def batch_norm_wraps(config: ml_collections.ConfigDict, rng: jax.Array, step: jax.Array,
+                     axis_name: str | None) -> tuple[Callable[[Callable], Callable], Callable[[Callable], Callable]]:
+  """`(query_wrap, key_wrap)`: what `config.moco.key_bn` does to the query and key encoders' `encode`.
+
+  'global': nothing (each forward pass normalises with the global batch's statistics). 'shuffle': the
+  queries in `config.moco.bn_groups` groups of the batch in its order, the keys in as many groups of a
+  permutation of it drawn for this step (`common.step_key(rng, step, 'shuffle_bn')`), un-permuted
+  (`shuffle_bn`).
+  """
+  if shuffle_bn.key_bn(config) == 'global':
+    return (lambda encode: encode), (lambda encode: encode)
+  groups, key = int(config.moco.bn_groups), common.step_key(rng, step, 'shuffle_bn')
+  return (lambda encode: shuffle_bn.grouped(encode, groups, axis_name),
+          lambda encode: shuffle_bn.shuffled(encode, groups, key, axis_name))
 
 
 def check_queue(config: ml_collections.ConfigDict) -> None:
@@ -165,11 +205,12 @@ def make_queue_step(config: ml_collections.ConfigDict, networks: common.Networks
     encode_as = common.view_encoder(batch['iq'], common.view_keys(state.rng, state.step), crop_lengths,
                                     policy, axis_name)
     momentum = schedules.momentum(state.step)
-    ema_params, ema_stats, (k_b,) = encode_keys(networks, state, momentum, encode_as, ('b',))
+    query_wrap, key_wrap = batch_norm_wraps(config, state.rng, state.step, axis_name)
+    ema_params, ema_stats, (k_b,) = encode_keys(networks, state, momentum, encode_as, ('b',), key_wrap)
     loss_key = common.step_key(state.rng, state.step, 'queue_loss')
 
     def loss_fn(params):
-      q_a, stats = encode_as(common.make_encode(networks, params), state.batch_stats, 'a')
+      q_a, stats = encode_as(query_wrap(common.make_encode(networks, params)), state.batch_stats, 'a')
       loss = loss_of(q_a, k_b, state.queue, loss_key, axis_name)  # the mean over this device's queries
       return loss, (stats, q_a)
 

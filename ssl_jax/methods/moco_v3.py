@@ -11,7 +11,10 @@ One step, as in MoCo v3's reference code:
   3. q_a, q_b = predictor(head(encoder(view a / view b)));
   4. loss = InfoNCE(q_a, k_b) + InfoNCE(q_b, k_a) against the keys of the whole global batch
      (`contrastive.symmetric_info_nce`); SGD on the query network only.
-Every forward pass normalises with statistics over the global batch of its view, as in `moco.py`.
+Every forward pass normalises with statistics over the global batch of its view, as `moco.py`'s 'global'
+mode. There is no Shuffle-BN option (`config.moco.key_bn` is MoCo v2's): the negatives are this batch's
+keys, normalised with the very statistics of the positive, so the batch's signature (`moco.py`) singles out
+no candidate; ghost groups would create one (keys of the positive's group against the others).
 """
 
 from typing import Callable
