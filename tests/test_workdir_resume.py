@@ -41,6 +41,20 @@ def test_keys_neither_config_reads_are_ignored():
   assert str(change) == 'config.model.projection_norm: <absent> -> "none"' and change.kind == resume.RUN
 
 
+
+def test_a_config_written_before_the_layout_keys_resumes_as_the_layout_it_trained():
+  """A stored config without the layout keys ran `models.LEGACY_LAYOUT`: resumed with those values, nothing
+  differs; with another layout, every key that differs is named."""
+  from ssl_jax import models
+  assert {k: resume.ABSENT_MEANS[f'model.{k}'] for k in models.LAYOUT_KEYS} == models.LEGACY_LAYOUT
+  saved = json.loads(_config().to_json_best_effort())
+  for key in models.LAYOUT_KEYS:
+    del saved['model'][key]
+  assert resume.differences(saved, _config(**{f'model.{k}': v for k, v in models.LEGACY_LAYOUT.items()})) == []
+  changed = resume.differences(saved, _config(**{'model.stem_stride': 1, 'model.unit_downsample': 'pool'}))
+  assert [str(c) for c in changed] == ['config.model.stem_stride: 2 -> 1',
+                                       'config.model.unit_downsample: "stride" -> "pool"']
+
 def test_refusal_names_every_key_old_and_new():
   new = _config(**{'batch_size': 32, 'data.length': 128, 'num_train_steps': 10})
   with pytest.raises(resume.ResumeError) as info:

@@ -20,7 +20,7 @@ well defined (a function of the stored checkpoint, S and the new config) but it 
 straight run of the new length; the record below says that it was changed. A total below S is refused
 (the run has done more steps than asked for; evaluate it, or resume with at least S steps).
 
-A key that configs gained later (`ABSENT_MEANS`: the IQ augmentations) reads, where a stored config lacks
+A key that configs gained later (`ABSENT_MEANS`: the IQ augmentations, the encoder's layout, MoCo's key BN) reads, where a stored config lacks
 it, as the value that trains what the stored run trained (off), so older runs resume unchanged.
 
 Keys that cannot matter to either config are ignored: `num_epochs` while both configs train a fixed
@@ -76,6 +76,10 @@ ABSENT_MEANS = {
     'members.count': 1, 'members.seed': [], 'members.temperature': [], 'members.learning_rate': [],
     'members.weight_decay': [], 'members.momentum': [], 'members.antenna_dropout': [],
     'members.data_order': 'shared', 'members.devices': 1,
+    # The encoder's layout before its keys existed (`ssl_jax.models.LEGACY_LAYOUT`; a test holds them equal).
+    'model.stem_stride': 2, 'model.stem_pool': True, 'model.dw_kernel': 3, 'model.unit_downsample': 'stride',
+    'model.input_scaling': 'none',
+    'moco.key_bn': 'global', 'moco.bn_groups': 8,
 }
 
 RUN = 'run-defining'
