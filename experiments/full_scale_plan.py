@@ -4,6 +4,7 @@ time, the 400 epochs' wall time and the largest member count K they predict on a
   python experiments/full_scale_plan.py [--methods simclr,moco] [--members 1,4,16] [--devices h100,tpu_v2_8]
       [--scale full] [--dtype float32] [--no_per_core] [--no_crop_mean] [--lowered_only 16]
       [--compile_timeout 300] [--max_rss_gib 8] [--measured BENCH.json] [--out FILE.json]
+  python experiments/full_scale_plan.py --replan FILE.json [--devices ...] [--measured BENCH.json]
 
 For each method (its study config: `configs/<method>.py` with no scale argument, i.e. L = 1,024, batch 256,
 MTC over (32, 64, 128, 256, 512), MoCo v2's queue of 65,536; `config.model` as the config has it) and each
@@ -29,7 +30,8 @@ all-gather of the embeddings, a few MB).
 From these a roofline per device (`DEVICES`): step time = max(FLOPs / (peak x COMPUTE_EFFICIENCY), bytes /
 (bandwidth x MEMORY_EFFICIENCY)); the study's 400 epochs = 400 x (real AoAM train examples // 256) steps
 (`study_steps`); the largest K whose memory (fixed + K x per member) fits USABLE_MEMORY_FRACTION of the
-device's (per core) memory. Prints markdown tables and the assumptions; `--out` writes every number.
+device's (per core) memory. Prints markdown tables and the assumptions; `--out` writes every number, and
+`--replan` reads them back to plan again (other devices or efficiencies) without compiling.
 
 On a machine with an accelerator (`experiments/accelerator_check.sh`) the same command gives that backend's
 own analysis; `--measured BENCH.json` (`bench_train_step.py --members ... --out BENCH.json`) puts the member
@@ -304,7 +306,8 @@ def cost(row: Mapping[str, Any]) -> dict[str, float]:
 
 def fill_extrapolated(rows: list[dict[str, Any]]) -> None:
   """For each row left lowered only, its cost (the HLO's times the compiled/HLO ratio of the largest compiled
-  K of the same method, batch and crop pair) and memory (the line through the compiled K's), in place."""
+  K of the same method, batch and crop pair) and memory (each of `memory_of`'s figures on the line through the
+  compiled K's), in place."""
   groups: dict[tuple, list[dict]] = {}
   for row in rows:
     groups.setdefault((row['method'], row['batch'], tuple(row['crop_pair'])), []).append(row)
@@ -313,13 +316,14 @@ def fill_extrapolated(rows: list[dict[str, Any]]) -> None:
     if not measured:
       continue
     reference = measured[-1]
-    fixed, per_member = fit_members([r['members'] for r in measured], [r['memory']['total'] for r in measured])
+    counts = [r['members'] for r in measured]
+    lines = {key: fit_members(counts, [r['memory'][key] for r in measured]) for key in reference['memory']}
     for row in group:
       if row['compiled']:
         continue
       row['extrapolated'] = {key: row['hlo'][key] * reference['compiled'][key] / reference['hlo'][key]
                              if reference['hlo'][key] else 0.0 for key in ('flops', 'bytes', 'transcendentals')}
-      row['memory'] = {'total': int(fixed + row['members'] * per_member)}
+      row['memory'] = {key: int(fixed + row['members'] * per_member) for key, (fixed, per_member) in lines.items()}
       row['source'] = (f"extrapolated: HLO cost x compiled/HLO of K={reference['members']}; memory from K="
                        f"{','.join(str(r['members']) for r in measured)}")
 
@@ -512,6 +516,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--max_rss_gib', type=float, default=8.0, help='RSS limit per child process')
   parser.add_argument('--measured', default='', help='a member bench JSON (bench_train_step.py --out)')
   parser.add_argument('--out', default='')
+  parser.add_argument('--replan', default='', help="an earlier run's --out: its programs' figures, planned again "
+                                                    '(no build, no compile)')
   parser.add_argument('--case', default='', help=argparse.SUPPRESS)  # Child mode.
   args = parser.parse_args(argv)
   args.methods = args.methods.split(',')
@@ -524,15 +530,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   return args
 
 
-def main() -> None:
-  args = parse_args()
-  if args.case:
-    return _case_main(args.case)
-  t_start = time.monotonic()
-  reference = study_config(args.methods[0], 1, args.scale, args.dtype)
-  batch, epochs = int(reference.batch_size), int(reference.num_epochs)
-  largest, diagonal = crop_pairs(reference)
-  off_diagonal = [(diagonal[0][0], largest[0])] if len(diagonal) > 1 else []
+def cases_of(args: argparse.Namespace, batch: int, largest: tuple[int, int], diagonal: list[tuple[int, int]],
+             off_diagonal: list[tuple[int, int]]) -> list[tuple[Case, bool]]:
+  """The child processes to run, each with whether it is the full batch: per method, each K at the full batch
+  (at K = 1 with the diagonal and off-diagonal crop pairs), then each K at every multi-core device's per-core
+  batch."""
   cases = []
   for method in args.methods:
     for k in args.members:
@@ -540,15 +542,40 @@ def main() -> None:
       if k == 1 and not args.no_crop_mean:
         pairs += [p for p in diagonal if p != largest] + off_diagonal
       cases.append((Case(method, k, batch, pairs, k not in args.lowered_only, args.scale, args.dtype), True))
-    per_core_batches = sorted({batch // DEVICES[name].cores for name in args.devices if DEVICES[name].cores > 1})
-    if not args.no_per_core and jax.device_count() == 1:
-      for core_batch in per_core_batches:
+    if not args.no_per_core:
+      for core_batch in sorted({batch // DEVICES[n].cores for n in args.devices if DEVICES[n].cores > 1}):
         for k in args.members:
           cases.append((Case(method, k, core_batch, [largest], k not in args.lowered_only, args.scale, args.dtype),
                         False))
-  rows, children = [], []
-  print(f'devices: {jax.devices()}  backend: {jax.default_backend()}; {len(cases)} child processes', flush=True)
+  return cases
+
+
+def main() -> None:
+  args = parse_args()
+  if args.case:
+    return _case_main(args.case)
+  # This process never starts a JAX backend (on a GPU it would take the memory its children need): the
+  # children build and compile, and their rows name the devices.
+  t_start = time.monotonic()
+  reference = study_config(args.methods[0], 1, args.scale, args.dtype)
+  batch, epochs = int(reference.batch_size), int(reference.num_epochs)
+  largest, diagonal = crop_pairs(reference)
+  off_diagonal = [(diagonal[0][0], largest[0])] if len(diagonal) > 1 else []
+  rows, children, cases = [], [], cases_of(args, batch, largest, diagonal, off_diagonal)
+  if args.replan:  # The rows of an earlier run (its --out), planned again under this file's assumptions.
+    with open(args.replan) as f:
+      earlier = json.load(f)
+    rows, children, cases = earlier['rows'], earlier['children'], []
+    for row in rows:
+      row.pop('extrapolated', None)
+    args.methods = list(dict.fromkeys(row['method'] for row in rows))
+    args.members = sorted({row['members'] for row in rows})
+    print(f"replanning {args.replan}: {len(rows)} programs analysed on {earlier['devices']}")
+  else:
+    print(f'{len(cases)} child processes', flush=True)
   for case, full_batch in cases:
+    if not full_batch and rows and rows[0]['devices'] > 1:
+      continue  # The backend's own devices split the batch: its full-batch programs are per-core already.
     case_rows, info = run_case(case, args.compile_timeout, args.max_rss_gib * GIB)
     for row in case_rows:
       row['full_batch'] = full_batch
@@ -557,6 +584,10 @@ def main() -> None:
     print(f'{case.method} K={case.members} batch {case.batch}: {len(case.pairs)} program(s) in '
           f"{info['wall_s']:.0f} s, peak RSS {info['peak_rss_mib']:,.0f} MiB"
           + (f"; {info['stopped']}" if info['stopped'] else ''), flush=True)
+  if not rows:
+    raise SystemExit('no program was analysed (the children\'s errors are above)')
+  devices = f"{rows[0]['devices']} x {rows[0]['device_kind']} ({rows[0]['backend']})"
+  print(f'devices: {devices}')
   fill_extrapolated(rows)
   ratios = {m: crop_mean_ratios(rows, m, largest, diagonal) for m in args.methods}
   additivity = {m: additivity_error(rows, m, *off_diagonal[0]) if off_diagonal else None for m in args.methods}
@@ -590,7 +621,7 @@ def main() -> None:
   print(f'\nwall time {wall_s:.0f} s')
   if args.out:
     with open(args.out, 'w') as f:
-      json.dump({'command': sys.argv, 'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
+      json.dump({'command': sys.argv, 'devices': devices, 'backend': rows[0]['backend'],
                  'constants': {'train_examples': TRAIN_EXAMPLES, 'compute_efficiency': COMPUTE_EFFICIENCY,
                                'memory_efficiency': MEMORY_EFFICIENCY, 'usable_memory_fraction': USABLE_MEMORY_FRACTION,
                                'devices': {n: dataclasses.asdict(DEVICES[n]) for n in args.devices}},
