@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                       help='compute dtype of the member bench (config.model.dtype)')
   parser.add_argument('--member_case', default='', help=argparse.SUPPRESS)  # Child mode of --members.
-  parser.add_argument('--out', default='', help='--members: also write the rows to this JSON file '
+  parser.add_argument('--out', default='', help='--members: also write the rows to this JSON file, after each K '
                                                 '(experiments/full_scale_plan.py --measured reads it)')
   args = parser.parse_args(argv)
   args.members = [int(k) for k in args.members.split(',') if k]
@@ -267,7 +267,8 @@ def member_case(method_name: str, count: int, batch_size: int, length: int, step
           'step_ms': 1e3 * step_s, 'views_per_s_per_member': views / step_s,
           'views_per_s_total': count * views / step_s,
           'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          'device_peak_mib': device_stats.get('peak_bytes_in_use', 0) / 2**20 or None}
+          'device_peak_mib': device_stats.get('peak_bytes_in_use', 0) / 2**20 or None,
+          'device_kind': jax.devices()[0].device_kind, 'devices': jax.device_count()}
 
 
 def run_members(args: argparse.Namespace) -> None:
@@ -283,6 +284,9 @@ def run_members(args: argparse.Namespace) -> None:
         raise RuntimeError(f'member bench child {command} failed:\n{out.stderr[-3000:]}')
       rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
       print(rows[-1], flush=True)
+      if args.out:  # After each K (a check's timeout keeps the rows so far); jax is not started here.
+        with open(args.out, 'w') as f:
+          json.dump({'device_kind': rows[0]['device_kind'], 'rows': rows}, f, indent=1)
   print(f'\ndevices: {jax.devices()}')
   print('\n| method | K | dtype | compile s | K compiles of 1, s | step ms | K x step ms of 1 | cost ratio | '
         'views/s per member | views/s total | peak RSS MiB | device peak MiB |')
@@ -299,9 +303,6 @@ def run_members(args: argparse.Namespace) -> None:
           f"{k_steps} | {ratio} | {r['views_per_s_per_member']:.0f} | {r['views_per_s_total']:.0f} | "
           f"{r['peak_rss_mib']:.0f} | {device} |")
   if args.out:
-    with open(args.out, 'w') as f:
-      json.dump({'devices': [str(d) for d in jax.devices()], 'device_kind': jax.devices()[0].device_kind,
-                 'rows': rows}, f, indent=1)
     print(f'wrote {args.out}')
 
 
