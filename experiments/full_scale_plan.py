@@ -22,10 +22,10 @@ Every figure says which it is.
 
 Also, at K = 1: every diagonal crop pair (l, l) of the crop set, whose mean is the mean cost over the
 config's crop-length distribution (the two views draw their lengths independently and uniformly, and a step's
-cost is a sum of one part per view, checked on one off-diagonal pair); and for a device of N cores (the TPU
-v2-8), unless `--no_per_core` or the backend has several devices itself, the per-core program of data
-parallelism (the same step at batch 256 / N: what each core runs, but for the gradient all-reduce and SimCLR's
-all-gather of the embeddings, a few MB).
+cost is a sum of one part per view, checked on the off-diagonal pairs (32, 512) and (512, 32)); and for a
+device of N cores (the TPU v2-8), unless `--no_per_core` or the backend has several devices itself, the
+per-core program of data parallelism (the same step at batch 256 / N: what each core runs, but for the
+gradient all-reduce and SimCLR's all-gather of the embeddings, a few MB).
 
 From these a roofline per device (`DEVICES`): step time = max(FLOPs / (peak x COMPUTE_EFFICIENCY), bytes /
 (bandwidth x MEMORY_EFFICIENCY)); the study's 400 epochs = 400 x (real AoAM train examples // 256) steps
@@ -341,14 +341,16 @@ def crop_mean_ratios(rows: Sequence[Mapping[str, Any]], method: str, largest: tu
 
 
 def additivity_error(rows: Sequence[Mapping[str, Any]], method: str, short: int, long: int) -> float | None:
-  """How far the (short, long) pair's FLOPs are from the mean of (short, short) and (long, long): 0 when a
-  step's cost is one part per view."""
+  """How far the FLOPs of the pairs (short, long) + (long, short) are from those of (short, short) + (long,
+  long): 0 when a step's cost is one part per view, f(first) + g(second) (MoCo's two views differ: a query
+  with its backward pass, a key without), which makes the mean of the diagonal pairs the mean over the
+  crop-length distribution."""
   by_pair = {tuple(r['crop_pair']): r for r in rows
              if r['method'] == method and r['members'] == 1 and r['compiled'] and r.get('full_batch')}
-  if not all(p in by_pair for p in ((short, long), (short, short), (long, long))):
+  if not all(p in by_pair for p in ((short, long), (long, short), (short, short), (long, long))):
     return None
-  mean = (by_pair[(short, short)]['compiled']['flops'] + by_pair[(long, long)]['compiled']['flops']) / 2
-  return by_pair[(short, long)]['compiled']['flops'] / mean - 1
+  flops = {pair: by_pair[pair]['compiled']['flops'] for pair in by_pair}
+  return (flops[(short, long)] + flops[(long, short)]) / (flops[(short, short)] + flops[(long, long)]) - 1
 
 
 def per_device_row(rows: Sequence[Mapping[str, Any]], method: str, members: int, largest: tuple[int, int],
@@ -560,7 +562,7 @@ def main() -> None:
   reference = study_config(args.methods[0], 1, args.scale, args.dtype)
   batch, epochs = int(reference.batch_size), int(reference.num_epochs)
   largest, diagonal = crop_pairs(reference)
-  off_diagonal = [(diagonal[0][0], largest[0])] if len(diagonal) > 1 else []
+  off_diagonal = [(diagonal[0][0], largest[0]), (largest[0], diagonal[0][0])] if len(diagonal) > 1 else []
   rows, children, cases = [], [], cases_of(args, batch, largest, diagonal, off_diagonal)
   if args.replan:  # The rows of an earlier run (its --out), planned again under this file's assumptions.
     with open(args.replan) as f:
@@ -584,6 +586,10 @@ def main() -> None:
     print(f'{case.method} K={case.members} batch {case.batch}: {len(case.pairs)} program(s) in '
           f"{info['wall_s']:.0f} s, peak RSS {info['peak_rss_mib']:,.0f} MiB"
           + (f"; {info['stopped']}" if info['stopped'] else ''), flush=True)
+    if args.out and rows:  # The programs so far, for --replan should this run be stopped before its end.
+      with open(args.out, 'w') as f:
+        json.dump({'partial': True, 'devices': f"{rows[0]['devices']} x {rows[0]['device_kind']}", 'rows': rows,
+                   'children': children}, f, indent=1)
   if not rows:
     raise SystemExit('no program was analysed (the children\'s errors are above)')
   devices = f"{rows[0]['devices']} x {rows[0]['device_kind']} ({rows[0]['backend']})"
@@ -602,7 +608,7 @@ def main() -> None:
   print('\n'.join(assumptions(args.dtype, args.devices, epochs, batch)))
   for m in args.methods:
     if ratios[m]:
-      check = (f'; off-diagonal {off_diagonal[0]} FLOPs against the mean of its diagonals: {additivity[m]:+.2%}'
+      check = (f'; off-diagonal pairs {off_diagonal} against their diagonals, FLOPs: {additivity[m]:+.2%}'
                if additivity[m] is not None else '')
       print(f"- {m}: mean over the crop-length distribution / crops {largest}: FLOPs {ratios[m]['flops']:.3f}, "
             f"bytes {ratios[m]['bytes']:.3f} (the mean of the diagonal pairs{check})")
