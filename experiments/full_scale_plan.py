@@ -452,7 +452,7 @@ def analysis_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                  f"{_g(c['flops'], 1e9)} | {_g(c['bytes'], 1e9, '{:,.2f}')} ({_g(r['hlo']['bytes'], 1e9)}) | "
                  f"{_g(c['transcendentals'], 1e6, '{:,.2f}')} | {_g(m.get('argument'), 2**20, '{:,.0f}')} | "
                  f"{_g(m.get('temp'), 2**20, '{:,.0f}')} | {_g(m.get('total'), 2**20, '{:,.0f}')} | "
-                 f"{r['lower_s']:.1f} | {r.get('compile_s', 0.0):.1f} | {r['source']} |")
+                 f"{r['lower_s']:.1f} | {_g(r.get('compile_s'), 1)} | {r['source']} |")
   return lines
 
 
@@ -583,7 +583,7 @@ def main() -> None:
       row['full_batch'] = full_batch
     rows += case_rows
     children.append({**dataclasses.asdict(case), **info})
-    print(f'{case.method} K={case.members} batch {case.batch}: {len(case.pairs)} program(s) in '
+    print(f'{case.method} K={case.members} batch {case.batch}: {len(case_rows)} of {len(case.pairs)} program(s) in '
           f"{info['wall_s']:.0f} s, peak RSS {info['peak_rss_mib']:,.0f} MiB"
           + (f"; {info['stopped']}" if info['stopped'] else ''), flush=True)
     if args.out and rows:  # The programs so far, for --replan should this run be stopped before its end.
