@@ -1,7 +1,9 @@
 """experiments/full_scale_plan.py: XLA's analysis of a tiny step (the smoke config, K = 1 and 2) and the plan's
 arithmetic on synthetic numbers."""
 
+import json
 import math
+import os
 
 import pytest
 
@@ -132,3 +134,25 @@ def test_measured_rows_sit_beside_the_prediction_for_their_device():
                        {'method': 'simclr', 'members': 4, 'dtype': 'bfloat16', 'step_ms': 12.0}]}
   (row,) = plan.compare_measured(measured, predictions, 'float32')
   assert row['predicted_step_ms'] == pytest.approx(10.0) and row['measured_over_predicted'] == pytest.approx(2.5)
+
+
+def test_the_committed_cpu_plan_gives_the_figures_in_docs():
+  """experiments/results/full_scale_plan/cpu.json, planned again by this code: docs/performance.md's figures."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments', 'results',
+                      'full_scale_plan', 'cpu.json')
+  with open(path) as f:
+    rows = json.load(f)['rows']
+  assert all(row['source'] == 'compiled' for row in rows)
+  plan.fill_extrapolated(rows)
+  largest, diagonal = (512, 512), [(32, 32), (64, 64), (128, 128), (256, 256), (512, 512)]
+  ratios = {m: plan.crop_mean_ratios(rows, m, largest, diagonal) for m in ('simclr', 'moco')}
+  assert ratios['simclr']['flops'] == pytest.approx(0.495, abs=5e-4)
+  assert plan.additivity_error(rows, 'moco', 32, 512) == pytest.approx(0.0, abs=1e-3)
+  predictions, fits = plan.plan(rows, ['simclr', 'moco'], [1, 4, 16], ['h100', 'tpu_v2_8'], 'float32', 256, 400,
+                                largest, ratios)
+  by = {(p['method'], p['members'], p['device']): p for p in predictions}
+  assert by[('simclr', 1, 'h100')]['step_s'] * 1e3 == pytest.approx(3.44, abs=0.005)
+  assert by[('moco', 16, 'tpu_v2_8')]['hours_mean_crops'] == pytest.approx(24.1, abs=0.05)
+  assert all(p['bound'] == 'memory' for p in predictions)
+  assert {(f['method'], f['device']): f['largest_k'] for f in fits} == {
+      ('simclr', 'h100'): 69, ('simclr', 'tpu_v2_8'): 51, ('moco', 'h100'): 86, ('moco', 'tpu_v2_8'): 27}
