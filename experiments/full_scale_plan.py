@@ -416,17 +416,20 @@ def plan(rows: list[dict[str, Any]], methods: Sequence[str], members: Sequence[i
   return predictions, fits
 
 
-def compare_measured(measured: Mapping[str, Any], predictions: Sequence[Mapping[str, Any]],
-                     dtype: str) -> list[dict[str, Any]]:
-  """The member bench's step times (`--measured`) beside the prediction for the device it ran on."""
+def compare_measured(measured: Mapping[str, Any], predictions: Sequence[Mapping[str, Any]], dtype: str,
+                     batch: int, largest: tuple[int, int]) -> list[dict[str, Any]]:
+  """The member bench's step times (`--measured`) beside the prediction for the device it ran on: for its rows
+  of `dtype` at `batch` whose uncropped views are as long as the largest crop (the same program but for the
+  crop itself); other rows are listed without a prediction."""
   kind = measured.get('device_kind', '')
   device = next((name for key, name in DEVICE_KINDS.items() if key in kind), None)
   out = []
   for r in measured.get('rows', []):
     if r.get('dtype') != dtype:
       continue
+    same_shape = r.get('batch') == batch and r.get('length') == largest[0] == largest[1]
     match = [p for p in predictions if p['method'] == r['method'] and p['members'] == r['members']
-             and p['device'] == device]
+             and p['device'] == device and same_shape]
     predicted = match[0]['step_s'] * 1e3 if match else None
     out.append({'method': r['method'], 'members': r['members'], 'dtype': r['dtype'], 'device_kind': kind,
                 'measured_step_ms': r['step_ms'], 'predicted_step_ms': predicted,
@@ -615,7 +618,7 @@ def main() -> None:
   comparison = []
   if args.measured:
     with open(args.measured) as f:
-      comparison = compare_measured(json.load(f), predictions, args.dtype)
+      comparison = compare_measured(json.load(f), predictions, args.dtype, batch, largest)
     print('\n## Measured (member bench) against predicted\n')
     print('| method | K | dtype | device | measured step ms | predicted step ms | measured / predicted | '
           'device peak MiB |\n|---|---|---|---|---|---|---|---|')

@@ -129,11 +129,12 @@ def test_crop_mean_ratio_and_additivity():
 
 def test_measured_rows_sit_beside_the_prediction_for_their_device():
   predictions = [{'method': 'simclr', 'members': 4, 'device': 'h100', 'step_s': 0.01}]
+  bench = {'method': 'simclr', 'members': 4, 'dtype': 'float32', 'batch': 256, 'length': 512, 'step_ms': 25.0}
   measured = {'device_kind': 'NVIDIA H100 80GB HBM3',
-              'rows': [{'method': 'simclr', 'members': 4, 'dtype': 'float32', 'step_ms': 25.0},
-                       {'method': 'simclr', 'members': 4, 'dtype': 'bfloat16', 'step_ms': 12.0}]}
-  (row,) = plan.compare_measured(measured, predictions, 'float32')
+              'rows': [bench, {**bench, 'dtype': 'bfloat16', 'step_ms': 12.0}, {**bench, 'length': 128}]}
+  row, other_shape = plan.compare_measured(measured, predictions, 'float32', 256, (512, 512))
   assert row['predicted_step_ms'] == pytest.approx(10.0) and row['measured_over_predicted'] == pytest.approx(2.5)
+  assert other_shape['predicted_step_ms'] is None
 
 
 def test_the_committed_cpu_plan_gives_the_figures_in_docs():
