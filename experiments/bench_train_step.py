@@ -18,7 +18,7 @@ Target on a 2-core CPU: >= 2,000 views/s for SimCLR at batch 256 (512 views), L=
 Members (`ssl_jax.members`):
 
   python experiments/bench_train_step.py --members 1,2,4,8 [--methods simclr] [--batch_sizes 128]
-      [--length 128] [--steps 5] [--dtype float32|bfloat16]
+      [--length 128] [--steps 5] [--dtype float32|bfloat16] [--out FILE.json]
 
 times the member step (`train.build_members`; K = 1 is the plain run's `train.build`) for each K in its own
 child process (so that each K's peak memory is its own): compile time (first call), step time, views/s
@@ -120,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
                       help='compute dtype of the member bench (config.model.dtype)')
   parser.add_argument('--member_case', default='', help=argparse.SUPPRESS)  # Child mode of --members.
+  parser.add_argument('--out', default='', help='--members: also write the rows to this JSON file, after each K '
+                                                '(experiments/full_scale_plan.py --measured reads it)')
   args = parser.parse_args(argv)
   args.members = [int(k) for k in args.members.split(',') if k]
   if any(k < 1 for k in args.members):
@@ -220,9 +222,23 @@ def drive_children(args: argparse.Namespace) -> tuple[list[dict], list[list], li
   return rows, results, peak_mib
 
 
+def build_member_step(config, steps_per_epoch: int = 100) -> tuple[dict, dict]:
+  """The step of `config.members.count` members on all local devices, as a run builds it (K = 1:
+  `train.build`; K >= 2: `train.build_members`, members on one row of the member mesh, each member's batch split
+  over the devices), and a random batch of `config`'s shape: `(built, batch)`. `built['lower_step']` lowers its
+  program without running it (`experiments/full_scale_plan.py`)."""
+  from ssl_jax import train
+  if config.members.count > 1:
+    mesh = parallel.create_member_mesh(1)
+    built = train.build_members(config, mesh, steps_per_epoch)
+  else:
+    mesh = parallel.create_mesh()
+    built = train.build(config, mesh, steps_per_epoch)
+  return built, random_batch(config.batch_size, config.data.length, mesh)
+
+
 def member_case(method_name: str, count: int, batch_size: int, length: int, steps: int, dtype: str) -> dict:
   """One member bench case in this process: compile and step time of `count` members (one crop pair)."""
-  from ssl_jax import train
   config = METHOD_CONFIGS[method_name].get_config()
   config.batch_size, config.data.length, config.model.dtype = batch_size, length, dtype
   config.augment.crop_lengths = (length,)  # one program: both views at full length
@@ -231,12 +247,7 @@ def member_case(method_name: str, count: int, batch_size: int, length: int, step
   config.members.count = count
   if count > 1:
     config.members.temperature = tuple(np.linspace(0.05, 0.2, count).tolist())
-    mesh = parallel.create_member_mesh(1)
-    built = train.build_members(config, mesh, 100)
-  else:
-    mesh = parallel.create_mesh()
-    built = train.build(config, mesh, 100)
-  batch = random_batch(batch_size, length, mesh)
+  built, batch = build_member_step(config)
   state, step_fn = built['state'], built['step_fn']
   t0 = time.perf_counter()
   state, metrics = step_fn(state, batch, 0)
@@ -252,10 +263,12 @@ def member_case(method_name: str, count: int, batch_size: int, length: int, step
   step_s = float(np.median(times))
   device_stats = jax.devices()[0].memory_stats() or {}
   return {'method': method_name, 'members': count, 'batch': batch_size, 'length': length, 'dtype': dtype,
-          'compile_s': compile_s, 'step_ms': 1e3 * step_s, 'views_per_s_per_member': views / step_s,
+          'queue_size': config.moco.queue_size if 'moco' in config else None, 'compile_s': compile_s,
+          'step_ms': 1e3 * step_s, 'views_per_s_per_member': views / step_s,
           'views_per_s_total': count * views / step_s,
           'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          'device_peak_mib': device_stats.get('peak_bytes_in_use', 0) / 2**20 or None}
+          'device_peak_mib': device_stats.get('peak_bytes_in_use', 0) / 2**20 or None,
+          'device_kind': jax.devices()[0].device_kind, 'devices': jax.device_count()}
 
 
 def run_members(args: argparse.Namespace) -> None:
@@ -271,6 +284,9 @@ def run_members(args: argparse.Namespace) -> None:
         raise RuntimeError(f'member bench child {command} failed:\n{out.stderr[-3000:]}')
       rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
       print(rows[-1], flush=True)
+      if args.out:  # After each K (a check's timeout keeps the rows so far); jax is not started here.
+        with open(args.out, 'w') as f:
+          json.dump({'device_kind': rows[0]['device_kind'], 'rows': rows}, f, indent=1)
   print(f'\ndevices: {jax.devices()}')
   print('\n| method | K | dtype | compile s | K compiles of 1, s | step ms | K x step ms of 1 | cost ratio | '
         'views/s per member | views/s total | peak RSS MiB | device peak MiB |')
@@ -286,6 +302,8 @@ def run_members(args: argparse.Namespace) -> None:
     print(f"| {r['method']} | {k} | {r['dtype']} | {r['compile_s']:.1f} | {k_compiles} | {r['step_ms']:.0f} | "
           f"{k_steps} | {ratio} | {r['views_per_s_per_member']:.0f} | {r['views_per_s_total']:.0f} | "
           f"{r['peak_rss_mib']:.0f} | {device} |")
+  if args.out:
+    print(f'wrote {args.out}')
 
 
 def main() -> None:

@@ -153,6 +153,8 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   """Networks, optimiser, schedules, initial state (replicated on the mesh) and the parallel step.
 
   `step_fn(state, batch, step) -> (state, metrics)` (`methods.common.HostStep`) runs step `step`.
+  `lower_step(state, batch, crop_lengths)` lowers the step's program for one crop-length pair without running
+  it (`jax.stages.Lowered`: `.compile()`, `.cost_analysis()`; `experiments/full_scale_plan.py`).
   `config` is a plain run's (K = 1, `members.config_of`); a member run builds with `build_members`.
   """
   method = methods.get_method(config.method)
@@ -169,9 +171,10 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
       jax.random.PRNGKey(config.seed))
   networks = method.create_networks(config, bn_axis_name=parallel.AXIS)
   per_device_step = method.make_train_step(config, networks, tx, schedules, axis_name=parallel.AXIS)
+  launched = parallel.data_parallel(per_device_step, mesh)
   return {'state': parallel.replicate(jax.device_get(state), mesh), 'num_steps': num_steps,
-          'step_fn': common.host_step(config, parallel.data_parallel(per_device_step, mesh)),
-          'encoder': init_networks.encoder}
+          'step_fn': common.host_step(config, launched), 'encoder': init_networks.encoder,
+          'lower_step': launched.lower}
 
 
 def build_members(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict[str, Any]:
@@ -191,7 +194,8 @@ def build_members(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int)
   hyper = parallel.place_members(members.hyperparameters(configs), mesh)
   step_fn = common.host_step(shared, lambda state, batch, lengths: launched(state, hyper, batch, lengths))
   return {'state': parallel.place_members(state, mesh), 'num_steps': num_steps, 'step_fn': step_fn,
-          'encoder': init_networks.encoder}
+          'encoder': init_networks.encoder,
+          'lower_step': lambda state, batch, lengths: launched.lower(state, hyper, batch, lengths)}
 
 
 def _host_batches(config: ml_collections.ConfigDict, start_step: int,
