@@ -153,7 +153,7 @@ def build(config: ml_collections.ConfigDict, mesh, steps_per_epoch: int) -> dict
   """Networks, optimiser, schedules, initial state (replicated on the mesh) and the parallel step.
 
   `step_fn(state, batch, step) -> (state, metrics)` (`methods.common.HostStep`) runs step `step`.
-  `lower_step(state, batch, crop_lengths)` lowers the step's program for one crop-length pair without running
+  `lower_step(state, batch, lengths)` lowers the step's program for one pair of view lengths without running
   it (`jax.stages.Lowered`: `.compile()`, `.cost_analysis()`; `experiments/full_scale_plan.py`).
   `config` is a plain run's (K = 1, `members.config_of`); a member run builds with `build_members`.
   """
