@@ -44,10 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.stage_repeats = (4, 8, 4)  # torchvision's; tests shrink it to compile fast
   # The encoder's layout (ShuffleNetV2Encoder; how it was chosen: docs/design.md, "The encoder's layout").
-  config.model.stem_stride = 2
+  config.model.stem_stride = 1
   config.model.stem_pool = True
   config.model.dw_kernel = 3
-  config.model.unit_downsample = 'stride'
+  config.model.unit_downsample = 'pool'
   config.model.input_scaling = 'none'
   config.model.output_dim = 256  # projection output used in the loss
   config.model.hidden_dim = 1024  # projection MLP hidden width

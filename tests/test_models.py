@@ -196,7 +196,7 @@ def test_train_updates_batch_stats_and_eval_uses_running_averages():
   old, new = variables['batch_stats']['stem_bn'], updates['batch_stats']['stem_bn']
   assert not np.allclose(old['mean'], new['mean'])
   # Flax momentum 0.9 == torch momentum 0.1: new = 0.9 * old (zeros) + 0.1 * batch mean.
-  stem = nn.Conv(24, (3,), strides=(2,), padding=((1, 1),), use_bias=False)
+  stem = nn.Conv(24, (3,), strides=(model.stem_stride,), padding=((1, 1),), use_bias=False)
   h = stem.apply({'params': variables['params']['stem_conv']}, x)
   np.testing.assert_allclose(new['mean'], 0.1 * jnp.mean(h, axis=(0, 1)), rtol=1e-4, atol=1e-6)
   # Eval: running averages, so one example's output does not depend on the rest of the batch.

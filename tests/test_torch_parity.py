@@ -167,6 +167,15 @@ def test_encoder_gradients_match():
                                err_msg=name)
 
 
+
+def test_the_torch_twin_defaults_to_the_encoders_layout():
+  """`models.ShuffleNetV2Encoder()` (torch) builds the layout `ShuffleNetV2Encoder()` (flax) builds by default."""
+  import inspect
+  from ssl_jax.models import LAYOUT_KEYS
+  defaults = inspect.signature(models.ShuffleNetV2Encoder.__init__).parameters
+  assert {key: defaults[key].default for key in LAYOUT_KEYS} == {key: getattr(ShuffleNetV2Encoder(), key)
+                                                                  for key in LAYOUT_KEYS}
+
 LAYOUTS = [
     {},  # the encoder's defaults
     {'stem_stride': 2, 'stem_pool': True, 'dw_kernel': 3, 'unit_downsample': 'stride', 'input_scaling': 'none'},

@@ -85,7 +85,7 @@ class ShuffleNetV2Encoder(nn.Module):
   `stem_pool`, `dw_kernel`, `unit_downsample`, `input_scaling`) as `config.model`."""
 
   def __init__(self, stage_repeats: Sequence[int] = STAGE_REPEATS, in_channels: int = spec.NUM_CHANNELS, *,
-               stem_stride: int = 2, stem_pool: bool = True, dw_kernel: int = 3, unit_downsample: str = 'stride',
+               stem_stride: int = 1, stem_pool: bool = True, dw_kernel: int = 3, unit_downsample: str = 'pool',
                input_scaling: str = 'none'):
     super().__init__()
     if len(stage_repeats) != 3 or min(stage_repeats) < 1:

@@ -2,14 +2,19 @@
 
 `(batch, time, 8)` channels-last IQ (a0-I, a0-Q, ..., a3-Q) -> `(batch, 1024)` embedding.
 
-Structure (width 0.5; channels 24 / 48 / 96 / 192 / 1024, repeats 4 / 8 / 4):
-  stem:   conv k3 s2 p1 (8 -> 24, no bias) + BN + ReLU, max-pool k3 s2 p1
-  stage2..4: unit0 has stride 2 and two branches; units 1.. split the channels in half, keep one half
-          (identity) and transform the other; both concatenate and shuffle channels (groups 2)
+Structure (width 0.5; channels 24 / 48 / 96 / 192 / 1024, repeats 4 / 8 / 4), in the default layout:
+  stem:   conv k3 s1 p1 (8 -> 24, no bias) + BN + ReLU, max-pool k3 s2 p1
+  stage2..4: unit0 halves the time axis and has two branches, each at full length and max-pooled (k3 s2 p1)
+          at its end; units 1.. split the channels in half, keep one half (identity) and transform the
+          other; both concatenate and shuffle channels (groups 2)
   final:  conv 1x1 (192 -> 1024, no bias) + BN + ReLU, mean over time.
-Every conv is bias-free and followed by BatchNorm, like torchvision; BN and the ReLU after it run as one
-`layers.BatchNorm` (flax's variables, a hand-written backward pass). Time lengths: any T >= 32
-(T = 32 reaches length 1 after stage 4; odd lengths round up at each stride-2 step, as in torch).
+The layout attributes (`stem_stride`, `stem_pool`, `dw_kernel`, `unit_downsample`, `input_scaling`) build the
+other layouts, among them `models.LEGACY_LAYOUT` ('v1': a stride-2 stem, and stride-2 units whose depthwise
+convs downsample), the layout of every run before the layout keys existed; how the default was chosen:
+docs/design.md ("The encoder's layout"). Every conv is bias-free and followed by BatchNorm, like torchvision;
+BN and the ReLU after it run as one `layers.BatchNorm` (flax's variables, a hand-written backward pass). Time
+lengths: any T >= 32 (the default halves T four times, `v1` five: T = 32 ends at length 2, or 1; odd lengths
+round up at each halving, as in torch).
 
 Parameter count at width 0.5: exactly 335,528 trainable parameters (`params`: conv kernels and BN
 scale/bias), plus 7,952 BatchNorm running statistics in `batch_stats` (mean and var, not trained).
@@ -153,10 +158,10 @@ class ShuffleNetV2Encoder(nn.Module):
   bn_axis_name: Optional[str] = None
   dtype: Any = jnp.float32
   stage_repeats: Sequence[int] = STAGE_REPEATS
-  stem_stride: int = 2
+  stem_stride: int = 1
   stem_pool: bool = True
   dw_kernel: int = 3
-  unit_downsample: str = 'stride'
+  unit_downsample: str = 'pool'
   input_scaling: str = 'none'
   norm: ModuleDef = layers.BatchNorm
   param_dtype: Any = jnp.float32
