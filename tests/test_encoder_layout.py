@@ -97,3 +97,13 @@ def test_committed_layout_tables_follow_from_their_numbers():
                f"{encoder_layout._interval(scores['random_init'][task][budget])} | {per_seed} | "
                f'{encoder_layout._difference(interval)} | {study_report.verdict(interval)} |')
         assert row in readme, row
+  # The decisions (section 6: the layout; section 5: the projection) are the rule's tables of these numbers.
+  scores = {name: study['probe_accuracy_per_seed'] for name, study in results['pretraining'].items()}
+  for names in (('v1', 'stem_s1_pool_unitpool', 'stem_s1_nopool_unitpool'),
+                ('stem_s1_pool_unitpool', 'stem_s1_pool_unitpool_projection_batch')):
+    for line in encoder_layout.decision_table({name: scores[name] for name in names})[2:]:
+      assert line in readme, line
+  # The default is the layout the rule chose.
+  from configs import base
+  chosen = dict(models.LEGACY_LAYOUT, **encoder_layout.CANDIDATES['stem_s1_pool_unitpool'])
+  assert {key: base.get_config().model[key] for key in models.LAYOUT_KEYS} == chosen
