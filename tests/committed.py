@@ -19,11 +19,15 @@ def committed_results(name: str) -> tuple[str, dict]:
 RAN_THE_LEGACY_LAYOUT = ('study_cpu', 'study_cpu_methods', 'sweep_temperature')
 
 
-def model_sections(name: str, stored: dict, expected: dict) -> tuple[dict, dict]:
-  """The `model` config section a committed result `name` ran (`stored`, the layout keys it predates filled in)
-  and the one the code would run for it (`expected`, with the legacy layout for a result that ran it)."""
+def sections_that_ran(name: str, section: str, stored: dict, expected: dict) -> tuple[dict, dict]:
+  """Config section `section` as committed result `name` ran it (`stored`, with the keys configs gained after
+  it read as `ssl_jax.workdir.resume.ABSENT_MEANS`, the value that trains what it trained) and as the code would
+  run it for that result (`expected`; for a result in RAN_THE_LEGACY_LAYOUT, with the legacy layout)."""
   from ssl_jax import models
-  if name in RAN_THE_LEGACY_LAYOUT:
+  from ssl_jax.workdir import resume
+  prefix = section + '.'
+  absent = {k[len(prefix):]: v for k, v in resume.ABSENT_MEANS.items() if k.startswith(prefix)}
+  if section == 'model' and name in RAN_THE_LEGACY_LAYOUT:
     assert not set(models.LAYOUT_KEYS) & set(stored), f'{name} names its layout: take it off RAN_THE_LEGACY_LAYOUT'
-    return {**stored, **models.LEGACY_LAYOUT}, {**expected, **models.LEGACY_LAYOUT}
-  return stored, expected
+    expected = {**expected, **models.LEGACY_LAYOUT}
+  return {**{k: v for k, v in absent.items() if k in expected}, **stored}, expected

@@ -220,7 +220,7 @@ def test_committed_cpu_study_ran_the_cpu_defaults_with_seeds_and_clears_random_i
     expected = study.pretrain_config(method, run['augment'], 'cpu', run['antenna_dropout'])
     assert method == expected.method and ran['num_train_steps'] == expected.num_train_steps, name
     assert ran['batch_size'] == expected.batch_size and ran['data']['length'] == expected.data.length, name
-    stored, expected_model = committed.model_sections('study_cpu', ran['model'], expected.model.to_dict())
+    stored, expected_model = committed.sections_that_ran('study_cpu', 'model', ran['model'], expected.model.to_dict())
     assert stored == {k: list(v) if isinstance(v, tuple) else v for k, v in expected_model.items()}, name
     assert ran['augment']['enabled'] == expected.augment.enabled, name
     assert ran['members']['count'] == seeds and len(run['members']) == seeds, name
@@ -303,9 +303,8 @@ def test_committed_cpu_methods_study_ran_the_cpu_defaults_and_its_tables_follow_
     sections = [k for k, v in expected.items() if isinstance(v, dict)
                 and k not in ('data', 'distributed', 'members', 'monitor')]
     for section in sections:
-      stored, expected_section = ran.get(section), expected[section]
-      if section == 'model':
-        stored, expected_section = committed.model_sections('study_cpu_methods', stored, expected_section)
+      stored, expected_section = committed.sections_that_ran('study_cpu_methods', section, ran.get(section),
+                                                             expected[section])
       assert stored == expected_section, (name, section)
     assert ran['data']['length'] == expected['data']['length'] and ran['augment']['enabled'], name
     assert ran['members']['count'] == seeds and len(run['members']) == seeds, name

@@ -128,9 +128,8 @@ def test_committed_cpu_temperature_sweep_ran_the_defaults_and_its_report_follows
     for key in ('method', 'batch_size', 'num_train_steps', 'temperature'):
       assert ran[key] == expected[key], (method, key)
     for section in ('members', 'model', 'optim'):
-      stored, expected_section = ran[section], expected[section]
-      if section == 'model':
-        stored, expected_section = committed.model_sections('sweep_temperature', stored, expected_section)
+      stored, expected_section = committed.sections_that_ran('sweep_temperature', section, ran[section],
+                                                             expected[section])
       for key, value in expected_section.items():
         assert stored[key] == value, (method, section, key)
     assert ran['data']['length'] == expected['data']['length']
