@@ -107,3 +107,16 @@ def test_committed_layout_tables_follow_from_their_numbers():
   from configs import base
   chosen = dict(models.LEGACY_LAYOUT, **encoder_layout.CANDIDATES['stem_s1_pool_unitpool'])
   assert {key: base.get_config().model[key] for key in models.LAYOUT_KEYS} == chosen
+
+
+def test_the_readmes_default_layout_rows_are_the_committed_means():
+  """README.md's results rows for the default layout: the means over the seeds in encoder_layout/results.json."""
+  import os
+  import committed  # tests/committed.py
+  _, results = committed.committed_results('encoder_layout')
+  scores = results['pretraining']['stem_s1_pool_unitpool']['probe_accuracy_per_seed']
+  readme = open(os.path.join(os.path.dirname(committed.RESULTS_ROOT), '..', 'README.md')).read().replace('**', '')
+  for run, label in (('simclr_aug', 'SimCLR, MTC + AD, default layout'),
+                     ('random_init', 'random-init encoder, default layout')):
+    cells = [' / '.join(f'{np.mean(scores[run][task][b]):.3f}' for b in ('1', '10', '100')) for task in ('aoa', 'amc')]
+    assert f'| {label} | {cells[0]} | {cells[1]} |' in readme, (label, cells)
