@@ -40,3 +40,18 @@ def test_a_non_finite_state_is_never_saved(tmp_path, bad):
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
   assert checkpoints.all_finite(_state()) and not checkpoints.all_finite(state)
   assert checkpoints.all_finite({'ints': jnp.arange(3)})  # no float leaf: nothing to be non-finite
+
+
+def test_a_failed_restores_unretrieved_reads_are_dropped_and_other_asyncio_records_kept():
+  """A restore with a damaged file fails in one read; asyncio's "never retrieved" log of the reads still in
+  flight is noise after the reported failure (tests/test_evaluate.py's one-line CLI error)."""
+  import logging
+  keep = checkpoints._DropUnretrievedRestoreReads()  # pylint: disable=protected-access
+
+  def record(message):
+    return logging.LogRecord('asyncio', logging.ERROR, __file__, 1, message, None, None)
+
+  assert not keep.filter(record("Task exception was never retrieved\nfuture: <Task finished name='Task-158' "
+                                "coro=<async_deserialize() done, defined at serialization.py:394> exception=ValueError()>"))
+  assert keep.filter(record("Task exception was never retrieved\nfuture: <Task finished coro=<other() done>>"))
+  assert keep.filter(record('Executing <Task pending> took 0.5 seconds'))

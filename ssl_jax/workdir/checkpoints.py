@@ -96,9 +96,10 @@ def _quiet_closed_loop_echoes() -> None:
 
   When one TensorStore read of a restore fails, orbax closes its event loop while other reads are still in
   flight; their completions then fail to reach the closed loop and Python prints each as an unraisable
-  exception's traceback (dozens of them). The failure itself is reported; the echoes are noise. Installed
-  once, before the first restore (the echoes come from other threads while the failure propagates);
-  every other unraisable exception still reaches the previous hook.
+  exception's traceback (dozens of them), and a read whose failure lands after the first one's is logged by
+  asyncio as "Task exception was never retrieved". The failure itself is reported; the echoes are noise.
+  Installed once, before the first restore (the echoes come from other threads while the failure
+  propagates); every other unraisable exception and asyncio record still gets through.
   """
   global _quieted_closed_loop_echoes
   if _quieted_closed_loop_echoes:
@@ -111,7 +112,16 @@ def _quiet_closed_loop_echoes() -> None:
     previous(unraisable)
 
   sys.unraisablehook = hook
+  logging_lib.getLogger('asyncio').addFilter(_DropUnretrievedRestoreReads())
   _quieted_closed_loop_echoes = True
+
+
+class _DropUnretrievedRestoreReads(logging_lib.Filter):
+  """Drops asyncio's "Task exception was never retrieved" for orbax's restore reads (`async_deserialize`)."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith('Task exception was never retrieved') and 'async_deserialize' in message)
 
 
 class _DropReadOnlyNotice(logging_lib.Filter):
