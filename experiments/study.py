@@ -23,9 +23,9 @@ its entry, and the baselines (random-init encoder, supervised) are kept rather t
 checked before the first run starts.
 
 Stops: SIGTERM or SIGINT during a pretraining run saves its checkpoint and stops the study there, with exit
-status 128 + the signal's number and a message naming the run and its step (`ssl_jax.train.PretrainingStopped`); nothing of
-that run is probed or reported, and the same command resumes it. A stored run whose pretraining did not finish
-is dropped from the results it adds to.
+status 128 + the signal's number and a message naming the run and its step
+(`ssl_jax.train.PretrainingStopped`); nothing of that run is probed or reported, and the same command
+resumes it. A stored run whose pretraining did not finish is dropped from the results it adds to.
 
 Seeds: `--seeds K` trains every encoder as K members of one program (`config.members.count = K`,
 `ssl_jax/members.py`; member k has seed `--seed + k`, all members read the same data order). Pairing index
@@ -76,7 +76,6 @@ DEFAULT_METHODS = ('simclr', 'moco')  # the study's
 # baselines. Its default methods are SimCLR alone, and at this scale no no-augmentation run is made.
 SCALE_METHODS = {'demo': ('simclr',)}
 SCALES_WITHOUT_ABLATION = ('demo',)
-
 
 
 def default_methods(scale: str) -> tuple[str, ...]:
